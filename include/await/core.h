@@ -1,0 +1,83 @@
+/* await/core.h: what every libawait module shares: error codes and their
+ * names, the allocator hook, and the export macro. */
+#ifndef AWAIT_CORE_H
+#define AWAIT_CORE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define AW_EXTERN __attribute__((visibility("default")))
+#else
+#define AW_EXTERN
+#endif
+
+/*
+ * Errors are values.  Every function that can fail returns 0 (or a count)
+ * on success and a negative code on failure: either a negative errno value
+ * (-EINVAL, -ENOMEM, -EBADF, ...) for system and argument errors, or one of
+ * the library codes below.  aw_strerror() and aw_err_name() name them all.
+ */
+#define AW_ERRNO_MAP(XX)                                                     \
+    XX(CANCELLED, -3000, "operation was cancelled")                          \
+    XX(TIMEDOUT, -3001, "operation timed out")                               \
+    XX(INVALSTATE, -3002, "invalid state for this operation")                \
+    XX(INCOMPLETE, -3003, "incomplete read")                                 \
+    XX(LIMIT, -3004, "limit overrun")                                        \
+    XX(CLOSED, -3005, "object is closed")                                    \
+    XX(BUSY, -3006, "resource busy: work still outstanding")                 \
+    XX(RUNNING, -3007, "a loop is already running")                          \
+    XX(NOTRUNNING, -3008, "loop is not running")                             \
+    XX(EMPTY, -3009, "queue is empty")                                       \
+    XX(FULL, -3010, "queue is full")                                         \
+    XX(SHUTDOWN, -3011, "queue is shut down")                                \
+    XX(BROKEN, -3012, "barrier is broken")                                   \
+    XX(WRONGTHREAD, -3013, "called from a thread that does not own the loop")
+
+enum aw_errno {
+#define AW__ERRNO_ENUM(name, value, text) AW_E##name = (value),
+    AW_ERRNO_MAP(AW__ERRNO_ENUM)
+#undef AW__ERRNO_ENUM
+};
+
+/*
+ * aw_strerror - a human-readable description of an error code.
+ * Works for every library code and every negative errno value; an unknown
+ * code gives "unknown error".  The string is static: do not free it.
+ * Thread-safe.
+ */
+AW_EXTERN const char *aw_strerror(int code);
+
+/*
+ * aw_err_name - the symbolic name of an error code ("AW_ECANCELLED",
+ * "EINVAL", ...), or "UNKNOWN" for a code the library never returns.
+ * The string is static.  Thread-safe.
+ */
+AW_EXTERN const char *aw_err_name(int code);
+
+/*
+ * aw_replace_allocator - route every allocation libawait makes through the
+ * given functions (libuv's uv_replace_allocator).  All four are required.
+ * Call it before creating any libawait object: memory allocated with one
+ * allocator must not be freed by another.  Returns 0, or -EINVAL when a
+ * function is NULL.  Not thread-safe: call it once, at start-up.
+ */
+typedef void *(*aw_malloc_fn)(size_t size);
+typedef void *(*aw_realloc_fn)(void *ptr, size_t size);
+typedef void *(*aw_calloc_fn)(size_t count, size_t size);
+typedef void (*aw_free_fn)(void *ptr);
+
+AW_EXTERN int aw_replace_allocator(aw_malloc_fn malloc_fn,
+                                   aw_realloc_fn realloc_fn,
+                                   aw_calloc_fn calloc_fn, aw_free_fn free_fn);
+
+/* aw_version - the library version as "MAJOR.MINOR.PATCH". */
+AW_EXTERN const char *aw_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AWAIT_CORE_H */

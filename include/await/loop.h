@@ -1,0 +1,286 @@
+/* await/loop.h: the event loop, asyncio's loop.* on a libevent event_base:
+ * a ready queue of callbacks, a timer heap, fd and signal watchers, a
+ * thread-safe wake-up, an exception handler and a debug mode. */
+#ifndef AWAIT_LOOP_H
+#define AWAIT_LOOP_H
+
+#include "await/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct event_base;
+
+/* A loop.  Opaque; belongs to the thread that runs it. */
+typedef struct aw_loop aw_loop;
+
+/* A scheduled callback (asyncio's Handle / TimerHandle).  Opaque. */
+typedef struct aw_handle aw_handle;
+
+/*
+ * aw_callback_fn - a callback the loop runs.  Return 0 on success; a
+ * negative error code is this callback's failure (an exception escaping an
+ * asyncio callback) and is reported through the loop's exception handler as
+ * "Exception in callback NAME".  The loop keeps running either way.
+ */
+typedef int (*aw_callback_fn)(aw_loop *loop, void *arg);
+
+/*
+ * What the exception handler receives (asyncio's context dict).  Only
+ * `message` is always set; the rest are 0/NULL when they do not apply.  The
+ * library may add fields at the end; never allocate this struct yourself
+ * except to pass to aw_loop_call_exception_handler().
+ */
+typedef struct aw_exception_context {
+    const char *message;     /* what happened, one line */
+    int code;                /* the error code, or 0 */
+    aw_callback_fn callback; /* the callback concerned */
+    void *callback_arg;      /* and its argument */
+    double duration;         /* seconds, for slow-callback reports */
+} aw_exception_context;
+
+typedef void (*aw_exception_handler_fn)(aw_loop *loop,
+                                        const aw_exception_context *context,
+                                        void *arg);
+
+/* ---- creation and lifetime -------------------------------------------- */
+
+/*
+ * aw_loop_new - create a loop with an event_base of its own.
+ * On success stores the loop in *loopp (the caller owns it; end it with
+ * aw_loop_close() and aw_loop_free()) and returns 0.  Returns -EINVAL for a
+ * NULL loopp, -ENOMEM, or -EIO when libevent cannot create a base.
+ * The base is created thread-aware (libevent_pthreads).
+ */
+AW_EXTERN int aw_loop_new(aw_loop **loopp);
+
+/*
+ * aw_loop_new_with_base - create a loop on an existing event_base, so that a
+ * libevent daemon can move over one module at a time.  The base stays the
+ * caller's: the loop never frees it, and it must outlive the loop.  The base
+ * may be run with libevent's own event_base_dispatch(); the loop keeps one
+ * internal event registered on it (its thread-safe wake-up), so such a
+ * dispatch ends with event_base_loopexit()/loopbreak() or aw_loop_stop().
+ * Returns as aw_loop_new(), and -EINVAL for a NULL base.
+ */
+AW_EXTERN int aw_loop_new_with_base(aw_loop **loopp, struct event_base *base);
+
+/* aw_loop_get_base - the loop's event_base (owned by the loop, or adopted).
+ * NULL for a NULL loop. */
+AW_EXTERN struct event_base *aw_loop_get_base(aw_loop *loop);
+
+/*
+ * aw_loop_close - close the loop (asyncio's close).  Returns 0 when the loop
+ * is closed, and is then a no-op if called again.  Frees nothing and returns
+ * AW_EBUSY, after reporting what is outstanding through the exception
+ * handler, while callbacks, timers, readers, writers, signal handlers or
+ * handles the caller still references exist: cancel or finish them and
+ * close again.  Returns AW_ERUNNING when called while the loop runs.
+ * Every call on a closed loop, except aw_loop_free(), returns AW_ECLOSED.
+ */
+AW_EXTERN int aw_loop_close(aw_loop *loop);
+
+/*
+ * aw_loop_free - close the loop if still open, then free it (and its base,
+ * unless adopted).  Accepts NULL.  Returns 0, or the error of
+ * aw_loop_close() (AW_EBUSY, AW_ERUNNING), in which case nothing is freed.
+ */
+AW_EXTERN int aw_loop_free(aw_loop *loop);
+
+/* aw_loop_is_closed - 1 when closed, 0 when open. */
+AW_EXTERN int aw_loop_is_closed(const aw_loop *loop);
+
+/* ---- running ------------------------------------------------------------ */
+
+/*
+ * aw_get_running_loop - the loop running in the calling thread, or NULL
+ * (asyncio's get_running_loop, without the exception).  A loop counts as
+ * running inside aw_loop_run_*() and inside any of its callbacks, also when
+ * its base is driven by libevent's own dispatch.
+ */
+AW_EXTERN aw_loop *aw_get_running_loop(void);
+
+/*
+ * aw_loop_run_forever - run until aw_loop_stop() (asyncio's run_forever).
+ * Returns 0 after a stop; AW_ERUNNING when this loop, or another loop in
+ * this thread, is already running (libevent is not re-entrant);
+ * AW_ECLOSED on a closed loop; -EIO when libevent fails.
+ */
+AW_EXTERN int aw_loop_run_forever(aw_loop *loop);
+
+enum aw_run_flags {
+    AW_RUN_NOWAIT = 1 /* poll without blocking */
+};
+
+/*
+ * aw_loop_run_once - one iteration, for embedding the loop in another main
+ * loop: wait for I/O or the next timer (not at all with AW_RUN_NOWAIT, nor
+ * when callbacks are ready), then run what became ready.  Returns 0, or
+ * the errors of aw_loop_run_forever().
+ */
+AW_EXTERN int aw_loop_run_once(aw_loop *loop, int flags);
+
+/*
+ * aw_loop_stop - stop the loop (asyncio's stop): the callbacks of the pass
+ * under way still run, those they schedule wait for the next run.  Called
+ * while the loop is not running, the next run does one iteration and stops.
+ * When the base is driven by libevent's own dispatch, the dispatch is broken
+ * with event_base_loopbreak().  Returns 0, or AW_ECLOSED / -EINVAL.
+ */
+AW_EXTERN int aw_loop_stop(aw_loop *loop);
+
+/* aw_loop_is_running - 1 while inside aw_loop_run_*(), else 0. */
+AW_EXTERN int aw_loop_is_running(const aw_loop *loop);
+
+/*
+ * aw_loop_time - the loop's clock: monotonic seconds, as a double
+ * (asyncio's loop.time()).  Deadlines for aw_loop_call_at() use it.
+ */
+AW_EXTERN double aw_loop_time(const aw_loop *loop);
+
+/* ---- scheduling callbacks ---------------------------------------------- */
+
+/*
+ * aw_loop_call_soon - run fn(loop, arg) on a later pass of the loop
+ * (asyncio's call_soon).  Callbacks run in the order scheduled; one
+ * scheduled while a pass runs waits for the next pass.  Never runs fn from
+ * inside this call.
+ * If handlep is not NULL, *handlep gets a handle with a reference taken,
+ * for aw_handle_cancel(); release it with aw_handle_unref().  Pass NULL
+ * when you will not cancel.  Returns 0; -EINVAL for a NULL loop or fn;
+ * AW_ECLOSED; -ENOMEM.  On failure fn is never called.
+ */
+AW_EXTERN int aw_loop_call_soon(aw_loop *loop, aw_callback_fn fn, void *arg,
+                                aw_handle **handlep);
+
+/*
+ * aw_loop_call_later - run fn(loop, arg) after `delay` seconds (asyncio's
+ * call_later).  Timers run in deadline order, equal deadlines in the order
+ * scheduled; a timer that falls due is queued behind the callbacks already
+ * ready.  -EINVAL for a negative, NaN or infinite delay; else as call_soon.
+ */
+AW_EXTERN int aw_loop_call_later(aw_loop *loop, double delay,
+                                 aw_callback_fn fn, void *arg,
+                                 aw_handle **handlep);
+
+/*
+ * aw_loop_call_at - run fn(loop, arg) at loop time `when` (asyncio's
+ * call_at); a deadline in the past runs on the next pass.  -EINVAL for a
+ * NaN or infinite `when`; else as aw_loop_call_later().
+ */
+AW_EXTERN int aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn,
+                              void *arg, aw_handle **handlep);
+
+/*
+ * aw_loop_call_soon_threadsafe - schedule fn(loop, arg) from any thread and
+ * wake the loop if it sleeps (asyncio's call_soon_threadsafe).  Calls from
+ * one thread run in the order made.  No handle: such a call cannot be
+ * cancelled.  Thread-safe: the one loop call that is.  Returns 0, -EINVAL,
+ * AW_ECLOSED, or -ENOMEM.
+ */
+AW_EXTERN int aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn,
+                                           void *arg);
+
+/*
+ * aw_handle_cancel - cancel a scheduled callback (asyncio's Handle.cancel).
+ * Returns 0 when it was pending and now will not run; AW_EINVALSTATE, with
+ * no other effect, when it already ran, is running, or was cancelled;
+ * -EINVAL for NULL.
+ */
+AW_EXTERN int aw_handle_cancel(aw_handle *handle);
+
+/* aw_handle_cancelled - 1 if the handle was cancelled, else 0. */
+AW_EXTERN int aw_handle_cancelled(const aw_handle *handle);
+
+/* aw_handle_ref - take another reference; returns handle. */
+AW_EXTERN aw_handle *aw_handle_ref(aw_handle *handle);
+
+/* aw_handle_unref - drop a reference.  Accepts NULL.  Dropping it does not
+ * cancel the callback. */
+AW_EXTERN void aw_handle_unref(aw_handle *handle);
+
+/* ---- file descriptors and signals --------------------------------------- */
+
+/*
+ * aw_loop_add_reader - call fn(loop, arg) whenever fd is readable (asyncio's
+ * add_reader), until aw_loop_remove_reader().  A reader already on fd is
+ * replaced.  Remove the reader before closing the fd.  Returns 0; -EBADF
+ * for a closed or negative fd; -EPERM for a regular file or directory
+ * (epoll cannot watch them); -EINVAL; AW_ECLOSED; -ENOMEM.
+ */
+AW_EXTERN int aw_loop_add_reader(aw_loop *loop, int fd, aw_callback_fn fn,
+                                 void *arg);
+
+/* aw_loop_remove_reader - stop watching fd for reading.  Returns 1 when a
+ * reader was removed, 0 when there was none, or a negative code. */
+AW_EXTERN int aw_loop_remove_reader(aw_loop *loop, int fd);
+
+/* aw_loop_add_writer / aw_loop_remove_writer - the same for writability. */
+AW_EXTERN int aw_loop_add_writer(aw_loop *loop, int fd, aw_callback_fn fn,
+                                 void *arg);
+AW_EXTERN int aw_loop_remove_writer(aw_loop *loop, int fd);
+
+/*
+ * aw_loop_add_signal_handler - call fn(loop, arg) on the loop each time
+ * signal `signum` arrives (asyncio's add_signal_handler); the handler runs
+ * as an ordinary callback, not in signal context.  A handler already set for
+ * signum is replaced.  Returns 0; -EINVAL for a number out of range or a
+ * signal that cannot be caught (SIGKILL, SIGSTOP); AW_ECLOSED; -ENOMEM.
+ * libevent delivers signals to one event_base at a time: use signal
+ * handlers on one loop of the process.
+ */
+AW_EXTERN int aw_loop_add_signal_handler(aw_loop *loop, int signum,
+                                         aw_callback_fn fn, void *arg);
+
+/* aw_loop_remove_signal_handler - restore the signal's previous
+ * disposition.  Returns 1 if a handler was removed, 0 if none, or a
+ * negative code. */
+AW_EXTERN int aw_loop_remove_signal_handler(aw_loop *loop, int signum);
+
+/* ---- errors and debugging ---------------------------------------------- */
+
+/*
+ * aw_loop_set_exception_handler - replace the handler that receives what
+ * the loop reports: failed callbacks, slow callbacks in debug mode, work
+ * outstanding at close (asyncio's set_exception_handler).  NULL restores
+ * the default, which prints one line to stderr.  Returns 0 or -EINVAL.
+ */
+AW_EXTERN int aw_loop_set_exception_handler(aw_loop *loop,
+                                            aw_exception_handler_fn fn,
+                                            void *arg);
+
+/* aw_loop_call_exception_handler - report through the current handler. */
+AW_EXTERN void aw_loop_call_exception_handler(
+    aw_loop *loop, const aw_exception_context *context);
+
+/* aw_loop_default_exception_handler - the default: one line to stderr. */
+AW_EXTERN void aw_loop_default_exception_handler(
+    aw_loop *loop, const aw_exception_context *context);
+
+/*
+ * aw_loop_set_debug - debug mode (asyncio's set_debug): every callback is
+ * timed and one that runs for at least the slow-callback duration (0.1 s
+ * by default) is reported, named; scheduling from a thread that is not the
+ * running loop's returns AW_EWRONGTHREAD.  Returns 0 or -EINVAL.
+ */
+AW_EXTERN int aw_loop_set_debug(aw_loop *loop, int enabled);
+AW_EXTERN int aw_loop_get_debug(const aw_loop *loop);
+
+/* aw_loop_set_slow_callback_duration - the debug-mode threshold, seconds.
+ * -EINVAL for a negative or NaN value. */
+AW_EXTERN int aw_loop_set_slow_callback_duration(aw_loop *loop,
+                                                 double seconds);
+
+/*
+ * aw_callback_name - write a printable name for a callback into buf: the
+ * symbol name when the dynamic linker knows it, else "ADDR (object+OFFSET)"
+ * for addr2line.  Returns buf.  Thread-safe.
+ */
+AW_EXTERN const char *aw_callback_name(aw_callback_fn fn, char *buf,
+                                       size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AWAIT_LOOP_H */

@@ -1,0 +1,84 @@
+/* test_core.c: error codes, their names and descriptions, the allocator
+ * hook and the version. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+START_TEST(every_library_code_has_name_and_text)
+{
+    static const int codes[] = {
+#define AW__CODE(name, value, text) AW_E##name,
+        AW_ERRNO_MAP(AW__CODE)
+#undef AW__CODE
+    };
+    size_t i, j;
+
+    for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        ck_assert_int_lt(codes[i], -2000);
+        ck_assert_msg(strncmp(aw_err_name(codes[i]), "AW_E", 4) == 0,
+                      "code %d has no name", codes[i]);
+        ck_assert_str_ne(aw_strerror(codes[i]), "unknown error");
+        for (j = 0; j < i; j++)
+            ck_assert_int_ne(codes[i], codes[j]);
+    }
+    ck_assert_str_eq(aw_err_name(AW_ECANCELLED), "AW_ECANCELLED");
+    ck_assert_str_eq(aw_strerror(AW_ETIMEDOUT), "operation timed out");
+}
+END_TEST
+
+START_TEST(errno_codes_have_name_and_text)
+{
+    ck_assert_str_eq(aw_err_name(-EINVAL), "EINVAL");
+    ck_assert_str_eq(aw_err_name(-ECONNRESET), "ECONNRESET");
+    ck_assert_str_eq(aw_err_name(0), "OK");
+    ck_assert_str_eq(aw_strerror(0), "success");
+    ck_assert_str_eq(aw_strerror(-ENOMEM), strerror(ENOMEM));
+    ck_assert_str_eq(aw_strerror(-ECONNREFUSED), strerror(ECONNREFUSED));
+}
+END_TEST
+
+START_TEST(unknown_codes_are_named_unknown)
+{
+    ck_assert_str_eq(aw_err_name(-2999), "UNKNOWN");
+    ck_assert_str_eq(aw_err_name(12345), "UNKNOWN");
+    ck_assert_str_eq(aw_strerror(-2999), "unknown error");
+    ck_assert_str_eq(aw_strerror(-100000), "unknown error");
+    ck_assert_str_eq(aw_strerror(7), "unknown error");
+}
+END_TEST
+
+START_TEST(replace_allocator_rejects_null)
+{
+    ck_assert_int_eq(aw_replace_allocator(NULL, realloc, calloc, free),
+                     -EINVAL);
+    ck_assert_int_eq(aw_replace_allocator(malloc, realloc, calloc, NULL),
+                     -EINVAL);
+    /* The counting allocator the runner installed is still in place. */
+    ck_assert_int_gt(aw_test_live_allocations(), 0);
+}
+END_TEST
+
+START_TEST(version_is_the_package_version)
+{
+    ck_assert_str_eq(aw_version(), PACKAGE_VERSION);
+}
+END_TEST
+
+Suite *
+aw_test_suite(void)
+{
+    Suite *s = suite_create("core");
+    TCase *tc = aw_test_tcase("core");
+
+    tcase_add_test(tc, every_library_code_has_name_and_text);
+    tcase_add_test(tc, errno_codes_have_name_and_text);
+    tcase_add_test(tc, unknown_codes_are_named_unknown);
+    tcase_add_test(tc, replace_allocator_rejects_null);
+    tcase_add_test(tc, version_is_the_package_version);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,37 @@
+/* testutil.h: what every test file shares: the per-test loop fixture, the
+ * counting allocator that finds leaks and fails chosen allocations, and
+ * helpers to run the loop with a deadline. */
+#ifndef AWAIT_TESTUTIL_H
+#define AWAIT_TESTUTIL_H
+
+#include <check.h>
+#include <stddef.h>
+
+#include "await.h"
+
+/* The loop the fixture creates for each test; teardown closes and frees it
+ * and fails the test if that does not succeed or memory leaked. */
+extern aw_loop *loop;
+
+/* Each test file defines its suite. */
+Suite *aw_test_suite(void);
+
+/* A TCase with the loop fixture and a timeout fit for the run (longer
+ * under valgrind). */
+TCase *aw_test_tcase(const char *name);
+
+/* Allocations made through libawait's allocator and not yet freed. */
+long aw_test_live_allocations(void);
+
+/* Make the n-th allocation from now fail (1 = the next); 0 disables. */
+void aw_test_fail_allocation(long n);
+
+/* Non-zero when the suite runs under valgrind (set by check-valgrind):
+ * tests scale heavy loops down. */
+int aw_test_slow(void);
+
+/* Run the loop until *flag becomes non-zero or `seconds` pass; returns the
+ * flag.  Uses a timer to stop the loop. */
+int aw_test_run_until(aw_loop *l, volatile int *flag, double seconds);
+
+#endif /* AWAIT_TESTUTIL_H */
