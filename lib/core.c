@@ -74,6 +74,50 @@ aw__strdup(const char *s)
     return p;
 }
 
+void
+aw__pool_init(struct aw__pool *pool, size_t obj_size, size_t per_slab)
+{
+    memset(pool, 0, sizeof(*pool));
+    if (obj_size < sizeof(void *))
+        obj_size = sizeof(void *);
+    pool->obj_size = (obj_size + 7) & ~(size_t)7;
+    pool->per_slab = per_slab ? per_slab : 1;
+}
+
+int
+aw__pool_grow(struct aw__pool *pool)
+{
+    /* The slab's first 16 bytes link it; objects follow, 8-aligned. */
+    char *slab = aw__malloc(16 + pool->obj_size * pool->per_slab);
+    size_t i;
+
+    if (slab == NULL)
+        return -ENOMEM;
+    *(void **)slab = pool->slabs;
+    pool->slabs = slab;
+    for (i = pool->per_slab; i-- > 0;) {
+        void *obj = slab + 16 + i * pool->obj_size;
+
+        *(void **)obj = pool->free;
+        pool->free = obj;
+    }
+    pool->nfree += pool->per_slab;
+    return 0;
+}
+
+void
+aw__pool_destroy(struct aw__pool *pool)
+{
+    while (pool->slabs != NULL) {
+        void *next = *(void **)pool->slabs;
+
+        aw__free(pool->slabs);
+        pool->slabs = next;
+    }
+    pool->free = NULL;
+    pool->nfree = 0;
+}
+
 /* The errno values a network daemon meets; names come from this table so
  * that they do not depend on the C library having strerrorname_np(). */
 #define AW__SYS_ERRNO_MAP(XX)                                                \

@@ -19,4 +19,16 @@ void aw__loop_report(aw_loop *loop, int code, aw_callback_fn fn, void *arg,
  * close while any is alive.  delta is +1 or -1. */
 void aw__loop_track(aw_loop *loop, long delta);
 
+/* Per-loop pooled memory for small objects (size classes of 16 bytes up
+ * to 256; larger sizes go to the allocator).  Free with the same size. */
+void *aw__loop_alloc(aw_loop *loop, size_t size);
+void aw__loop_free(aw_loop *loop, void *ptr, size_t size);
+
+/* Promise a handle for a later aw__loop_call_soon_reserved(), which then
+ * cannot fail: settling a future must always be able to schedule its
+ * callbacks.  aw__loop_reserve returns 0 or -ENOMEM. */
+int aw__loop_reserve(aw_loop *loop);
+void aw__loop_unreserve(aw_loop *loop);
+void aw__loop_call_soon_reserved(aw_loop *loop, aw_callback_fn fn, void *arg);
+
 #endif /* AWAIT_LOOP_INTERNAL_H */

@@ -37,6 +37,11 @@
  * that call_soon and call_later do not reach the system allocator. */
 #define HANDLES_PER_SLAB 256
 
+/* Objects of the modules above come from per-loop pools, one per size
+ * class of 16 bytes up to this size. */
+#define POOL_MAX_SIZE 256
+#define POOL_CLASSES (POOL_MAX_SIZE / 16)
+
 /* asyncio's rule for purging cancelled timers from the heap. */
 #define MIN_SCHEDULED_TIMERS 100
 
@@ -58,11 +63,6 @@ struct aw_handle {
     uint32_t refs;
     uint8_t state;
     uint8_t is_timer;
-};
-
-struct handle_slab {
-    struct handle_slab *next;
-    aw_handle handles[HANDLES_PER_SLAB];
 };
 
 struct timer_entry {
@@ -108,9 +108,9 @@ struct aw_loop {
     uint64_t timer_seq;
     double armed_when; /* deadline timer_ev is armed for, or INFINITY */
 
-    aw_handle *free_handles;
-    struct handle_slab *slabs;
-    size_t live_handles;
+    struct aw__pool handles;
+    size_t reserved_handles; /* promised to aw__loop_call_soon_reserved */
+    struct aw__pool pools[POOL_CLASSES];
 
     struct io_watch **io;
     int io_cap;
@@ -163,38 +163,21 @@ aw_loop_time(const aw_loop *loop)
 
 /* ---- handles ------------------------------------------------------------ */
 
-static aw_handle *
+static inline aw_handle *
 handle_alloc(aw_loop *loop)
 {
-    aw_handle *h = loop->free_handles;
-
-    if (AW__UNLIKELY(h == NULL)) {
-        struct handle_slab *slab = aw__malloc(sizeof(*slab));
-        int i;
-
-        if (slab == NULL)
-            return NULL;
-        slab->next = loop->slabs;
-        loop->slabs = slab;
-        for (i = HANDLES_PER_SLAB - 1; i >= 0; i--) {
-            slab->handles[i].u.next = loop->free_handles;
-            loop->free_handles = &slab->handles[i];
-        }
-        h = loop->free_handles;
-    }
-    loop->free_handles = h->u.next;
-    loop->live_handles++;
-    return h;
+    /* Reserved handles stay on the free list for those who reserved them. */
+    if (AW__UNLIKELY(loop->handles.nfree <= loop->reserved_handles) &&
+        aw__pool_grow(&loop->handles) != 0)
+        return NULL;
+    return aw__pool_get(&loop->handles);
 }
 
 static inline void
 handle_release(aw_loop *loop, aw_handle *h)
 {
-    if (--h->refs == 0) {
-        h->u.next = loop->free_handles;
-        loop->free_handles = h;
-        loop->live_handles--;
-    }
+    if (--h->refs == 0)
+        aw__pool_put(&loop->handles, h);
 }
 
 aw_handle *
@@ -885,7 +868,6 @@ wake_fd_close(int fds[2])
 static void
 loop_release_resources(aw_loop *loop)
 {
-    struct handle_slab *slab;
     int i;
 
     if (loop->ready_ev)
@@ -918,11 +900,9 @@ loop_release_resources(aw_loop *loop)
             loop->signals[i] = NULL;
         }
     }
-    while ((slab = loop->slabs) != NULL) {
-        loop->slabs = slab->next;
-        aw__free(slab);
-    }
-    loop->free_handles = NULL;
+    aw__pool_destroy(&loop->handles);
+    for (i = 0; i < POOL_CLASSES; i++)
+        aw__pool_destroy(&loop->pools[i]);
     aw__free(loop->heap);
     loop->heap = NULL;
     loop->heap_len = loop->heap_cap = 0;
@@ -946,6 +926,10 @@ loop_init(aw_loop **loopp, struct event_base *base, int own_base)
     loop->armed_when = INFINITY;
     loop->slow_callback_duration = 0.1;
     loop->wake_fd[0] = loop->wake_fd[1] = -1;
+    aw__pool_init(&loop->handles, sizeof(aw_handle), HANDLES_PER_SLAB);
+    for (int i = 0; i < POOL_CLASSES; i++)
+        aw__pool_init(&loop->pools[i], (size_t)(i + 1) * 16,
+                      i < 4 ? 256 : 64);
     if (pthread_mutex_init(&loop->ts_lock, NULL) != 0) {
         aw__free(loop);
         return -ENOMEM;
@@ -1153,7 +1137,7 @@ aw_loop_close(aw_loop *loop)
     if (loop->pending_callbacks == 0)
         heap_purge_cancelled(loop);
     ts = outstanding_threadsafe(loop);
-    held = loop->live_handles - loop->heap_len;
+    held = loop->handles.live - loop->heap_len;
     if (loop->pending_callbacks || ts || loop->io_active ||
         loop->signals_active || held || loop->live_objects) {
         aw__loop_report(loop, AW_EBUSY, NULL, NULL,
@@ -1413,4 +1397,57 @@ void
 aw__loop_track(aw_loop *loop, long delta)
 {
     loop->live_objects += (size_t)delta;
+}
+
+void *
+aw__loop_alloc(aw_loop *loop, size_t size)
+{
+    if (AW__UNLIKELY(size == 0 || size > POOL_MAX_SIZE))
+        return aw__malloc(size);
+    return aw__pool_get(&loop->pools[(size - 1) / 16]);
+}
+
+void
+aw__loop_free(aw_loop *loop, void *ptr, size_t size)
+{
+    if (ptr == NULL)
+        return;
+    if (AW__UNLIKELY(size == 0 || size > POOL_MAX_SIZE))
+        aw__free(ptr);
+    else
+        aw__pool_put(&loop->pools[(size - 1) / 16], ptr);
+}
+
+int
+aw__loop_reserve(aw_loop *loop)
+{
+    if (loop->handles.nfree <= loop->reserved_handles &&
+        aw__pool_grow(&loop->handles) != 0)
+        return -ENOMEM;
+    loop->reserved_handles++;
+    return 0;
+}
+
+void
+aw__loop_unreserve(aw_loop *loop)
+{
+    loop->reserved_handles--;
+}
+
+void
+aw__loop_call_soon_reserved(aw_loop *loop, aw_callback_fn fn, void *arg)
+{
+    aw_handle *h;
+
+    loop->reserved_handles--;
+    h = aw__pool_get(&loop->handles); /* cannot fail: it was reserved */
+    h->fn = fn;
+    h->arg = arg;
+    h->loop = loop;
+    h->state = HANDLE_SCHEDULED;
+    h->is_timer = 0;
+    h->refs = 1;
+    loop->pending_callbacks++;
+    ready_append(loop, h);
+    ready_wake(loop);
 }
