@@ -4,5 +4,6 @@
 
 #include "await/core.h"
 #include "await/loop.h"
+#include "await/future.h"
 
 #endif /* AWAIT_H */

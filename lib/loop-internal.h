@@ -31,4 +31,12 @@ int aw__loop_reserve(aw_loop *loop);
 void aw__loop_unreserve(aw_loop *loop);
 void aw__loop_call_soon_reserved(aw_loop *loop, aw_callback_fn fn, void *arg);
 
+/* What the future module keeps per loop; the loop only zeroes it. */
+struct aw__future_slots {
+    void *reap;  /* futures whose last reference went, to be freed */
+    int reaping; /* a free is under way: queue on reap, do not recurse */
+    void *nomem[8]; /* storage of the shared -ENOMEM future */
+};
+struct aw__future_slots *aw__loop_future_slots(aw_loop *loop);
+
 #endif /* AWAIT_LOOP_INTERNAL_H */

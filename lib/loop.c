@@ -126,6 +126,7 @@ struct aw_loop {
     int ts_closed;
 
     size_t live_objects; /* futures, tasks, ... of the modules above */
+    struct aw__future_slots future_slots;
 
     aw_exception_handler_fn exc_fn;
     void *exc_arg;
@@ -1397,6 +1398,12 @@ void
 aw__loop_track(aw_loop *loop, long delta)
 {
     loop->live_objects += (size_t)delta;
+}
+
+struct aw__future_slots *
+aw__loop_future_slots(aw_loop *loop)
+{
+    return &loop->future_slots;
 }
 
 void *
