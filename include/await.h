@@ -5,5 +5,6 @@
 #include "await/core.h"
 #include "await/loop.h"
 #include "await/future.h"
+#include "await/task.h"
 
 #endif /* AWAIT_H */

@@ -26,41 +26,8 @@
 
 #include "await/future.h"
 #include "core-internal.h"
+#include "future-internal.h"
 #include "loop-internal.h"
-
-enum kind {
-    K_PLAIN,
-    K_THEN,
-    K_CATCH,
-    K_FINALLY,
-    K_SHIELD,
-    K_GATHER,
-    K_ANY,
-    K_RACE,
-    K_WAIT,
-    K_WAIT_FOR
-};
-
-enum flag {
-    F_RETRIEVED = 1 << 0, /* the error was read, or handed on */
-    F_LINKED = 1 << 1,    /* the result is shared: o.link owns it */
-    F_IMMORTAL = 1 << 2,  /* the shared -ENOMEM future */
-    F_BATCH = 1 << 3,     /* settled; callbacks scheduled, not all run */
-    F_TAKEN = 1 << 4      /* the result was taken out */
-};
-
-enum xflag {
-    X_FOLLOWING = 1 << 0,     /* a chain following what its step returned */
-    X_RETURN_ERRORS = 1 << 1, /* gather: collect every outcome */
-    X_TIMED_OUT = 1 << 2,     /* wait_for: the timeout cancelled the inner */
-    X_CANCEL_REQ = 1 << 3     /* wait_for: cancelled, waiting for the inner */
-};
-
-struct cb {
-    struct cb *next;
-    aw_done_fn fn; /* NULL once detached from a scheduled batch */
-    void *arg;
-};
 
 /* A callback added to a settled future, scheduled on its own. */
 struct late_cb {
@@ -69,29 +36,10 @@ struct late_cb {
     void *arg;
 };
 
-struct aw_future {
-    aw_loop *loop;
-    struct cb *callbacks; /* pending: newest first; settled: the batch */
-    union {
-        void *ptr;
-        intptr_t i;
-        char *msg; /* failed or cancelled; pending wait_for: cancel msg */
-    } v;
-    union {
-        aw_destroy_fn destroy; /* done: destroys v.ptr */
-        aw_future *link;       /* done and F_LINKED: owns v.ptr */
-    } o;
-    int code;
-    uint32_t refs;
-    uint8_t state;
-    uint8_t flags;
-    uint8_t kind;
-    uint8_t xflags;
-};
-
 struct chain {
     aw_future base;
     aw_future *source; /* the future waited on, one reference */
+    struct cb *node;   /* our callback on source */
     union {
         aw_then_fn then;
         aw_finally_fn fin;
@@ -115,6 +63,7 @@ struct combo {
 struct wait_for {
     aw_future base;
     aw_future *inner;
+    struct cb *node; /* our callback on inner */
     aw_handle *timer;
     double timeout;
 };
@@ -142,7 +91,6 @@ struct aw_as_completed {
 _Static_assert(sizeof(struct aw_future) <= 48, "aw_future grew past 48");
 _Static_assert(sizeof(struct aw_future) <= sizeof(((struct aw__future_slots *)0)->nomem),
                "no room for the shared -ENOMEM future");
-_Static_assert(sizeof(struct late_cb) == sizeof(struct cb), "one pool");
 #endif
 
 static void future_free(aw_future *f);
@@ -170,9 +118,27 @@ kind_size(int kind)
         return sizeof(struct combo);
     case K_WAIT_FOR:
         return sizeof(struct wait_for);
+    case K_TASK:
+        return aw__task_ops.size;
+    case K_SLEEP:
+        return aw__sleep_ops.size;
     default:
         return sizeof(struct aw_future);
     }
+}
+
+static const struct aw__future_ops *
+outside_ops(int kind)
+{
+    return kind == K_TASK ? &aw__task_ops : &aw__sleep_ops;
+}
+
+/* A sleep is settled by its timer, which runs the callbacks itself: it
+ * needs no handle reserved for them. */
+static inline int
+reserves(const aw_future *f)
+{
+    return f->kind != K_SLEEP;
 }
 
 static int
@@ -181,8 +147,8 @@ is_combo(const aw_future *f)
     return f->kind >= K_GATHER && f->kind <= K_WAIT;
 }
 
-static char *
-vformat(const char *fmt, va_list ap)
+char *
+aw__vformat(const char *fmt, va_list ap)
 {
     va_list aq;
     char *s;
@@ -201,20 +167,20 @@ vformat(const char *fmt, va_list ap)
     return s;
 }
 
-static char *
-format(const char *fmt, ...)
+char *
+aw__format(const char *fmt, ...)
 {
     va_list ap;
     char *s;
 
     va_start(ap, fmt);
-    s = vformat(fmt, ap);
+    s = aw__vformat(fmt, ap);
     va_end(ap);
     return s;
 }
 
-static aw_future *
-nomem_future(aw_loop *loop)
+aw_future *
+aw__future_nomem(aw_loop *loop)
 {
     aw_future *f = (aw_future *)(void *)aw__loop_future_slots(loop)->nomem;
 
@@ -229,8 +195,8 @@ nomem_future(aw_loop *loop)
     return f;
 }
 
-static aw_future *
-future_alloc(aw_loop *loop, int kind)
+aw_future *
+aw__future_alloc(aw_loop *loop, int kind)
 {
     aw_future *f = aw__loop_alloc(loop, kind_size(kind));
 
@@ -246,6 +212,7 @@ future_alloc(aw_loop *loop, int kind)
     f->flags = 0;
     f->kind = (uint8_t)kind;
     f->xflags = 0;
+    f->aux = 0;
     aw__loop_track(loop, 1);
     return f;
 }
@@ -293,8 +260,8 @@ run_batch(aw_loop *loop, void *arg)
 }
 
 /* Settle: the state and outcome are set; schedule the callbacks. */
-static void
-settle(aw_future *f)
+void
+aw__future_settle(aw_future *f)
 {
     struct cb *c = f->callbacks, *rev = NULL;
 
@@ -310,34 +277,101 @@ settle(aw_future *f)
     f->callbacks = rev;
     f->flags |= F_BATCH;
     f->refs++;
-    aw__loop_call_soon_reserved(f->loop, run_batch, f);
+    if (reserves(f)) {
+        aw__loop_call_soon_reserved(f->loop, run_batch, f);
+    } else if (aw_loop_call_soon(f->loop, run_batch, f, NULL) != 0) {
+        /* Out of memory: the owner runs the batch later, with
+         * aw__future_settle_now (a sleep: when its timer fires). */
+        f->flags |= F_DEFERRED;
+    }
+}
+
+void
+aw__future_settle_now(aw_future *f)
+{
+    struct cb *c = f->callbacks, *rev = NULL;
+
+    if (f->flags & F_DEFERRED) {
+        f->flags &= (uint8_t)~F_DEFERRED;
+        run_batch(f->loop, f); /* reversed and referenced already */
+        return;
+    }
+    if (c == NULL || (f->flags & F_BATCH))
+        return;
+    while (c != NULL) {
+        struct cb *next = c->next;
+
+        c->next = rev;
+        rev = c;
+        c = next;
+    }
+    f->callbacks = rev;
+    f->flags |= F_BATCH;
+    f->refs++;
+    if (reserves(f))
+        aw__loop_unreserve(f->loop);
+    run_batch(f->loop, f);
 }
 
 /* Register fn on a pending future. */
-static int
-attach(aw_future *f, aw_done_fn fn, void *arg)
+int
+aw__future_attach(aw_future *f, aw_done_fn fn, void *arg)
 {
     struct cb *c;
 
-    if (f->callbacks == NULL && AW__UNLIKELY(aw__loop_reserve(f->loop) != 0))
+    if (f->callbacks == NULL && reserves(f) &&
+        AW__UNLIKELY(aw__loop_reserve(f->loop) != 0))
         return -ENOMEM;
     c = aw__loop_alloc(f->loop, sizeof(*c));
     if (AW__UNLIKELY(c == NULL)) {
-        if (f->callbacks == NULL)
+        if (f->callbacks == NULL && reserves(f))
             aw__loop_unreserve(f->loop);
         return -ENOMEM;
     }
     c->fn = fn;
     c->arg = arg;
     c->next = f->callbacks;
+    c->pprev = &f->callbacks;
+    if (c->next != NULL)
+        c->next->pprev = &c->next;
     f->callbacks = c;
     return 0;
 }
 
+int
+aw__future_attach_node(aw_future *f, aw_done_fn fn, void *arg,
+                       struct cb **nodep)
+{
+    int rc = aw__future_attach(f, fn, arg);
+
+    *nodep = rc == 0 ? f->callbacks : NULL;
+    return rc;
+}
+
+void
+aw__future_detach_node(aw_future *f, struct cb **nodep)
+{
+    struct cb *c = *nodep;
+
+    if (c == NULL)
+        return;
+    *nodep = NULL;
+    if (f->state != AW_FUTURE_PENDING) {
+        c->fn = NULL; /* in the scheduled batch: skipped, freed there */
+        return;
+    }
+    *c->pprev = c->next;
+    if (c->next != NULL)
+        c->next->pprev = c->pprev;
+    aw__loop_free(f->loop, c, sizeof(*c));
+    if (f->callbacks == NULL && reserves(f))
+        aw__loop_unreserve(f->loop);
+}
+
 /* Remove every (fn, arg) not run yet: unlinked while pending, disarmed in
  * a scheduled batch.  Returns how many. */
-static int
-detach(aw_future *f, aw_done_fn fn, void *arg)
+int
+aw__future_detach(aw_future *f, aw_done_fn fn, void *arg)
 {
     struct cb **pp = &f->callbacks, *c;
     int n = 0;
@@ -346,13 +380,15 @@ detach(aw_future *f, aw_done_fn fn, void *arg)
         while ((c = *pp) != NULL) {
             if (c->fn == fn && c->arg == arg) {
                 *pp = c->next;
+                if (c->next != NULL)
+                    c->next->pprev = pp;
                 aw__loop_free(f->loop, c, sizeof(*c));
                 n++;
             } else {
                 pp = &c->next;
             }
         }
-        if (n > 0 && f->callbacks == NULL)
+        if (n > 0 && f->callbacks == NULL && reserves(f))
             aw__loop_unreserve(f->loop);
     } else if (f->flags & F_BATCH) {
         for (c = f->callbacks; c != NULL; c = c->next) {
@@ -379,7 +415,8 @@ free_pending_callbacks(aw_future *f)
         c = next;
     }
     f->callbacks = NULL;
-    aw__loop_unreserve(f->loop);
+    if (reserves(f))
+        aw__loop_unreserve(f->loop);
 }
 
 static int
@@ -401,22 +438,22 @@ run_late(aw_loop *loop, void *arg)
 
 /* ---- settling, internally ------------------------------------------------ */
 
-static void
-set_failed(aw_future *f, int code, char *msg)
+void
+aw__future_set_failed(aw_future *f, int code, char *msg)
 {
     f->state = AW_FUTURE_FAILED;
     f->code = code;
     f->v.msg = msg;
-    settle(f);
+    aw__future_settle(f);
 }
 
-static void
-set_cancelled(aw_future *f, char *msg)
+void
+aw__future_set_cancelled(aw_future *f, char *msg)
 {
     f->state = AW_FUTURE_CANCELLED;
     f->code = AW_ECANCELLED;
     f->v.msg = msg;
-    settle(f);
+    aw__future_settle(f);
 }
 
 /* Settle f with the result of src (done), sharing it: f holds a reference
@@ -430,13 +467,13 @@ set_linked(aw_future *f, aw_future *src)
     f->o.link = aw_future_ref(owner);
     f->flags |= F_LINKED;
     f->state = AW_FUTURE_DONE;
-    settle(f);
+    aw__future_settle(f);
 }
 
 /* Settle the pending f like the settled src; takes over the reference to
  * src.  An error handed on counts as retrieved: f now carries it. */
-static void
-adopt(aw_future *f, aw_future *src)
+void
+aw__future_adopt(aw_future *f, aw_future *src)
 {
     if (src->state == AW_FUTURE_DONE) {
         if (src->refs == 1 && !(src->flags & F_LINKED)) {
@@ -447,7 +484,7 @@ adopt(aw_future *f, aw_future *src)
             src->o.destroy = NULL;
             f->state = AW_FUTURE_DONE;
             aw_future_unref(src);
-            settle(f);
+            aw__future_settle(f);
         } else {
             set_linked(f, src);
             aw_future_unref(src);
@@ -464,7 +501,7 @@ adopt(aw_future *f, aw_future *src)
     }
     f->state = src->state;
     aw_future_unref(src);
-    settle(f);
+    aw__future_settle(f);
 }
 
 /* ---- creating and releasing ---------------------------------------------- */
@@ -474,7 +511,7 @@ aw_future_new(aw_loop *loop)
 {
     if (!loop_usable(loop))
         return NULL;
-    return future_alloc(loop, K_PLAIN);
+    return aw__future_alloc(loop, K_PLAIN);
 }
 
 aw_future *
@@ -487,11 +524,11 @@ aw_future_resolved(aw_loop *loop, void *result, aw_destroy_fn destroy)
             destroy(result);
         return NULL;
     }
-    f = future_alloc(loop, K_PLAIN);
+    f = aw__future_alloc(loop, K_PLAIN);
     if (AW__UNLIKELY(f == NULL)) {
         if (destroy != NULL)
             destroy(result);
-        return nomem_future(loop);
+        return aw__future_nomem(loop);
     }
     f->v.ptr = result;
     f->o.destroy = destroy;
@@ -506,22 +543,22 @@ aw_future_resolved_int(aw_loop *loop, intptr_t result)
 
     if (!loop_usable(loop))
         return NULL;
-    f = future_alloc(loop, K_PLAIN);
+    f = aw__future_alloc(loop, K_PLAIN);
     if (AW__UNLIKELY(f == NULL))
-        return nomem_future(loop);
+        return aw__future_nomem(loop);
     f->v.i = result;
     f->state = AW_FUTURE_DONE;
     return f;
 }
 
-static aw_future *
-failed_future(aw_loop *loop, int code, char *msg)
+aw_future *
+aw__future_failed_new(aw_loop *loop, int code, char *msg)
 {
-    aw_future *f = future_alloc(loop, K_PLAIN);
+    aw_future *f = aw__future_alloc(loop, K_PLAIN);
 
     if (AW__UNLIKELY(f == NULL)) {
         aw__free(msg);
-        return nomem_future(loop);
+        return aw__future_nomem(loop);
     }
     f->code = code;
     f->v.msg = msg;
@@ -538,14 +575,14 @@ aw_future_failed(aw_loop *loop, int code, const char *fmt, ...)
     if (!loop_usable(loop))
         return NULL;
     if (code >= 0)
-        return failed_future(loop, -EINVAL,
-                             format("aw_future_failed: %d is not an error "
+        return aw__future_failed_new(loop, -EINVAL,
+                             aw__format("aw_future_failed: %d is not an error "
                                     "code",
                                     code));
     va_start(ap, fmt);
-    msg = vformat(fmt, ap);
+    msg = aw__vformat(fmt, ap);
     va_end(ap);
-    return failed_future(loop, code, msg);
+    return aw__future_failed_new(loop, code, msg);
 }
 
 aw_future *
@@ -613,7 +650,7 @@ aw_future_set_result(aw_future *future, void *result, aw_destroy_fn destroy)
     future->v.ptr = result;
     future->o.destroy = destroy;
     future->state = AW_FUTURE_DONE;
-    settle(future);
+    aw__future_settle(future);
     return 0;
 }
 
@@ -626,7 +663,7 @@ aw_future_set_result_int(aw_future *future, intptr_t result)
         return rc;
     future->v.i = result;
     future->state = AW_FUTURE_DONE;
-    settle(future);
+    aw__future_settle(future);
     return 0;
 }
 
@@ -642,7 +679,7 @@ aw_future_set_error(aw_future *future, int code, const char *fmt, ...)
     if (rc != 0)
         return rc;
     va_start(ap, fmt);
-    set_failed(future, code, vformat(fmt, ap));
+    aw__future_set_failed(future, code, aw__vformat(fmt, ap));
     va_end(ap);
     return 0;
 }
@@ -661,7 +698,7 @@ cancel_one(aw_future *f, const char *msg)
 
     switch (f->kind) {
     case K_PLAIN:
-        set_cancelled(f, msg != NULL ? aw__strdup(msg) : NULL);
+        aw__future_set_cancelled(f, msg != NULL ? aw__strdup(msg) : NULL);
         return NULL;
     case K_THEN:
     case K_CATCH:
@@ -671,8 +708,8 @@ cancel_one(aw_future *f, const char *msg)
         src = ch->source;
         ch->source = NULL;
         if (src != NULL)
-            detach(src, chain_on_source, ch);
-        set_cancelled(f, msg != NULL ? aw__strdup(msg) : NULL);
+            aw__future_detach_node(src, &ch->node);
+        aw__future_set_cancelled(f, msg != NULL ? aw__strdup(msg) : NULL);
         if (src == NULL)
             return NULL;
         if (f->kind != K_SHIELD && src->state == AW_FUTURE_PENDING &&
@@ -682,6 +719,10 @@ cancel_one(aw_future *f, const char *msg)
         return NULL;
     case K_WAIT_FOR:
         wait_for_cancel((struct wait_for *)f, msg);
+        return NULL;
+    case K_TASK:
+    case K_SLEEP:
+        outside_ops(f->kind)->cancel(f, msg);
         return NULL;
     default:
         combo_cancel((struct combo *)f, msg);
@@ -811,7 +852,7 @@ aw_future_add_done_callback(aw_future *future, aw_done_fn fn, void *arg)
     if (future == NULL || fn == NULL)
         return -EINVAL;
     if (future->state == AW_FUTURE_PENDING)
-        return attach(future, fn, arg);
+        return aw__future_attach(future, fn, arg);
     l = aw__loop_alloc(future->loop, sizeof(*l));
     if (l == NULL)
         return -ENOMEM;
@@ -833,7 +874,7 @@ aw_future_remove_done_callback(aw_future *future, aw_done_fn fn, void *arg)
         return -EINVAL;
     if (future->state != AW_FUTURE_PENDING)
         return 0;
-    return detach(future, fn, arg);
+    return aw__future_detach(future, fn, arg);
 }
 
 static int
@@ -864,12 +905,12 @@ aw_loop_run_until_complete(aw_loop *loop, aw_future *future)
         return AW_ERUNNING;
     aw_future_ref(future);
     if (future->state == AW_FUTURE_PENDING)
-        rc = attach(future, stop_on_done, loop);
+        rc = aw__future_attach(future, stop_on_done, loop);
     else
         rc = aw_loop_call_soon(loop, stop_soon, NULL, &h);
     if (rc == 0) {
         rc = aw_loop_run_forever(loop);
-        detach(future, stop_on_done, loop);
+        aw__future_detach(future, stop_on_done, loop);
         if (h != NULL) {
             aw_handle_cancel(h);
             aw_handle_unref(h);
@@ -896,7 +937,7 @@ chain_follow(struct chain *ch, aw_future *g)
     aw_future *f = &ch->base;
 
     if (g == NULL) {
-        set_failed(f, -EINVAL, format("a chain step returned NULL"));
+        aw__future_set_failed(f, -EINVAL, aw__format("a chain step returned NULL"));
         return;
     }
     if (f->state != AW_FUTURE_PENDING) { /* cancelled by the step */
@@ -905,19 +946,20 @@ chain_follow(struct chain *ch, aw_future *g)
     }
     if (g == f || g->loop != f->loop) {
         aw_future_unref(g);
-        set_failed(f, -EINVAL,
-                   format("a chain step returned %s",
+        aw__future_set_failed(f, -EINVAL,
+                   aw__format("a chain step returned %s",
                           g == f ? "its own chain" : "a future of another "
                                                      "loop"));
         return;
     }
     if (g->state != AW_FUTURE_PENDING) {
-        adopt(f, g);
+        aw__future_adopt(f, g);
         return;
     }
-    if (AW__UNLIKELY(attach(g, chain_on_source, ch) != 0)) {
+    if (AW__UNLIKELY(aw__future_attach_node(g, chain_on_source, ch,
+                                            &ch->node) != 0)) {
         aw_future_unref(g);
-        set_failed(f, -ENOMEM, NULL);
+        aw__future_set_failed(f, -ENOMEM, NULL);
         return;
     }
     ch->source = g;
@@ -934,19 +976,19 @@ chain_run(struct chain *ch)
         return;
     ch->source = NULL;
     if ((f->xflags & X_FOLLOWING) || f->kind == K_SHIELD) {
-        adopt(f, src);
+        aw__future_adopt(f, src);
         return;
     }
     switch (f->kind) {
     case K_THEN:
         if (src->state != AW_FUTURE_DONE) {
-            adopt(f, src);
+            aw__future_adopt(f, src);
             return;
         }
         break;
     case K_CATCH:
         if (src->state != AW_FUTURE_FAILED || src->code == AW_ECANCELLED) {
-            adopt(f, src);
+            aw__future_adopt(f, src);
             return;
         }
         src->flags |= F_RETRIEVED;
@@ -962,9 +1004,9 @@ chain_run(struct chain *ch)
         } else if (rc < 0) {
             src->flags |= F_RETRIEVED;
             aw_future_unref(src);
-            set_failed(f, rc, NULL);
+            aw__future_set_failed(f, rc, NULL);
         } else {
-            adopt(f, src);
+            aw__future_adopt(f, src);
         }
     } else {
         g = ch->fn.then(src, ch->arg);
@@ -977,8 +1019,11 @@ chain_run(struct chain *ch)
 static int
 chain_on_source(aw_future *src, void *arg)
 {
+    struct chain *ch = arg;
+
     (void)src;
-    chain_run(arg);
+    ch->node = NULL; /* run: the batch frees it */
+    chain_run(ch);
     return 0;
 }
 
@@ -1006,22 +1051,23 @@ chain_new(aw_future *src, int kind, aw_then_fn then, aw_finally_fn fin,
     loop = src->loop;
     if (kind != K_SHIELD && then == NULL && fin == NULL) {
         aw_future_unref(src);
-        return failed_future(loop, -EINVAL,
-                             format("chain step function is NULL"));
+        return aw__future_failed_new(loop, -EINVAL,
+                             aw__format("chain step function is NULL"));
     }
-    ch = (struct chain *)future_alloc(loop, kind);
+    ch = (struct chain *)aw__future_alloc(loop, kind);
     if (AW__UNLIKELY(ch == NULL)) {
         aw_future_unref(src);
-        return nomem_future(loop);
+        return aw__future_nomem(loop);
     }
     ch->source = src;
+    ch->node = NULL;
     if (fin != NULL)
         ch->fn.fin = fin;
     else
         ch->fn.then = then;
     ch->arg = arg;
     if (src->state == AW_FUTURE_PENDING) {
-        rc = attach(src, chain_on_source, ch);
+        rc = aw__future_attach_node(src, chain_on_source, ch, &ch->node);
     } else {
         /* The step never runs inside this call: schedule it. */
         rc = aw_loop_call_soon(loop, chain_scheduled, ch, NULL);
@@ -1031,7 +1077,7 @@ chain_new(aw_future *src, int kind, aw_then_fn then, aw_finally_fn fin,
     if (AW__UNLIKELY(rc != 0)) {
         ch->source = NULL;
         aw_future_unref(src);
-        set_failed(&ch->base, rc, NULL);
+        aw__future_set_failed(&ch->base, rc, NULL);
     }
     return &ch->base;
 }
@@ -1094,13 +1140,13 @@ check_inputs(aw_loop *loop, size_t n, aw_future **futures, const char *who)
     size_t i;
 
     if (n > 0 && futures == NULL)
-        return failed_future(loop, -EINVAL, format("%s: no input array",
+        return aw__future_failed_new(loop, -EINVAL, aw__format("%s: no input array",
                                                    who));
     for (i = 0; i < n; i++) {
         if (futures[i] == NULL || futures[i]->loop != loop) {
             unref_all(n, futures);
-            return failed_future(loop, -EINVAL,
-                                 format("%s: input %zu is %s", who, i,
+            return aw__future_failed_new(loop, -EINVAL,
+                                 aw__format("%s: input %zu is %s", who, i,
                                         futures[i] == NULL
                                             ? "NULL"
                                             : "of another loop"));
@@ -1176,7 +1222,7 @@ combo_detach_all(struct combo *c)
     if (c->in == NULL)
         return;
     for (i = 0; i < c->in->n; i++)
-        detach(c->in->items[i], combo_on_input, c);
+        aw__future_detach(c->in->items[i], combo_on_input, c);
 }
 
 static void
@@ -1220,7 +1266,7 @@ combo_cancel(struct combo *c, const char *msg)
 {
     combo_detach_all(c);
     combo_stop_timer(c);
-    set_cancelled(&c->base, msg != NULL ? aw__strdup(msg) : NULL);
+    aw__future_set_cancelled(&c->base, msg != NULL ? aw__strdup(msg) : NULL);
     if (c->base.kind != K_WAIT)
         cancel_inputs(c, NULL, msg);
 }
@@ -1247,7 +1293,7 @@ wait_settle(struct combo *c)
     combo_detach_all(c);
     b = aw__malloc(sizeof(*b) + in->n * sizeof(aw_future *));
     if (b == NULL) {
-        set_failed(&c->base, -ENOMEM, NULL);
+        aw__future_set_failed(&c->base, -ENOMEM, NULL);
         return;
     }
     for (i = 0; i < in->n; i++)
@@ -1268,7 +1314,7 @@ wait_settle(struct combo *c)
     c->base.v.ptr = &b->sets;
     c->base.o.destroy = wait_sets_destroy;
     c->base.state = AW_FUTURE_DONE;
-    settle(&c->base);
+    aw__future_settle(&c->base);
 }
 
 static int
@@ -1323,14 +1369,14 @@ combo_deliver(struct combo *c, aw_future *f)
     switch (cf->kind) {
     case K_GATHER:
         if (!(cf->xflags & X_RETURN_ERRORS) && f->state != AW_FUTURE_DONE) {
-            set_failed(cf, f->code,
+            aw__future_set_failed(cf, f->code,
                        f->v.msg != NULL ? aw__strdup(f->v.msg) : NULL);
         } else if (c->remaining == 0) {
             cf->v.ptr = c->in->items;
             cf->o.destroy = inputs_destroy;
             c->in = NULL;
             cf->state = AW_FUTURE_DONE;
-            settle(cf);
+            aw__future_settle(cf);
         }
         break;
     case K_ANY:
@@ -1338,11 +1384,11 @@ combo_deliver(struct combo *c, aw_future *f)
             set_linked(cf, f);
             cancel_inputs(c, f, "aw_any: another input succeeded");
         } else if (c->remaining == 0) {
-            set_failed(cf, f->code, any_message(c));
+            aw__future_set_failed(cf, f->code, any_message(c));
         }
         break;
     case K_RACE:
-        adopt(cf, aw_future_ref(f));
+        aw__future_adopt(cf, aw_future_ref(f));
         break;
     case K_WAIT:
         if (wait_met(c, f))
@@ -1382,10 +1428,10 @@ combo_new(aw_loop *loop, int kind, size_t n, aw_future **futures, int unique,
     struct inputs *in;
     size_t i;
 
-    c = (struct combo *)future_alloc(loop, kind);
+    c = (struct combo *)aw__future_alloc(loop, kind);
     if (c == NULL) {
         unref_all(n, futures);
-        return nomem_future(loop);
+        return aw__future_nomem(loop);
     }
     c->in = NULL;
     c->remaining = 0;
@@ -1399,7 +1445,7 @@ combo_new(aw_loop *loop, int kind, size_t n, aw_future **futures, int unique,
     c->remaining = in->n;
     for (i = 0; i < in->n; i++) {
         if (in->items[i]->state == AW_FUTURE_PENDING &&
-            attach(in->items[i], combo_on_input, c) != 0)
+            aw__future_attach(in->items[i], combo_on_input, c) != 0)
             goto nomem;
     }
     if (kind == K_WAIT && timeout >= 0 &&
@@ -1433,7 +1479,7 @@ nomem:
     c->base.code = -ENOMEM;
     c->base.flags |= F_RETRIEVED;
     aw_future_unref(&c->base);
-    return nomem_future(loop);
+    return aw__future_nomem(loop);
 }
 
 aw_future *
@@ -1449,8 +1495,8 @@ aw_gather(aw_loop *loop, size_t n, aw_future **futures, int flags)
         return bad;
     if (flags & ~AW_GATHER_RETURN_ERRORS) {
         unref_all(n, futures);
-        return failed_future(loop, -EINVAL,
-                             format("aw_gather: unknown flags %#x", flags));
+        return aw__future_failed_new(loop, -EINVAL,
+                             aw__format("aw_gather: unknown flags %#x", flags));
     }
     return combo_new(loop, K_GATHER, n, futures, 0,
                      (flags & AW_GATHER_RETURN_ERRORS) ? X_RETURN_ERRORS : 0,
@@ -1475,7 +1521,7 @@ aw_any(aw_loop *loop, size_t n, aw_future **futures)
     if ((bad = check_inputs(loop, n, futures, "aw_any")) != NULL)
         return bad;
     if (n == 0)
-        return failed_future(loop, -EINVAL, format("aw_any: no inputs"));
+        return aw__future_failed_new(loop, -EINVAL, aw__format("aw_any: no inputs"));
     return combo_new(loop, K_ANY, n, futures, 0, 0, 0, -1);
 }
 
@@ -1509,8 +1555,8 @@ aw_wait(aw_loop *loop, size_t n, aw_future **futures, int mode,
         (mode != AW_FIRST_COMPLETED && mode != AW_FIRST_ERROR &&
          mode != AW_ALL_COMPLETED)) {
         unref_all(n, futures);
-        return failed_future(loop, -EINVAL,
-                             format("aw_wait: %s",
+        return aw__future_failed_new(loop, -EINVAL,
+                             aw__format("aw_wait: %s",
                                     n == 0 ? "no inputs"
                                     : isnan(timeout) ? "timeout is NaN"
                                                      : "unknown mode"));
@@ -1561,6 +1607,7 @@ wait_for_on_inner(aw_future *inner, void *arg)
     aw_future *f = &w->base;
     char *msg;
 
+    w->node = NULL;
     w->inner = NULL;
     wait_for_stop_timer(w);
     if (f->xflags & X_CANCEL_REQ) {
@@ -1570,14 +1617,14 @@ wait_for_on_inner(aw_future *inner, void *arg)
         if (inner->state == AW_FUTURE_FAILED)
             inner->flags |= F_RETRIEVED;
         aw_future_unref(inner);
-        set_cancelled(f, msg);
+        aw__future_set_cancelled(f, msg);
     } else if ((f->xflags & X_TIMED_OUT) &&
                inner->state == AW_FUTURE_CANCELLED) {
         aw_future_unref(inner);
-        set_failed(f, AW_ETIMEDOUT,
-                   format("timed out after %g seconds", w->timeout));
+        aw__future_set_failed(f, AW_ETIMEDOUT,
+                   aw__format("timed out after %g seconds", w->timeout));
     } else {
-        adopt(f, inner); /* a late result is kept, not lost */
+        aw__future_adopt(f, inner); /* a late result is kept, not lost */
     }
     return 0;
 }
@@ -1615,31 +1662,32 @@ aw_wait_for(aw_future *future, double timeout)
     loop = future->loop;
     if (isnan(timeout)) {
         aw_future_unref(future);
-        return failed_future(loop, -EINVAL,
-                             format("aw_wait_for: timeout is NaN"));
+        return aw__future_failed_new(loop, -EINVAL,
+                             aw__format("aw_wait_for: timeout is NaN"));
     }
     if (future->state != AW_FUTURE_PENDING || timeout < 0 || isinf(timeout))
         return future; /* nothing to time: the future is its own outcome */
-    w = (struct wait_for *)future_alloc(loop, K_WAIT_FOR);
+    w = (struct wait_for *)aw__future_alloc(loop, K_WAIT_FOR);
     if (w == NULL) {
         aw_future_unref(future);
-        return nomem_future(loop);
+        return aw__future_nomem(loop);
     }
     w->inner = future;
+    w->node = NULL;
     w->timer = NULL;
     w->timeout = timeout;
-    if (attach(future, wait_for_on_inner, w) != 0) {
+    if (aw__future_attach_node(future, wait_for_on_inner, w, &w->node) != 0) {
         w->inner = NULL;
         aw_future_unref(future);
-        set_failed(&w->base, -ENOMEM, NULL);
+        aw__future_set_failed(&w->base, -ENOMEM, NULL);
         return &w->base;
     }
     if (aw_loop_call_later(loop, timeout, wait_for_timeout, w, &w->timer) !=
         0) {
-        detach(future, wait_for_on_inner, w);
+        aw__future_detach_node(future, &w->node);
         w->inner = NULL;
         aw_future_unref(future);
-        set_failed(&w->base, -ENOMEM, NULL);
+        aw__future_set_failed(&w->base, -ENOMEM, NULL);
     }
     return &w->base;
 }
@@ -1684,7 +1732,7 @@ as_completed_detach(aw_as_completed *it)
     size_t i;
 
     for (i = 0; i < it->in->n && it->registered > 0; i++)
-        it->registered -= (size_t)detach(it->in->items[i],
+        it->registered -= (size_t)aw__future_detach(it->in->items[i],
                                          as_completed_on_input, it);
     it->registered = 0;
 }
@@ -1750,7 +1798,7 @@ aw_as_completed_new(aw_loop *loop, size_t n, aw_future **futures,
         if (f->state != AW_FUTURE_PENDING) {
             it->ready[it->ready_len++] = f;
         } else {
-            if (attach(f, as_completed_on_input, it) != 0)
+            if (aw__future_attach(f, as_completed_on_input, it) != 0)
                 goto fail;
             it->registered++;
         }
@@ -1795,7 +1843,7 @@ aw_as_completed_next(aw_as_completed *it)
     }
     f = aw_future_new(it->loop);
     if (f == NULL)
-        return nomem_future(it->loop);
+        return aw__future_nomem(it->loop);
     it->waiters[(it->waiters_head + it->waiters_len) % it->in->n] =
         aw_future_ref(f);
     it->waiters_len++;
@@ -1856,7 +1904,7 @@ future_free(aw_future *f)
     case K_SHIELD:
         ch = (struct chain *)f;
         if (ch->source != NULL) {
-            detach(ch->source, chain_on_source, ch);
+            aw__future_detach_node(ch->source, &ch->node);
             aw_future_unref(ch->source);
         }
         break;
@@ -1864,13 +1912,17 @@ future_free(aw_future *f)
         w = (struct wait_for *)f;
         wait_for_stop_timer(w);
         if (w->inner != NULL) {
-            detach(w->inner, wait_for_on_inner, w);
+            aw__future_detach_node(w->inner, &w->node);
             aw_future_unref(w->inner);
         }
         if (f->state == AW_FUTURE_PENDING)
             aw__free(f->v.msg); /* a cancel message kept for later */
         break;
     case K_PLAIN:
+        break;
+    case K_TASK:
+    case K_SLEEP:
+        outside_ops(f->kind)->release(f);
         break;
     default:
         combo_release((struct combo *)f);

@@ -36,6 +36,10 @@ struct aw__future_slots {
     void *reap;  /* futures whose last reference went, to be freed */
     int reaping; /* a free is under way: queue on reap, do not recurse */
     void *nomem[8]; /* storage of the shared -ENOMEM future */
+    void *tasks;    /* pending tasks (task.c) */
+    void *current;  /* the task running now */
+    size_t ntasks;
+    void (*report_pending)(aw_loop *loop); /* close found work pending */
 };
 struct aw__future_slots *aw__loop_future_slots(aw_loop *loop);
 

@@ -1141,6 +1141,8 @@ aw_loop_close(aw_loop *loop)
     held = loop->handles.live - loop->heap_len;
     if (loop->pending_callbacks || ts || loop->io_active ||
         loop->signals_active || held || loop->live_objects) {
+        if (loop->future_slots.report_pending != NULL)
+            loop->future_slots.report_pending(loop);
         aw__loop_report(loop, AW_EBUSY, NULL, NULL,
                         "loop not closed: %zu callbacks and timers, %zu "
                         "thread-safe calls, %zu fd watchers, %zu signal "

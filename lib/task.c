@@ -1,0 +1,1285 @@
+/* task.c: tasks (stackless coroutines over futures), sleep, task groups,
+ * timeout scopes and the pending-task dump.
+ *
+ * A task is a future of kind K_TASK, 112 bytes.  Its coroutine is a switch
+ * over the lines of its awaits (task.h); `site` is where it waits, or the
+ * sentinels below.  While it runs, the outcome it will end with is staged
+ * in the future's own fields (v, o, code), flagged in `aux`, and becomes
+ * its outcome when it ends.  The loop holds every pending task (one
+ * reference, dropped when it ends) on a list that all_tasks, the dump and
+ * loop close walk.
+ *
+ * Cancellations a task's timeout scopes and task groups request are its
+ * "own": counted apart from those of others, so that the await they
+ * interrupt returns AW_ETIMEDOUT or the group's error, while a cancel from
+ * outside still returns AW_ECANCELLED (asyncio's cancelling/uncancel). */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "await/task.h"
+#include "core-internal.h"
+#include "future-internal.h"
+#include "loop-internal.h"
+
+enum tflag {
+    T_STARTED = 1 << 0,
+    T_RUNNING = 1 << 1,
+    T_MUST_CANCEL = 1 << 2,   /* cancel at the next await */
+    T_IN_FINALLY = 1 << 3,
+    T_STAGED_RESULT = 1 << 4, /* v/o hold the result to end with */
+    T_STAGED_LINK = 1 << 5,   /* ... shared: o.link owns it */
+    T_STAGED_ERROR = 1 << 6,  /* code/v.msg hold the error to end with */
+    T_EXPECT_RESUME = 1 << 7, /* suspended at an await, not resumed yet */
+    T_WAITING = 1 << 8        /* this step suspended */
+};
+
+struct task_extra {
+    char *name;
+    void *user;
+    char *cancel_msg;
+    struct aw_timeout *scopes; /* open, newest first */
+    unsigned own_cancels;      /* of the cancel count: scopes', groups' */
+    unsigned own_pending;      /* own cancellations not delivered yet */
+    int group_code;            /* a group cancelled us with this error */
+};
+
+struct task {
+    aw_future base;
+    aw_task_fn fn;
+    void *frame;
+    aw_destroy_fn frame_free;
+    aw_future *awaiting; /* awaited, or last awaited (its result is lent) */
+    const struct aw__site *site;
+    struct task_extra *extra;
+    struct task *prev, *next; /* the loop's pending tasks */
+};
+
+struct aw_timeout {
+    struct task *task;
+    aw_handle *timer;
+    double when;
+    struct aw_timeout *next;
+    int expired;
+};
+
+struct aw_task_group {
+    aw_loop *loop;
+    aw_future *parent;
+    aw_future **children;
+    size_t n, cap;
+    size_t running;
+    aw_future *waiter;
+    int error;
+    char *error_msg;
+    size_t nfailed;
+    int aborted;   /* a child failed */
+    int cancelled; /* cancelled as a whole */
+};
+
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(struct task) <= 112, "a task grew past 112 bytes");
+#endif
+
+static const struct aw__site site_finally = {NULL, AW__RESUME_FINALLY};
+static const struct aw__site site_end = {NULL, -2};
+
+#define T(fut) ((struct task *)(void *)(fut))
+
+static inline unsigned
+tflags(const struct task *t)
+{
+    return t->base.aux & 0xffffu;
+}
+
+static inline void
+tset(struct task *t, unsigned f)
+{
+    t->base.aux |= f;
+}
+
+static inline void
+tclear(struct task *t, unsigned f)
+{
+    t->base.aux &= ~(uint32_t)f;
+}
+
+static inline unsigned
+cancel_count(const struct task *t)
+{
+    return t->base.aux >> 16;
+}
+
+static inline void
+cancel_count_add(struct task *t, int delta)
+{
+    unsigned n = cancel_count(t);
+
+    if (delta > 0 && n < 0xffffu)
+        n++;
+    else if (delta < 0 && n > 0)
+        n--;
+    t->base.aux = (t->base.aux & 0xffffu) | ((uint32_t)n << 16);
+}
+
+static int task_wakeup(aw_future *f, void *arg);
+
+static struct task_extra *
+extra(struct task *t)
+{
+    if (t->extra == NULL)
+        t->extra = aw__calloc(1, sizeof(*t->extra));
+    return t->extra;
+}
+
+static struct task *
+as_task(const aw_future *f)
+{
+    return f != NULL && f->kind == K_TASK ? T(f) : NULL;
+}
+
+/* ---- the outcome staged while running ------------------------------------------ */
+
+static void
+stage_clear(struct task *t)
+{
+    unsigned fl = tflags(t);
+
+    if (fl & T_STAGED_LINK)
+        aw_future_unref(t->base.o.link);
+    else if ((fl & T_STAGED_RESULT) && t->base.o.destroy != NULL)
+        t->base.o.destroy(t->base.v.ptr);
+    else if (fl & T_STAGED_ERROR)
+        aw__free(t->base.v.msg);
+    tclear(t, T_STAGED_RESULT | T_STAGED_LINK | T_STAGED_ERROR);
+    t->base.v.ptr = NULL;
+    t->base.o.destroy = NULL;
+    t->base.code = 0;
+}
+
+static void
+stage_error(struct task *t, int code, char *msg)
+{
+    stage_clear(t);
+    t->base.code = code;
+    t->base.v.msg = msg;
+    tset(t, T_STAGED_ERROR);
+}
+
+/* Where the coroutine goes after an error or a return: the cleanup, or,
+ * from the cleanup, the end. */
+static void
+to_cleanup(struct task *t)
+{
+    t->site = (tflags(t) & T_IN_FINALLY) ? &site_end : &site_finally;
+}
+
+/* ---- the loop's list of pending tasks ---------------------------------------- */
+
+static const char *
+where(struct task *t, char *buf, size_t size)
+{
+    unsigned fl = tflags(t);
+
+    if (!(fl & T_STARTED))
+        snprintf(buf, size, "not started");
+    else if (fl & T_RUNNING)
+        snprintf(buf, size, "running");
+    else if (t->site != NULL && t->site->file != NULL)
+        snprintf(buf, size, "awaiting at %s:%d", t->site->file,
+                 t->site->line);
+    else
+        snprintf(buf, size, "scheduled");
+    return buf;
+}
+
+static void
+report_pending(aw_loop *loop)
+{
+    struct task *t = aw__loop_future_slots(loop)->tasks;
+    char buf[256];
+
+    for (; t != NULL; t = t->next)
+        aw__loop_report(loop, AW_EBUSY, NULL, NULL,
+                        "task %s is still pending at loop close (%s)",
+                        aw_task_name(&t->base), where(t, buf, sizeof(buf)));
+}
+
+static void
+list_add(struct task *t)
+{
+    struct aw__future_slots *s = aw__loop_future_slots(t->base.loop);
+
+    t->prev = NULL;
+    t->next = s->tasks;
+    if (t->next != NULL)
+        t->next->prev = t;
+    s->tasks = t;
+    s->ntasks++;
+    s->report_pending = report_pending;
+}
+
+static void
+list_remove(struct task *t)
+{
+    struct aw__future_slots *s = aw__loop_future_slots(t->base.loop);
+
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        s->tasks = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+    s->ntasks--;
+}
+
+/* ---- running ---------------------------------------------------------------------- */
+
+static void timeout_free_all(struct task *t);
+
+static void
+task_finish(struct task *t)
+{
+    aw_future *f = &t->base;
+    unsigned fl;
+
+    if (t->awaiting != NULL) {
+        if (t->awaiting->state == AW_FUTURE_PENDING)
+            aw__future_detach(t->awaiting, task_wakeup, t);
+        aw_future_unref(t->awaiting);
+        t->awaiting = NULL;
+    }
+    if (t->frame_free != NULL)
+        t->frame_free(t->frame);
+    t->frame = NULL;
+    t->frame_free = NULL;
+    timeout_free_all(t);
+    fl = tflags(t);
+    if (fl & T_STAGED_ERROR) {
+        f->state = f->code == AW_ECANCELLED ? AW_FUTURE_CANCELLED
+                                            : AW_FUTURE_FAILED;
+    } else {
+        if (fl & T_STAGED_LINK)
+            f->flags |= F_LINKED;
+        else if (!(fl & T_STAGED_RESULT))
+            f->v.ptr = NULL, f->o.destroy = NULL;
+        f->state = AW_FUTURE_DONE;
+    }
+    tclear(t, T_STAGED_RESULT | T_STAGED_LINK | T_STAGED_ERROR | T_RUNNING);
+    t->site = NULL;
+    list_remove(t);
+    aw__future_settle(f);
+    aw_future_unref(f); /* the loop's reference */
+}
+
+static void
+misuse(struct task *t, const char *what)
+{
+    char buf[256];
+
+    aw__loop_report(t->base.loop, -EINVAL, NULL, NULL,
+                    "task %s: %s (%s): an await inside a switch, or a "
+                    "return of its own?",
+                    aw_task_name(&t->base), what,
+                    where(t, buf, sizeof(buf)));
+}
+
+static void
+task_step(struct task *t)
+{
+    struct aw__future_slots *slots = aw__loop_future_slots(t->base.loop);
+    void *saved = slots->current;
+    int rc;
+
+    if (t->base.state != AW_FUTURE_PENDING)
+        return;
+    slots->current = t;
+    tset(t, T_RUNNING);
+    tclear(t, T_WAITING);
+    if (!(tflags(t) & T_STARTED)) {
+        tset(t, T_STARTED);
+        if (tflags(t) & T_MUST_CANCEL) {
+            /* Cancelled before its first step: it never runs. */
+            const char *m = t->extra ? t->extra->cancel_msg : NULL;
+
+            stage_error(t, AW_ECANCELLED, m ? aw__strdup(m) : NULL);
+            slots->current = saved;
+            task_finish(t);
+            return;
+        }
+    }
+    rc = t->fn(&t->base, t->frame);
+    tclear(t, T_RUNNING);
+    slots->current = saved;
+    if (rc == AW__TASK_SUSPENDED && !(tflags(t) & T_WAITING)) {
+        misuse(t, "suspended without awaiting");
+        stage_error(t, -EINVAL, aw__format("suspended without awaiting"));
+        rc = AW__TASK_ENDED;
+    }
+    if (rc != AW__TASK_SUSPENDED)
+        task_finish(t);
+}
+
+static int
+task_wakeup(aw_future *f, void *arg)
+{
+    (void)f;
+    task_step(arg);
+    return 0;
+}
+
+static int
+task_step_cb(aw_loop *loop, void *arg)
+{
+    struct task *t = arg;
+
+    (void)loop;
+    task_step(t);
+    aw_future_unref(&t->base);
+    return 0;
+}
+
+/* ---- the macros' entry points ------------------------------------------------------ */
+
+int
+aw_task__resume_point(aw_task *task)
+{
+    const struct aw__site *site = T(task)->site;
+
+    return site != NULL ? site->line : AW__RESUME_START;
+}
+
+int
+aw_task__await(aw_task *task, aw_future *f, const struct aw__site *site)
+{
+    struct task *t = T(task);
+    aw_loop *loop = task->loop;
+
+    if (tflags(t) & T_EXPECT_RESUME) {
+        misuse(t, "reached an await without resuming the last one");
+        if (f != task)
+            aw_future_unref(f);
+        f = aw__future_failed_new(loop, -EINVAL,
+                                  aw__format("await misused at %s:%d",
+                                             site->file, site->line));
+        tclear(t, T_EXPECT_RESUME);
+    }
+    if (t->awaiting != NULL) {
+        /* Resumed from it: its callback to us ran already. */
+        if (t->awaiting->state == AW_FUTURE_PENDING)
+            aw__future_detach(t->awaiting, task_wakeup, t);
+        aw_future_unref(t->awaiting);
+    }
+    if (f == NULL || f == task || f->loop != loop) {
+        const char *why = f == NULL ? "a NULL future"
+                          : f == task ? "the task itself"
+                                      : "a future of another loop";
+
+        if (f != NULL && f != task)
+            aw_future_unref(f);
+        f = aw__future_failed_new(loop, -EINVAL,
+                                  aw__format("awaited %s at %s:%d", why,
+                                             site->file, site->line));
+    }
+    t->awaiting = f;
+    t->site = site;
+    if ((tflags(t) & T_MUST_CANCEL) && f->state == AW_FUTURE_PENDING &&
+        aw_future_cancel(f, t->extra ? t->extra->cancel_msg : NULL) == 0)
+        tclear(t, T_MUST_CANCEL); /* it comes back through f */
+    if (f->state == AW_FUTURE_PENDING) {
+        if (AW__UNLIKELY(aw__future_attach(f, task_wakeup, t) != 0)) {
+            aw_future_unref(f);
+            t->awaiting = aw__future_nomem(loop);
+            return 0; /* resume at once, with the error */
+        }
+    } else {
+        /* Settled already: still through the loop once (asyncio). */
+        t->base.refs++;
+        if (AW__UNLIKELY(aw_loop_call_soon(loop, task_step_cb, t, NULL) !=
+                         0)) {
+            t->base.refs--;
+            return 0;
+        }
+    }
+    tset(t, T_EXPECT_RESUME | T_WAITING);
+    return 1;
+}
+
+/* The outcome of the await the task resumes at, with the cancellations
+ * of its own scopes and groups told apart from others'. */
+static int
+resume_outcome(struct task *t, const char **msgp)
+{
+    aw_future *f = t->awaiting;
+    struct task_extra *x = t->extra;
+    int rc;
+
+    tclear(t, T_EXPECT_RESUME);
+    rc = aw_future_error(f);
+    *msgp = aw_future_message(f);
+    if (tflags(t) & T_MUST_CANCEL) {
+        tclear(t, T_MUST_CANCEL);
+        rc = AW_ECANCELLED;
+        *msgp = x != NULL ? x->cancel_msg : NULL;
+    }
+    if (rc == AW_ECANCELLED && x != NULL && x->own_pending > 0 &&
+        cancel_count(t) <= x->own_cancels) {
+        struct aw_timeout *s;
+
+        x->own_pending--;
+        for (s = x->scopes; s != NULL; s = s->next)
+            if (s->expired)
+                return AW_ETIMEDOUT;
+        if (x->group_code != 0) {
+            rc = x->group_code;
+            x->group_code = 0;
+            x->own_cancels--;
+            cancel_count_add(t, -1); /* the group's cancel is spent */
+            *msgp = NULL;
+        }
+    }
+    return rc;
+}
+
+int
+aw_task__resumed(aw_task *task, void **out)
+{
+    struct task *t = T(task);
+    const char *msg;
+    int rc = resume_outcome(t, &msg);
+
+    if (rc == 0) {
+        if (out != NULL)
+            *out = t->awaiting->v.ptr;
+        return 0;
+    }
+    stage_error(t, rc, msg != NULL ? aw__strdup(msg) : NULL);
+    to_cleanup(t);
+    return 1;
+}
+
+int
+aw_task__resumed_int(aw_task *task, intptr_t *out)
+{
+    struct task *t = T(task);
+    const char *msg;
+    int rc = resume_outcome(t, &msg);
+
+    if (rc == 0) {
+        if (out != NULL)
+            *out = t->awaiting->v.i;
+        return 0;
+    }
+    stage_error(t, rc, msg != NULL ? aw__strdup(msg) : NULL);
+    to_cleanup(t);
+    return 1;
+}
+
+int
+aw_task__try_resumed(aw_task *task, void **out)
+{
+    struct task *t = T(task);
+    const char *msg;
+    int rc = resume_outcome(t, &msg);
+
+    if (rc == 0 && out != NULL)
+        *out = t->awaiting->v.ptr;
+    return rc;
+}
+
+aw_future *
+aw_task__awaited(aw_task *task)
+{
+    return T(task)->awaiting;
+}
+
+void
+aw_task__return(aw_task *task, void *value, aw_destroy_fn destroy)
+{
+    struct task *t = T(task);
+
+    stage_clear(t);
+    t->base.v.ptr = value;
+    t->base.o.destroy = destroy;
+    tset(t, T_STAGED_RESULT);
+    to_cleanup(t);
+}
+
+void
+aw_task__return_int(aw_task *task, intptr_t value)
+{
+    struct task *t = T(task);
+
+    stage_clear(t);
+    t->base.v.i = value;
+    tset(t, T_STAGED_RESULT);
+    to_cleanup(t);
+}
+
+/* End with the result of the settled src, shared. */
+static void
+return_shared(struct task *t, aw_future *src)
+{
+    aw_future *owner = (src->flags & F_LINKED) ? src->o.link : src;
+
+    stage_clear(t);
+    t->base.v = src->v;
+    t->base.o.link = aw_future_ref(owner);
+    tset(t, T_STAGED_RESULT | T_STAGED_LINK);
+    to_cleanup(t);
+}
+
+void
+aw_task__raise(aw_task *task, int code, const char *fmt, ...)
+{
+    struct task *t = T(task);
+    va_list ap;
+    char *msg;
+
+    va_start(ap, fmt);
+    msg = aw__vformat(fmt, ap);
+    va_end(ap);
+    if (code >= 0) {
+        aw__free(msg);
+        code = -EINVAL;
+        msg = aw__format("AW_RAISE with a code that is not an error");
+    }
+    stage_error(t, code, msg);
+    to_cleanup(t);
+}
+
+void
+aw_task__enter_finally(aw_task *task)
+{
+    tset(T(task), T_IN_FINALLY);
+}
+
+int
+aw_task__end(aw_task *task)
+{
+    struct task *t = T(task);
+
+    if (tflags(t) & T_EXPECT_RESUME) {
+        misuse(t, "ended without resuming its last await");
+        tclear(t, T_EXPECT_RESUME);
+        stage_error(t, -EINVAL, aw__format("await misused"));
+    }
+    return AW__TASK_ENDED;
+}
+
+/* ---- the task as a future ----------------------------------------------------------- */
+
+static void
+own_cancel(struct task *t, int group_code, const char *msg)
+{
+    struct task_extra *x = extra(t);
+
+    if (x == NULL || t->base.state != AW_FUTURE_PENDING)
+        return;
+    x->own_cancels++;
+    x->own_pending++;
+    if (group_code != 0)
+        x->group_code = group_code;
+    aw_future_cancel(&t->base, msg);
+}
+
+static void
+task_cancel(aw_future *f, const char *msg)
+{
+    struct task *t = T(f);
+    struct task_extra *x;
+
+    cancel_count_add(t, 1);
+    if (!(tflags(t) & T_RUNNING) && (tflags(t) & T_EXPECT_RESUME) &&
+        t->awaiting != NULL && t->awaiting->state == AW_FUTURE_PENDING &&
+        aw_future_cancel(t->awaiting, msg) == 0)
+        return; /* the cancellation comes back through the awaited */
+    tset(t, T_MUST_CANCEL);
+    x = extra(t);
+    if (x != NULL) {
+        aw__free(x->cancel_msg);
+        x->cancel_msg = msg != NULL ? aw__strdup(msg) : NULL;
+    }
+}
+
+static void
+task_release(aw_future *f)
+{
+    struct task *t = T(f);
+
+    if (f->state == AW_FUTURE_PENDING) {
+        /* Only when creation failed: it never ran. */
+        stage_clear(t);
+        if (t->frame_free != NULL)
+            t->frame_free(t->frame);
+    }
+    if (t->extra != NULL) {
+        aw__free(t->extra->name);
+        aw__free(t->extra->cancel_msg);
+        aw__free(t->extra);
+        t->extra = NULL;
+    }
+}
+
+const struct aw__future_ops aw__task_ops = {sizeof(struct task), task_cancel,
+                                            task_release};
+
+aw_task *
+aw_task_new(aw_loop *loop, aw_task_fn fn, void *frame,
+            aw_destroy_fn frame_free)
+{
+    struct task *t;
+
+    if (loop == NULL || fn == NULL || aw_loop_is_closed(loop)) {
+        if (frame_free != NULL)
+            frame_free(frame);
+        return NULL;
+    }
+    t = (struct task *)aw__future_alloc(loop, K_TASK);
+    if (t == NULL) {
+        if (frame_free != NULL)
+            frame_free(frame);
+        return aw__future_nomem(loop);
+    }
+    t->fn = fn;
+    t->frame = frame;
+    t->frame_free = frame_free;
+    t->awaiting = NULL;
+    t->site = NULL;
+    t->extra = NULL;
+    t->prev = t->next = NULL;
+    t->base.refs = 3; /* the caller's, the loop's, the first step's */
+    if (aw_loop_call_soon(loop, task_step_cb, t, NULL) != 0) {
+        t->base.refs = 1;
+        aw_future_unref(&t->base); /* releases the frame */
+        return aw__future_nomem(loop);
+    }
+    list_add(t);
+    return &t->base;
+}
+
+int
+aw_is_task(const aw_future *future)
+{
+    return as_task(future) != NULL;
+}
+
+aw_loop *
+aw_task_loop(const aw_task *task)
+{
+    return aw_future_loop(task);
+}
+
+void *
+aw_task_frame(const aw_task *task)
+{
+    struct task *t = as_task(task);
+
+    return t != NULL ? t->frame : NULL;
+}
+
+int
+aw_task_set_name(aw_task *task, const char *name)
+{
+    struct task *t = as_task(task);
+    struct task_extra *x;
+    char *copy;
+
+    if (t == NULL || name == NULL)
+        return -EINVAL;
+    if ((x = extra(t)) == NULL || (copy = aw__strdup(name)) == NULL)
+        return -ENOMEM;
+    aw__free(x->name);
+    x->name = copy;
+    return 0;
+}
+
+const char *
+aw_task_name(aw_task *task)
+{
+    struct task *t = as_task(task);
+    struct task_extra *x;
+
+    if (t == NULL)
+        return NULL;
+    x = extra(t);
+    if (x == NULL)
+        return "Task";
+    if (x->name == NULL)
+        x->name = aw__format("Task@%p", (void *)t);
+    return x->name != NULL ? x->name : "Task";
+}
+
+int
+aw_task_set_user(aw_task *task, void *user)
+{
+    struct task *t = as_task(task);
+    struct task_extra *x;
+
+    if (t == NULL)
+        return -EINVAL;
+    if (user == NULL && t->extra == NULL)
+        return 0;
+    if ((x = extra(t)) == NULL)
+        return -ENOMEM;
+    x->user = user;
+    return 0;
+}
+
+void *
+aw_task_user(const aw_task *task)
+{
+    struct task *t = as_task(task);
+
+    return t != NULL && t->extra != NULL ? t->extra->user : NULL;
+}
+
+aw_task *
+aw_current_task(aw_loop *loop)
+{
+    struct task *t;
+
+    if (loop == NULL)
+        return NULL;
+    t = aw__loop_future_slots(loop)->current;
+    return t != NULL ? &t->base : NULL;
+}
+
+size_t
+aw_all_tasks(aw_loop *loop, aw_task **out, size_t max)
+{
+    struct task *t;
+    size_t i = 0;
+
+    if (loop == NULL)
+        return 0;
+    if (out == NULL || max == 0)
+        return aw__loop_future_slots(loop)->ntasks;
+    for (t = aw__loop_future_slots(loop)->tasks; t != NULL; t = t->next) {
+        if (i < max)
+            out[i] = &t->base;
+        i++;
+    }
+    return i;
+}
+
+int
+aw_task_cancelling(const aw_task *task)
+{
+    struct task *t = as_task(task);
+
+    return t != NULL ? (int)cancel_count(t) : -EINVAL;
+}
+
+int
+aw_task_uncancel(aw_task *task)
+{
+    struct task *t = as_task(task);
+
+    if (t == NULL)
+        return -EINVAL;
+    cancel_count_add(t, -1);
+    return (int)cancel_count(t);
+}
+
+int
+aw_task_dump(aw_loop *loop, FILE *out)
+{
+    struct task *t;
+    char buf[256];
+    int n = 0;
+
+    if (loop == NULL || out == NULL)
+        return -EINVAL;
+    for (t = aw__loop_future_slots(loop)->tasks; t != NULL; t = t->next) {
+        fprintf(out, "%s: %s", aw_task_name(&t->base),
+                where(t, buf, sizeof(buf)));
+        if (cancel_count(t) > 0)
+            fprintf(out, ", cancelling %u", cancel_count(t));
+        fputc('\n', out);
+        n++;
+    }
+    return n;
+}
+
+/* ---- the chain form ------------------------------------------------------------------ */
+
+struct chain_frame {
+    size_t n, i;
+    void *arg;
+    aw_then_fn steps[];
+};
+
+static AW_TASK(chain_body, struct chain_frame *c)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_future_resolved(aw_task_loop(AW_SELF()), NULL, NULL), NULL);
+    for (c->i = 0; c->i < c->n; c->i++)
+        AW_AWAIT(c->steps[c->i](AW_AWAITED(), c->arg), NULL);
+    return_shared(T(AW_SELF()), AW_AWAITED());
+    AW_END();
+}
+
+aw_task *
+aw_task_chain(aw_loop *loop, size_t n, const aw_then_fn *steps, void *arg)
+{
+    struct chain_frame *c;
+    size_t i;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (n > 0 && steps == NULL)
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_task_chain: no steps"));
+    for (i = 0; i < n; i++)
+        if (steps[i] == NULL)
+            return aw__future_failed_new(
+                loop, -EINVAL, aw__format("aw_task_chain: step %zu is NULL",
+                                          i));
+    c = aw__malloc(sizeof(*c) + n * sizeof(aw_then_fn));
+    if (c == NULL)
+        return aw__future_nomem(loop);
+    c->n = n;
+    c->i = 0;
+    c->arg = arg;
+    if (n > 0)
+        memcpy(c->steps, steps, n * sizeof(aw_then_fn));
+    return aw_task_new(loop, chain_body, c, aw__free);
+}
+
+/* ---- sleep ----------------------------------------------------------------------------- */
+
+/* A sleep keeps its timer handle in o.p while pending (or while its
+ * cancellation waits for the timer, out of memory). */
+static int
+sleep_fire(aw_loop *loop, void *arg)
+{
+    aw_future *f = arg;
+    aw_handle *h = f->o.p;
+
+    (void)loop;
+    f->o.p = NULL;
+    aw_handle_unref(h);
+    if (f->state == AW_FUTURE_PENDING)
+        f->state = AW_FUTURE_DONE; /* v.ptr is the result */
+    aw__future_settle_now(f);
+    return 0;
+}
+
+static void
+sleep_stop_timer(aw_future *f)
+{
+    aw_handle *h = f->o.p;
+
+    if (h != NULL) {
+        aw_handle_cancel(h);
+        aw_handle_unref(h);
+        f->o.p = NULL;
+    }
+}
+
+static void
+sleep_cancel(aw_future *f, const char *msg)
+{
+    aw__future_set_cancelled(f, msg != NULL ? aw__strdup(msg) : NULL);
+    if (!(f->flags & F_DEFERRED))
+        sleep_stop_timer(f); /* else the timer runs the callbacks */
+}
+
+static void
+sleep_release(aw_future *f)
+{
+    sleep_stop_timer(f);
+}
+
+const struct aw__future_ops aw__sleep_ops = {sizeof(aw_future), sleep_cancel,
+                                             sleep_release};
+
+aw_future *
+aw_sleep_result(aw_loop *loop, double delay, void *result)
+{
+    aw_handle *h = NULL;
+    aw_future *f;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (isnan(delay))
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_sleep: delay is NaN"));
+    f = aw__future_alloc(loop, K_SLEEP);
+    if (f == NULL)
+        return aw__future_nomem(loop);
+    f->v.ptr = result;
+    if (!isinf(delay) &&
+        aw_loop_call_later(loop, delay > 0 ? delay : 0, sleep_fire, f, &h) !=
+            0) {
+        aw_future_unref(f);
+        return aw__future_nomem(loop);
+    }
+    f->o.p = h; /* an infinite sleep has none: it ends when cancelled */
+    return f;
+}
+
+aw_future *
+aw_sleep(aw_loop *loop, double delay)
+{
+    return aw_sleep_result(loop, delay, NULL);
+}
+
+/* ---- timeout scopes ----------------------------------------------------------------- */
+
+static void
+timeout_stop(aw_timeout *to)
+{
+    if (to->timer != NULL) {
+        aw_handle_cancel(to->timer);
+        aw_handle_unref(to->timer);
+        to->timer = NULL;
+    }
+}
+
+static int
+timeout_fire(aw_loop *loop, void *arg)
+{
+    aw_timeout *to = arg;
+
+    (void)loop;
+    aw_handle_unref(to->timer);
+    to->timer = NULL;
+    to->expired = 1;
+    own_cancel(to->task, 0, "timeout");
+    return 0;
+}
+
+static int
+timeout_arm(aw_timeout *to, double when)
+{
+    aw_loop *loop = to->task->base.loop;
+
+    to->when = when;
+    if (isinf(when))
+        return 0;
+    return aw_loop_call_at(loop, when, timeout_fire, to, &to->timer);
+}
+
+static void
+timeout_unlink(aw_timeout *to)
+{
+    struct aw_timeout **pp = &to->task->extra->scopes;
+
+    while (*pp != NULL && *pp != to)
+        pp = &(*pp)->next;
+    if (*pp == to)
+        *pp = to->next;
+}
+
+static void
+timeout_free_all(struct task *t)
+{
+    aw_timeout *to, *next;
+
+    if (t->extra == NULL)
+        return;
+    for (to = t->extra->scopes; to != NULL; to = next) {
+        next = to->next;
+        timeout_stop(to);
+        aw__free(to);
+    }
+    t->extra->scopes = NULL;
+}
+
+aw_timeout *
+aw_timeout_enter_at(aw_task *task, double when)
+{
+    struct task *t = as_task(task);
+    struct task_extra *x;
+    aw_timeout *to;
+
+    if (t == NULL || task->state != AW_FUTURE_PENDING || isnan(when))
+        return NULL;
+    if ((x = extra(t)) == NULL || (to = aw__calloc(1, sizeof(*to))) == NULL)
+        return NULL;
+    to->task = t;
+    if (timeout_arm(to, when) != 0) {
+        aw__free(to);
+        return NULL;
+    }
+    to->next = x->scopes;
+    x->scopes = to;
+    return to;
+}
+
+aw_timeout *
+aw_timeout_enter(aw_task *task, double delay)
+{
+    if (task == NULL || isnan(delay))
+        return NULL;
+    if (delay < 0 || isinf(delay))
+        return aw_timeout_enter_at(task, INFINITY);
+    return aw_timeout_enter_at(task, aw_loop_time(task->loop) + delay);
+}
+
+int
+aw_timeout_reschedule(aw_timeout *to, double delay)
+{
+    double when;
+    aw_handle *old;
+
+    if (to == NULL || isnan(delay))
+        return -EINVAL;
+    if (to->expired)
+        return AW_EINVALSTATE;
+    when = delay < 0 || isinf(delay)
+               ? INFINITY
+               : aw_loop_time(to->task->base.loop) + delay;
+    old = to->timer;
+    to->timer = NULL;
+    if (timeout_arm(to, when) != 0) {
+        to->timer = old;
+        return -ENOMEM;
+    }
+    if (old != NULL) {
+        aw_handle_cancel(old);
+        aw_handle_unref(old);
+    }
+    return 0;
+}
+
+double
+aw_timeout_when(const aw_timeout *to)
+{
+    return to != NULL ? to->when : NAN;
+}
+
+int
+aw_timeout_expired(const aw_timeout *to)
+{
+    return to != NULL && to->expired;
+}
+
+int
+aw_timeout_exit(aw_timeout *to)
+{
+    struct task *t;
+    int rc = 0;
+
+    if (to == NULL)
+        return -EINVAL;
+    t = to->task;
+    timeout_stop(to);
+    timeout_unlink(to);
+    if (to->expired) {
+        struct task_extra *x = t->extra;
+
+        rc = AW_ETIMEDOUT;
+        /* Withdraw the scope's cancellation (asyncio's uncancel). */
+        if (x->own_cancels > 0)
+            x->own_cancels--;
+        if (x->own_pending > x->own_cancels)
+            x->own_pending = x->own_cancels;
+        cancel_count_add(t, -1);
+    }
+    aw__free(to);
+    return rc;
+}
+
+/* ---- task groups ---------------------------------------------------------------------- */
+
+static int group_on_child(aw_future *child, void *arg);
+static int group_on_waiter(aw_future *waiter, void *arg);
+
+static void
+group_settle(aw_task_group *g)
+{
+    aw_future *w = g->waiter;
+
+    if (w == NULL || w->state != AW_FUTURE_PENDING || g->running > 0)
+        return;
+    if (g->aborted)
+        aw__future_set_failed(
+            w, g->error,
+            aw__format("%zu of %zu tasks failed; the first: %s", g->nfailed,
+                       g->n, g->error_msg ? g->error_msg
+                                          : aw_strerror(g->error)));
+    else if (g->cancelled)
+        aw__future_set_cancelled(w, NULL);
+    else
+        aw_future_set_result(w, NULL, NULL);
+}
+
+static void
+group_cancel_children(aw_task_group *g, const char *msg)
+{
+    size_t i;
+
+    for (i = 0; i < g->n; i++)
+        if (g->children[i]->state == AW_FUTURE_PENDING)
+            aw_future_cancel(g->children[i], msg);
+}
+
+static int
+group_on_child(aw_future *child, void *arg)
+{
+    aw_task_group *g = arg;
+
+    g->running--;
+    if (child->state == AW_FUTURE_FAILED && child->code != AW_ECANCELLED) {
+        const char *m = aw_future_message(child);
+
+        child->flags |= F_RETRIEVED; /* collected by the group */
+        g->nfailed++;
+        if (!g->aborted) {
+            struct task *parent = as_task(g->parent);
+
+            g->aborted = 1;
+            g->error = child->code;
+            g->error_msg = m != NULL ? aw__strdup(m) : NULL;
+            group_cancel_children(g, "a sibling task failed");
+            if (parent != NULL && parent->base.state == AW_FUTURE_PENDING &&
+                (g->waiter == NULL || parent->awaiting != g->waiter))
+                own_cancel(parent, child->code, "a child task failed");
+        }
+    }
+    group_settle(g);
+    return 0;
+}
+
+static int
+group_on_waiter(aw_future *waiter, void *arg)
+{
+    aw_task_group *g = arg;
+
+    if (waiter->state == AW_FUTURE_CANCELLED && g->running > 0) {
+        g->cancelled = 1;
+        group_cancel_children(g, aw_future_message(waiter));
+    }
+    return 0;
+}
+
+aw_task_group *
+aw_task_group_new(aw_loop *loop, aw_task *parent)
+{
+    aw_task_group *g;
+
+    if (loop == NULL || aw_loop_is_closed(loop) ||
+        (parent != NULL && (as_task(parent) == NULL || parent->loop != loop)))
+        return NULL;
+    g = aw__calloc(1, sizeof(*g));
+    if (g == NULL)
+        return NULL;
+    g->loop = loop;
+    g->parent = aw_future_ref(parent);
+    aw__loop_track(loop, 1);
+    return g;
+}
+
+int
+aw_task_group_spawn(aw_task_group *g, aw_task_fn fn, void *frame,
+                    aw_destroy_fn frame_free, aw_task **taskp)
+{
+    aw_future *t;
+    int rc = 0;
+
+    if (g == NULL || fn == NULL)
+        rc = -EINVAL;
+    else if (g->aborted || g->cancelled)
+        rc = AW_ESHUTDOWN;
+    else if (g->n == g->cap) {
+        size_t cap = g->cap ? 2 * g->cap : 8;
+        aw_future **c = aw__reallocarray(g->children, cap, sizeof(*c));
+
+        if (c == NULL)
+            rc = -ENOMEM;
+        else
+            g->children = c, g->cap = cap;
+    }
+    if (rc != 0) {
+        if (frame_free != NULL)
+            frame_free(frame);
+        return rc;
+    }
+    t = aw_task_new(g->loop, fn, frame, frame_free);
+    if (!aw_is_task(t))
+        return -ENOMEM; /* the frame was released */
+    if (aw__future_attach(t, group_on_child, g) != 0) {
+        aw_future_cancel(t, NULL);
+        aw_future_unref(t);
+        return -ENOMEM;
+    }
+    g->children[g->n++] = t;
+    g->running++;
+    if (taskp != NULL)
+        *taskp = aw_future_ref(t);
+    return 0;
+}
+
+aw_future *
+aw_task_group_wait(aw_task_group *g)
+{
+    if (g == NULL)
+        return NULL;
+    if (g->waiter == NULL) {
+        aw_future *w = aw_future_new(g->loop);
+
+        if (w == NULL)
+            return aw__future_nomem(g->loop);
+        if (aw__future_attach(w, group_on_waiter, g) != 0) {
+            aw_future_unref(w);
+            return aw__future_nomem(g->loop);
+        }
+        g->waiter = w;
+        group_settle(g);
+    }
+    return aw_future_ref(g->waiter);
+}
+
+aw_task *const *
+aw_task_group_children(const aw_task_group *g, size_t *n)
+{
+    if (g == NULL)
+        return NULL;
+    if (n != NULL)
+        *n = g->n;
+    return g->children;
+}
+
+int
+aw_task_group_cancel(aw_task_group *g, const char *msg)
+{
+    if (g == NULL)
+        return -EINVAL;
+    if (g->running > 0)
+        g->cancelled = 1;
+    group_cancel_children(g, msg);
+    return 0;
+}
+
+void
+aw_task_group_free(aw_task_group *g)
+{
+    size_t i;
+
+    if (g == NULL)
+        return;
+    for (i = 0; i < g->n; i++)
+        aw__future_detach(g->children[i], group_on_child, g);
+    if (g->waiter != NULL)
+        aw__future_detach(g->waiter, group_on_waiter, g);
+    group_cancel_children(g, "task group freed");
+    for (i = 0; i < g->n; i++)
+        aw_future_unref(g->children[i]);
+    if (g->waiter != NULL && g->waiter->state == AW_FUTURE_PENDING)
+        aw_future_cancel(g->waiter, "task group freed");
+    aw_future_unref(g->waiter);
+    aw_future_unref(g->parent);
+    aw__free(g->children);
+    aw__free(g->error_msg);
+    aw__loop_track(g->loop, -1);
+    aw__free(g);
+}
