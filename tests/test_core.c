@@ -34,6 +34,7 @@ START_TEST(errno_codes_have_name_and_text)
 {
     ck_assert_str_eq(aw_err_name(-EINVAL), "EINVAL");
     ck_assert_str_eq(aw_err_name(-ECONNRESET), "ECONNRESET");
+    ck_assert_str_eq(aw_err_name(-EPROTO), "EPROTO");
     ck_assert_str_eq(aw_err_name(0), "OK");
     ck_assert_str_eq(aw_strerror(0), "success");
     ck_assert_str_eq(aw_strerror(-ENOMEM), strerror(ENOMEM));

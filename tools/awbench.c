@@ -399,6 +399,558 @@ raw_threadsafe(void)
     return TS_N / (t1 - t0);
 }
 
+/* ---- future_resolve: create, add a done callback, resolve, run it ------- */
+
+#define RESOLVE_N 1000000
+
+static long resolve_left;
+
+static int resolve_step(aw_future *f, void *arg);
+
+static void
+resolve_next(aw_loop *loop)
+{
+    aw_future *f = aw_future_new(loop);
+    int rc;
+
+    if (f == NULL)
+        die("future", -ENOMEM);
+    if ((rc = aw_future_add_done_callback(f, resolve_step, loop)) != 0)
+        die("add_done_callback", rc);
+    aw_future_set_result_int(f, resolve_left);
+    aw_future_unref(f); /* the scheduled callbacks keep it until they ran */
+}
+
+static int
+resolve_step(aw_future *f, void *arg)
+{
+    (void)f;
+    if (--resolve_left == 0)
+        return aw_loop_stop(arg);
+    resolve_next(arg);
+    return 0;
+}
+
+static double
+bench_future_resolve(void)
+{
+    aw_loop *loop;
+    double t0, t1;
+    int rc;
+
+    if ((rc = aw_loop_new(&loop)) != 0)
+        die("loop", rc);
+    resolve_left = RESOLVE_N;
+    t0 = now();
+    resolve_next(loop);
+    aw_loop_run_forever(loop);
+    t1 = now();
+    if ((rc = aw_loop_free(loop)) != 0)
+        die("free", rc);
+    return (t1 - t0) * 1e9 / RESOLVE_N;
+}
+
+/* ---- future_bytes: memory per pending future ------------------------------ */
+
+#define FUTB_N 1000000
+
+static double
+bench_future_bytes(void)
+{
+    aw_future **fs = malloc(FUTB_N * sizeof(*fs));
+    size_t before, after;
+    aw_loop *loop;
+    long i;
+    int rc;
+
+    if ((rc = aw_loop_new(&loop)) != 0)
+        die("loop", rc);
+    before = heap_in_use();
+    for (i = 0; i < FUTB_N; i++)
+        if ((fs[i] = aw_future_new(loop)) == NULL)
+            die("future", -ENOMEM);
+    after = heap_in_use();
+    for (i = 0; i < FUTB_N; i++)
+        aw_future_unref(fs[i]);
+    free(fs);
+    if ((rc = aw_loop_free(loop)) != 0)
+        die("free", rc);
+    return (double)(after - before) / FUTB_N;
+}
+
+/* ---- gather: children resolved from callbacks ------------------------------ */
+
+static int
+resolve_child_cb(aw_loop *loop, void *arg)
+{
+    (void)loop;
+    return aw_future_set_result_int(arg, 1);
+}
+
+/* ns per child: n children created, gathered, each resolved by its own
+ * callback, the gather awaited and freed (with its children).  One gather
+ * runs untimed first, so that every size is timed with the loop's pools
+ * warm. */
+static double
+gather_per_child(long n, long reps)
+{
+    aw_future **kids = malloc((size_t)n * sizeof(*kids));
+    aw_loop *loop;
+    double t0 = 0, t1;
+    long r, i;
+    int rc;
+
+    if ((rc = aw_loop_new(&loop)) != 0)
+        die("loop", rc);
+    for (r = -1; r < reps; r++) {
+        if (r == 0)
+            t0 = now();
+        aw_future *g;
+
+        for (i = 0; i < n; i++) {
+            if ((kids[i] = aw_future_new(loop)) == NULL)
+                die("future", -ENOMEM);
+            if ((rc = aw_loop_call_soon(loop, resolve_child_cb, kids[i],
+                                        NULL)) != 0)
+                die("call_soon", rc);
+        }
+        g = aw_gather(loop, (size_t)n, kids, 0);
+        if ((rc = aw_loop_run_until_complete(loop, g)) != 0)
+            die("gather", rc);
+        aw_future_unref(g);
+    }
+    t1 = now();
+    free(kids);
+    if ((rc = aw_loop_free(loop)) != 0)
+        die("free", rc);
+    return (t1 - t0) * 1e9 / ((double)n * (double)reps);
+}
+
+static double
+bench_gather_100k(void)
+{
+    return gather_per_child(100000, 1);
+}
+
+static double
+bench_gather_1k(void)
+{
+    return gather_per_child(1000, 100);
+}
+
+static double
+bench_gather_flatness(void)
+{
+    return gather_per_child(100000, 1) / gather_per_child(1000, 100);
+}
+
+/* Raw libevent: n events created, each activated; their callbacks count
+ * down and the last breaks the loop; all freed. */
+static long raw_gather_left;
+
+static void
+raw_gather_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    if (--raw_gather_left == 0)
+        event_base_loopbreak(arg);
+}
+
+static double
+raw_gather_100k(void)
+{
+    const long n = 100000;
+    struct event_base *base = raw_base();
+    struct event **evs = malloc((size_t)n * sizeof(*evs));
+    double t0, t1;
+    long i;
+
+    t0 = now();
+    raw_gather_left = n;
+    for (i = 0; i < n; i++) {
+        evs[i] = event_new(base, -1, 0, raw_gather_cb, base);
+        event_active(evs[i], EV_TIMEOUT, 0);
+    }
+    event_base_dispatch(base);
+    for (i = 0; i < n; i++)
+        event_free(evs[i]);
+    t1 = now();
+    free(evs);
+    event_base_free(base);
+    return (t1 - t0) * 1e9 / n;
+}
+
+/* ---- then_chain_1m: a chain of 1,000,000 then steps ------------------------- */
+
+#define THEN_N 1000000
+
+static aw_future *
+then_step(aw_future *settled, void *arg)
+{
+    intptr_t v = 0;
+
+    (void)arg;
+    aw_future_result_int(settled, &v);
+    return aw_future_resolved_int(aw_future_loop(settled), v + 1);
+}
+
+/* Build a chain of THEN_N steps, resolve its root, run it to the end
+ * (each step freed as it goes); returns the seconds it took. */
+static double
+then_chain_once(aw_loop *loop)
+{
+    aw_future *root, *f;
+    double t0, t1;
+    intptr_t v = 0;
+    long i;
+    int rc;
+
+    t0 = now();
+    root = aw_future_new(loop);
+    f = aw_future_ref(root);
+    for (i = 0; i < THEN_N; i++)
+        f = aw_then(f, then_step, NULL);
+    aw_future_set_result_int(root, 0);
+    aw_future_unref(root);
+    if ((rc = aw_loop_run_until_complete(loop, f)) != 0)
+        die("then chain", rc);
+    aw_future_result_int(f, &v);
+    aw_future_unref(f);
+    t1 = now();
+    if (v != THEN_N) {
+        fprintf(stderr, "awbench: then_chain_1m ended with %ld\n", (long)v);
+        exit(1);
+    }
+    return t1 - t0;
+}
+
+/* Timed: the second chain on one loop, its pools warm from the first (a
+ * daemon's loop lives long); then_chain_cold times a fresh loop's. */
+static double
+bench_then_chain(void)
+{
+    aw_loop *loop;
+    double t;
+    int rc;
+
+    if ((rc = aw_loop_new(&loop)) != 0)
+        die("loop", rc);
+    then_chain_once(loop);
+    t = then_chain_once(loop);
+    if ((rc = aw_loop_free(loop)) != 0)
+        die("free", rc);
+    return t * 1e9 / THEN_N;
+}
+
+static double
+bench_then_chain_cold(void)
+{
+    aw_loop *loop;
+    double t;
+    int rc;
+
+    if ((rc = aw_loop_new(&loop)) != 0)
+        die("loop", rc);
+    t = then_chain_once(loop);
+    if ((rc = aw_loop_free(loop)) != 0)
+        die("free", rc);
+    return t * 1e9 / THEN_N;
+}
+
+/* ---- task_await: a task awaiting futures that callbacks resolve -------- */
+
+#define AWAIT_N 1000000
+
+struct await_frame {
+    long left;
+};
+
+static int
+resolve_cb(aw_loop *loop, void *arg)
+{
+    (void)loop;
+    aw_future_set_result_int(arg, 1);
+    aw_future_unref(arg);
+    return 0;
+}
+
+static aw_future *
+resolved_soon(aw_loop *loop)
+{
+    aw_future *f = aw_future_new(loop);
+    int rc;
+
+    if (f == NULL)
+        die("future", -ENOMEM);
+    if ((rc = aw_loop_call_soon(loop, resolve_cb, aw_future_ref(f), NULL)) !=
+        0)
+        die("call_soon", rc);
+    return f;
+}
+
+static AW_TASK(await_task, struct await_frame *f)
+{
+    AW_BEGIN();
+    while (f->left-- > 0)
+        AW_AWAIT(resolved_soon(aw_task_loop(AW_SELF())), NULL);
+    AW_END();
+}
+
+static double
+bench_task_await(void)
+{
+    struct await_frame frame = {AWAIT_N};
+    aw_loop *loop;
+    aw_task *t;
+    double t0, t1;
+    int rc;
+
+    if ((rc = aw_loop_new(&loop)) != 0)
+        die("loop", rc);
+    t0 = now();
+    t = aw_task_new(loop, await_task, &frame, NULL);
+    if ((rc = aw_loop_run_until_complete(loop, t)) != 0)
+        die("task_await", rc);
+    t1 = now();
+    aw_future_unref(t);
+    if ((rc = aw_loop_free(loop)) != 0)
+        die("free", rc);
+    return (t1 - t0) * 1e9 / AWAIT_N;
+}
+
+/* ---- task_spawn: empty tasks spawned, run and freed ---------------------- */
+
+#define SPAWN_N 1000000
+#define SPAWN_BATCH 10000
+
+static long spawn_left;
+
+static AW_TASK(empty_task, void *unused)
+{
+    (void)unused;
+    AW_BEGIN();
+    if (--spawn_left == 0)
+        aw_loop_stop(aw_task_loop(AW_SELF()));
+    AW_END();
+}
+
+static double
+bench_task_spawn(void)
+{
+    aw_loop *loop;
+    double t0, t1;
+    long b, i;
+    int rc;
+
+    if ((rc = aw_loop_new(&loop)) != 0)
+        die("loop", rc);
+    t0 = now();
+    for (b = 0; b < SPAWN_N / SPAWN_BATCH; b++) {
+        spawn_left = SPAWN_BATCH;
+        for (i = 0; i < SPAWN_BATCH; i++) {
+            aw_task *t = aw_task_new(loop, empty_task, NULL, NULL);
+
+            if (!aw_is_task(t))
+                die("task", -ENOMEM);
+            aw_future_unref(t); /* the loop runs it to its end */
+        }
+        aw_loop_run_forever(loop);
+    }
+    t1 = now();
+    if (aw_all_tasks(loop, NULL, 0) != 0)
+        die("task_spawn: tasks left", -EINVAL);
+    if ((rc = aw_loop_free(loop)) != 0)
+        die("free", rc);
+    return (t1 - t0) * 1e9 / SPAWN_N;
+}
+
+/* The raw libevent counterpart of a spawned task: an event created,
+ * activated, run and freed. */
+static void
+raw_spawn_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    event_free(arg); /* the base returns once it has no event left */
+    spawn_left--;
+}
+
+static double
+raw_task_spawn(void)
+{
+    struct event_base *base = raw_base();
+    double t0, t1;
+    long b, i;
+
+    t0 = now();
+    for (b = 0; b < SPAWN_N / SPAWN_BATCH; b++) {
+        spawn_left = SPAWN_BATCH;
+        for (i = 0; i < SPAWN_BATCH; i++) {
+            struct event *ev = event_new(base, -1, 0, raw_spawn_cb,
+                                         event_self_cbarg());
+
+            event_active(ev, EV_TIMEOUT, 0);
+        }
+        event_base_dispatch(base);
+    }
+    t1 = now();
+    event_base_free(base);
+    return (t1 - t0) * 1e9 / SPAWN_N;
+}
+
+/* ---- task_bytes: memory per task pending on its own sleep --------------- */
+
+#define TASKB_N 1000000
+
+static AW_TASK(sleeping_task, void *unused)
+{
+    (void)unused;
+    AW_BEGIN();
+    AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 1000 + (double)(rng() % 1000)),
+             NULL);
+    AW_END();
+}
+
+static double
+bench_task_bytes(void)
+{
+    aw_loop *loop;
+    size_t before, after;
+    aw_task **ts;
+    long i;
+    int rc;
+
+    if ((rc = aw_loop_new(&loop)) != 0)
+        die("loop", rc);
+    ts = malloc(TASKB_N * sizeof(*ts));
+    before = heap_in_use();
+    for (i = 0; i < TASKB_N; i++) {
+        ts[i] = aw_task_new(loop, sleeping_task, NULL, NULL);
+        if (!aw_is_task(ts[i]))
+            die("task", -ENOMEM);
+    }
+    /* One pass runs every first step: each task waits on its sleep. */
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    after = heap_in_use();
+    for (i = 0; i < TASKB_N; i++) {
+        aw_future_cancel(ts[i], NULL);
+        aw_future_unref(ts[i]);
+    }
+    free(ts);
+    while (aw_all_tasks(loop, NULL, 0) > 0)
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    if ((rc = aw_loop_free(loop)) != 0)
+        die("free", rc);
+    return (double)(after - before) / TASKB_N;
+}
+
+/* ---- cancel_storm: 100,000 tasks cancelled at random awaits ------------- */
+
+#define STORM_N 100000
+
+struct storm_frame {
+    aw_future *own;
+    unsigned kind;
+};
+
+static void
+storm_free(void *p)
+{
+    struct storm_frame *s = p;
+
+    aw_future_unref(s->own);
+}
+
+static AW_TASK(storm_task, struct storm_frame *s)
+{
+    AW_BEGIN();
+    for (;;) {
+        if (s->kind % 3 == 0)
+            AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 100), NULL);
+        else if (s->kind % 3 == 1)
+            AW_AWAIT(aw_future_ref(s->own), NULL);
+        else
+            AW_YIELD();
+        s->kind = (unsigned)rng();
+    }
+    AW_END();
+}
+
+static double
+bench_cancel_storm(void)
+{
+    static struct storm_frame frames[STORM_N];
+    aw_loop *loop;
+    aw_task **ts;
+    double t0, t1;
+    long i;
+    int rc;
+
+    if ((rc = aw_loop_new(&loop)) != 0)
+        die("loop", rc);
+    ts = malloc(STORM_N * sizeof(*ts));
+    for (i = 0; i < STORM_N; i++) {
+        frames[i].own = aw_future_new(loop);
+        frames[i].kind = (unsigned)rng();
+        ts[i] = aw_task_new(loop, storm_task, &frames[i], storm_free);
+        if (!aw_is_task(ts[i]))
+            die("task", -ENOMEM);
+    }
+    for (i = 0; i < 3; i++)
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    t0 = now();
+    for (i = 0; i < STORM_N; i++)
+        if ((rc = aw_future_cancel(ts[i], NULL)) != 0)
+            die("cancel", rc);
+    while (aw_all_tasks(loop, NULL, 0) > 0)
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    t1 = now();
+    for (i = 0; i < STORM_N; i++) {
+        if (!aw_future_cancelled(ts[i]))
+            die("cancel_storm: a task was not cancelled", -EINVAL);
+        aw_future_unref(ts[i]);
+    }
+    free(ts);
+    if ((rc = aw_loop_free(loop)) != 0)
+        die("free", rc);
+    return (t1 - t0) * 1e9 / STORM_N;
+}
+
+/* Raw libevent: as many pending timer events, each deleted and freed. */
+static void
+raw_storm_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
+static double
+raw_cancel_storm(void)
+{
+    struct event_base *base = raw_base();
+    struct event **evs = malloc(STORM_N * sizeof(*evs));
+    struct timeval tv = {100, 0};
+    double t0, t1;
+    long i;
+
+    for (i = 0; i < STORM_N; i++) {
+        evs[i] = evtimer_new(base, raw_storm_cb, NULL);
+        evtimer_add(evs[i], &tv);
+    }
+    t0 = now();
+    for (i = 0; i < STORM_N; i++) {
+        event_del(evs[i]);
+        event_free(evs[i]);
+    }
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    t1 = now();
+    free(evs);
+    event_base_free(base);
+    return (t1 - t0) * 1e9 / STORM_N;
+}
+
 /* ---- the table ------------------------------------------------------------ */
 
 struct bench {
@@ -415,6 +967,19 @@ static const struct bench benches[] = {
     {"timer_bytes", "bytes", bench_timer_bytes, NULL, "<= 64"},
     {"threadsafe_calls", "calls/s", bench_threadsafe, raw_threadsafe,
      ">= 1000000"},
+    {"future_resolve", "ns", bench_future_resolve, raw_call_soon,
+     "ratio <= 6"},
+    {"future_bytes", "bytes", bench_future_bytes, NULL, "<= 64"},
+    {"gather_100k", "ns", bench_gather_100k, raw_gather_100k, "<= 300"},
+    {"gather_1k", "ns", bench_gather_1k, NULL, "(per child, 1k)"},
+    {"gather_flatness", "x", bench_gather_flatness, NULL, "<= 1.5"},
+    {"then_chain_1m", "ns", bench_then_chain, raw_call_soon, "<= 150"},
+    {"then_chain_cold", "ns", bench_then_chain_cold, raw_call_soon,
+     "(fresh loop)"},
+    {"task_await", "ns", bench_task_await, raw_call_soon, "ratio <= 10"},
+    {"task_spawn", "ns", bench_task_spawn, raw_task_spawn, "<= 300"},
+    {"task_bytes", "bytes", bench_task_bytes, NULL, "<= 256"},
+    {"cancel_storm", "ns", bench_cancel_storm, raw_cancel_storm, "<= 1000"},
 };
 
 int
@@ -470,8 +1035,8 @@ main(int argc, char **argv)
             printf("%-18s %14.1f %14.1f %8.3f %-9s %s\n", bn->name, v, base,
                    v / base, bn->unit, bn->target);
         } else {
-            printf("%-18s %14.1f %14s %8s %-9s %s\n", bn->name, v, "-", "-",
-                   bn->unit, bn->target);
+            printf("%-18s %14.*f %14s %8s %-9s %s\n", bn->name,
+                   v < 10 ? 3 : 1, v, "-", "-", bn->unit, bn->target);
         }
         fflush(stdout);
         first = 0;

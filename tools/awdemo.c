@@ -1,6 +1,11 @@
 /* awdemo.c: a short guided run of libawait, printing what happens: the
- * loop's callbacks, timers, a reader on a pipe and a signal. */
+ * loop's callbacks, timers, a reader on a pipe and a signal; futures with
+ * then/catch/finally, gather and wait_for; tasks in parallel, a task group
+ * with a failing child, a timeout, and the dump of pending tasks. */
+#include <errno.h>
 #include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -112,9 +117,248 @@ demo_loop(void)
     return rc == 0 ? 0 : 1;
 }
 
+/* ---- futures ------------------------------------------------------------- */
+
+static aw_loop *demo;
+
+static int
+resolve_cb(aw_loop *loop, void *arg)
+{
+    (void)loop;
+    aw_future_set_result_int(arg, 7);
+    aw_future_unref(arg);
+    return 0;
+}
+
+/* A future resolved with 7 by a timer after `delay` seconds. */
+static aw_future *
+seven_after(double delay)
+{
+    aw_future *f = aw_future_new(demo);
+
+    aw_loop_call_later(demo, delay, resolve_cb, aw_future_ref(f), NULL);
+    return f;
+}
+
+static aw_future *
+step_fail(aw_future *settled, void *arg)
+{
+    intptr_t v = 0;
+    char line[96];
+
+    (void)arg;
+    aw_future_result_int(settled, &v);
+    snprintf(line, sizeof(line), "then: got %ld, failing with EPROTO",
+             (long)v);
+    say(demo, line);
+    return aw_future_failed(demo, -EPROTO, "bad reply");
+}
+
+static aw_future *
+step_skipped(aw_future *settled, void *arg)
+{
+    (void)settled;
+    (void)arg;
+    say(demo, "then: never printed, the error skips this step");
+    return aw_future_resolved_int(demo, 0);
+}
+
+static aw_future *
+step_recover(aw_future *settled, void *arg)
+{
+    char line[96];
+
+    (void)arg;
+    snprintf(line, sizeof(line), "catch: %s (%s), recovering with 42",
+             aw_err_name(aw_future_error(settled)),
+             aw_future_message(settled));
+    say(demo, line);
+    return aw_future_resolved_int(demo, 42);
+}
+
+static int
+step_finally(aw_future *settled, void *arg)
+{
+    intptr_t v = 0;
+    char line[96];
+
+    (void)arg;
+    aw_future_result_int(settled, &v);
+    snprintf(line, sizeof(line), "finally: the chain ends with %ld",
+             (long)v);
+    say(demo, line);
+    return 0;
+}
+
+static int
+demo_futures(void)
+{
+    aw_future *c, *in[3], *g, *slow, *w;
+    aw_future *const *out;
+    char line[96];
+    size_t i, n = 0;
+    int rc;
+
+    printf("== Futures\n");
+    if ((rc = aw_loop_new(&demo)) != 0)
+        return 1;
+    t0 = aw_loop_time(demo);
+    c = aw_then(seven_after(0.010), step_fail, NULL);
+    c = aw_then(c, step_skipped, NULL);
+    c = aw_catch(c, step_recover, NULL);
+    c = aw_finally(c, step_finally, NULL);
+    aw_loop_run_until_complete(demo, c);
+    aw_future_unref(c);
+
+    for (i = 0; i < 3; i++)
+        in[i] = seven_after(0.030 - 0.010 * (double)i);
+    g = aw_gather(demo, 3, in, 0);
+    say(demo, "gather: three timers of 30, 20 and 10 ms");
+    aw_loop_run_until_complete(demo, g);
+    aw_future_result(g, NULL);
+    out = aw_combinator_inputs(g, &n);
+    for (i = 0; i < n; i++) {
+        intptr_t v = 0;
+
+        aw_future_result_int(out[i], &v);
+        snprintf(line, sizeof(line), "gather: result %zu = %ld (in the "
+                 "order given)", i, (long)v);
+        say(demo, line);
+    }
+    aw_future_unref(g);
+
+    slow = seven_after(0.200);
+    w = aw_wait_for(aw_future_ref(slow), 0.050);
+    say(demo, "wait_for: a 200 ms future, 50 ms timeout");
+    rc = aw_loop_run_until_complete(demo, w);
+    snprintf(line, sizeof(line), "wait_for: %s; the inner future is %s",
+             aw_err_name(rc),
+             aw_future_cancelled(slow) ? "cancelled" : "not cancelled");
+    say(demo, line);
+    aw_future_unref(w);
+    aw_future_unref(slow);
+    /* Let the 200 ms timer fire: it holds the inner future until then. */
+    c = aw_sleep(demo, 0.2);
+    aw_loop_run_until_complete(demo, c);
+    aw_future_unref(c);
+    rc = aw_loop_free(demo);
+    printf("  loop closed: %s\n", rc == 0 ? "cleanly" : aw_strerror(rc));
+    return rc == 0 ? 0 : 1;
+}
+
+/* ---- tasks ------------------------------------------------------------------ */
+
+struct nap {
+    double seconds;
+    int code; /* fail with it after the nap */
+    int rc;
+    aw_timeout *to;
+    aw_task_group *g;
+};
+
+static AW_TASK(napper, struct nap *n)
+{
+    char line[96];
+
+    AW_BEGIN();
+    AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), n->seconds), NULL);
+    if (n->code != 0)
+        AW_RAISE(n->code, "failed after %.0f ms", n->seconds * 1e3);
+    snprintf(line, sizeof(line), "%s: woke after %.0f ms",
+             aw_task_name(AW_SELF()), n->seconds * 1e3);
+    say(aw_task_loop(AW_SELF()), line);
+    AW_FINALLY();
+    if (aw_future_cancelled(AW_AWAITED())) {
+        snprintf(line, sizeof(line), "%s: cancelled, cleaning up",
+                 aw_task_name(AW_SELF()));
+        say(aw_task_loop(AW_SELF()), line);
+    }
+    AW_END();
+}
+
+static struct nap *
+nap(double seconds, int code)
+{
+    struct nap *n = calloc(1, sizeof(*n));
+
+    n->seconds = seconds;
+    n->code = code;
+    return n;
+}
+
+static AW_TASK(supervisor, struct nap *s)
+{
+    char line[128];
+
+    AW_BEGIN();
+    s->g = aw_task_group_new(aw_task_loop(AW_SELF()), AW_SELF());
+    aw_task_group_spawn(s->g, napper, nap(0.010, 0), free, NULL);
+    aw_task_group_spawn(s->g, napper, nap(0.020, -ECONNRESET), free, NULL);
+    aw_task_group_spawn(s->g, napper, nap(0.500, 0), free, NULL);
+    AW_TRY_AWAIT(s->rc, aw_task_group_wait(s->g), NULL);
+    snprintf(line, sizeof(line), "group: ended with %s: %s",
+             aw_err_name(s->rc), aw_future_message(AW_AWAITED()));
+    say(aw_task_loop(AW_SELF()), line);
+
+    s->to = aw_timeout_enter(AW_SELF(), 0.030);
+    AW_TRY_AWAIT(s->rc, aw_sleep(aw_task_loop(AW_SELF()), 1.0), NULL);
+    snprintf(line, sizeof(line), "timeout: a 1 s sleep under a 30 ms "
+             "timeout gave %s", aw_err_name(s->rc));
+    say(aw_task_loop(AW_SELF()), line);
+    aw_timeout_exit(s->to);
+    AW_FINALLY();
+    aw_task_group_free(s->g);
+    AW_END();
+}
+
+static int
+demo_tasks(void)
+{
+    aw_task *t[3], *sup, *stuck;
+    aw_future *all;
+    double start;
+    char line[96];
+    int i, rc;
+
+    printf("== Tasks\n");
+    if ((rc = aw_loop_new(&demo)) != 0)
+        return 1;
+    t0 = start = aw_loop_time(demo);
+    for (i = 0; i < 3; i++) {
+        t[i] = aw_task_new(demo, napper, nap(0.010 * (i + 1), 0), free);
+        snprintf(line, sizeof(line), "sleeper-%d", i + 1);
+        aw_task_set_name(t[i], line);
+    }
+    all = aw_gather(demo, 3, t, 0);
+    aw_loop_run_until_complete(demo, all);
+    snprintf(line, sizeof(line), "three tasks sleeping 10, 20, 30 ms took "
+             "%.0f ms together", (aw_loop_time(demo) - start) * 1e3);
+    say(demo, line);
+    aw_future_unref(all);
+
+    sup = aw_task_new(demo, supervisor, nap(0, 0), free);
+    aw_task_set_name(sup, "supervisor");
+    aw_loop_run_until_complete(demo, sup);
+    aw_future_unref(sup);
+
+    stuck = aw_task_new(demo, napper, nap(3600, 0), free);
+    aw_task_set_name(stuck, "hour-long-nap");
+    aw_loop_run_once(demo, AW_RUN_NOWAIT);
+    say(demo, "dump of the pending tasks:");
+    aw_task_dump(demo, stdout);
+    aw_future_cancel(stuck, NULL);
+    aw_loop_run_until_complete(demo, stuck);
+    aw_future_unref(stuck);
+    rc = aw_loop_free(demo);
+    printf("  loop closed: %s\n", rc == 0 ? "cleanly" : aw_strerror(rc));
+    return rc == 0 ? 0 : 1;
+}
+
 int
 main(void)
 {
     printf("libawait %s demo\n", aw_version());
-    return demo_loop();
+    if (demo_loop() != 0 || demo_futures() != 0 || demo_tasks() != 0)
+        return 1;
+    return 0;
 }
