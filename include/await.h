@@ -6,5 +6,6 @@
 #include "await/loop.h"
 #include "await/future.h"
 #include "await/task.h"
+#include "await/sync.h"
 
 #endif /* AWAIT_H */

@@ -21,11 +21,12 @@ enum kind {
     K_WAIT_FOR,
     K_TASK,  /* task.c */
     K_SLEEP, /* task.c */
+    K_GRANT, /* sync.c, queue.c */
     K_COUNT
 };
 
 enum flag {
-    F_RETRIEVED = 1 << 0, /* the error was read, or handed on */
+    F_RETRIEVED = 1 << 0, /* the outcome was read, or handed on */
     F_LINKED = 1 << 1,    /* the result is shared: o.link owns it */
     F_IMMORTAL = 1 << 2,  /* the shared -ENOMEM future */
     F_BATCH = 1 << 3,     /* settled; callbacks scheduled, not all run */
@@ -79,6 +80,7 @@ struct aw__future_ops {
 
 extern const struct aw__future_ops aw__task_ops;
 extern const struct aw__future_ops aw__sleep_ops;
+extern const struct aw__future_ops aw__grant_ops;
 
 /* A pending future of `kind`, one reference, counted on the loop. */
 aw_future *aw__future_alloc(aw_loop *loop, int kind);

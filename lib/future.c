@@ -122,6 +122,8 @@ kind_size(int kind)
         return aw__task_ops.size;
     case K_SLEEP:
         return aw__sleep_ops.size;
+    case K_GRANT:
+        return aw__grant_ops.size;
     default:
         return sizeof(struct aw_future);
     }
@@ -130,7 +132,14 @@ kind_size(int kind)
 static const struct aw__future_ops *
 outside_ops(int kind)
 {
-    return kind == K_TASK ? &aw__task_ops : &aw__sleep_ops;
+    switch (kind) {
+    case K_TASK:
+        return &aw__task_ops;
+    case K_SLEEP:
+        return &aw__sleep_ops;
+    default:
+        return &aw__grant_ops;
+    }
 }
 
 /* A sleep is settled by its timer, which runs the callbacks itself: it
@@ -463,6 +472,7 @@ set_linked(aw_future *f, aw_future *src)
 {
     aw_future *owner = (src->flags & F_LINKED) ? src->o.link : src;
 
+    src->flags |= F_RETRIEVED;
     f->v = src->v;
     f->o.link = aw_future_ref(owner);
     f->flags |= F_LINKED;
@@ -475,6 +485,7 @@ set_linked(aw_future *f, aw_future *src)
 void
 aw__future_adopt(aw_future *f, aw_future *src)
 {
+    src->flags |= F_RETRIEVED; /* f carries the outcome on */
     if (src->state == AW_FUTURE_DONE) {
         if (src->refs == 1 && !(src->flags & F_LINKED)) {
             /* The only holder: move the result. */
@@ -722,6 +733,7 @@ cancel_one(aw_future *f, const char *msg)
         return NULL;
     case K_TASK:
     case K_SLEEP:
+    case K_GRANT:
         outside_ops(f->kind)->cancel(f, msg);
         return NULL;
     default:
@@ -779,6 +791,7 @@ aw_future_error(aw_future *future)
     case AW_FUTURE_PENDING:
         return AW_EINVALSTATE;
     case AW_FUTURE_DONE:
+        future->flags |= F_RETRIEVED; /* a grant's result is claimed */
         return 0;
     default:
         future->flags |= F_RETRIEVED;
@@ -985,6 +998,7 @@ chain_run(struct chain *ch)
             aw__future_adopt(f, src);
             return;
         }
+        src->flags |= F_RETRIEVED; /* the step has the result */
         break;
     case K_CATCH:
         if (src->state != AW_FUTURE_FAILED || src->code == AW_ECANCELLED) {
@@ -1922,6 +1936,7 @@ future_free(aw_future *f)
         break;
     case K_TASK:
     case K_SLEEP:
+    case K_GRANT:
         outside_ops(f->kind)->release(f);
         break;
     default:

@@ -421,12 +421,15 @@ resume_outcome(struct task *t, const char **msgp)
     int rc;
 
     tclear(t, T_EXPECT_RESUME);
-    rc = aw_future_error(f);
-    *msgp = aw_future_message(f);
     if (tflags(t) & T_MUST_CANCEL) {
+        /* The outcome of f is left unread: a grant in it (a lock, an
+         * item) goes back when f is released. */
         tclear(t, T_MUST_CANCEL);
         rc = AW_ECANCELLED;
         *msgp = x != NULL ? x->cancel_msg : NULL;
+    } else {
+        rc = aw_future_error(f);
+        *msgp = aw_future_message(f);
     }
     if (rc == AW_ECANCELLED && x != NULL && x->own_pending > 0 &&
         cancel_count(t) <= x->own_cancels) {

@@ -1,0 +1,158 @@
+/* await/sync.h: synchronisation primitives for tasks and callbacks:
+ * asyncio's Lock, Event, Condition, Semaphore, BoundedSemaphore and
+ * Barrier.  Each waits through futures: a task awaits them, callback code
+ * chains on them. */
+#ifndef AWAIT_SYNC_H
+#define AWAIT_SYNC_H
+
+#include <stddef.h>
+
+#include "await/core.h"
+#include "await/future.h"
+#include "await/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Grants.  Lock, Semaphore and Condition hand over to their waiters in
+ * FIFO order: release grants the lock (or a unit) to the first waiter by
+ * settling its future, and it is that waiter's from then on.  The grant
+ * counts as taken once the future's outcome is read (aw_future_result(),
+ * aw_future_error(), an AW_AWAIT that resumes with it, a then step).  A
+ * granted future released unread (its task was cancelled at that very
+ * moment, or nobody looked) gives the grant back: the next waiter gets it.
+ * No wake-up is lost that way.  A waiter cancelled before its grant simply
+ * leaves the queue.
+ *
+ * The acquire/wait functions return a reference to a future (the shared
+ * -ENOMEM future out of memory; NULL for a NULL object).  Every object
+ * belongs to one loop and counts as work on it until freed; freeing one
+ * cancels its waiters.
+ */
+
+/* ---- Lock ------------------------------------------------------------------- */
+
+typedef struct aw_lock aw_lock;
+
+/* aw_lock_new - an unlocked lock; NULL for a NULL or closed loop or out of
+ * memory.  aw_lock_free - accepts NULL; waiters are cancelled. */
+AW_EXTERN aw_lock *aw_lock_new(aw_loop *loop);
+AW_EXTERN void aw_lock_free(aw_lock *lock);
+
+/* aw_lock_acquire - a future done (NULL result) once the lock is the
+ * caller's: at once when it is free and nobody waits, else in turn.  The
+ * owner is the task running at the call (none from a callback). */
+AW_EXTERN aw_future *aw_lock_acquire(aw_lock *lock);
+
+/* aw_lock_try_acquire - 0 when acquired now, AW_EBUSY when locked or
+ * waited for (fairness), -EINVAL. */
+AW_EXTERN int aw_lock_try_acquire(aw_lock *lock);
+
+/* aw_lock_release - 0; AW_EINVALSTATE when not locked; -EPERM when the
+ * owner is a task and the caller is not that task. */
+AW_EXTERN int aw_lock_release(aw_lock *lock);
+
+/* aw_lock_locked - 1 when locked (or granted to a waiter). */
+AW_EXTERN int aw_lock_locked(const aw_lock *lock);
+
+/* ---- Event ------------------------------------------------------------------- */
+
+typedef struct aw_event aw_event;
+
+AW_EXTERN aw_event *aw_event_new(aw_loop *loop);
+AW_EXTERN void aw_event_free(aw_event *event);
+
+/* aw_event_set - set the flag and wake every waiter; 0 or -EINVAL. */
+AW_EXTERN int aw_event_set(aw_event *event);
+/* aw_event_clear - clear the flag; 0 or -EINVAL. */
+AW_EXTERN int aw_event_clear(aw_event *event);
+AW_EXTERN int aw_event_is_set(const aw_event *event);
+/* aw_event_wait - a future done once the flag is set (at once if it is). */
+AW_EXTERN aw_future *aw_event_wait(aw_event *event);
+
+/* ---- Semaphore and BoundedSemaphore -------------------------------------------- */
+
+typedef struct aw_semaphore aw_semaphore;
+
+/* aw_semaphore_new - value units (>= 0).  aw_semaphore_new_bounded - the
+ * same, but releasing beyond the initial value is an error. NULL for a
+ * negative value or out of memory. */
+AW_EXTERN aw_semaphore *aw_semaphore_new(aw_loop *loop, int value);
+AW_EXTERN aw_semaphore *aw_semaphore_new_bounded(aw_loop *loop, int value);
+AW_EXTERN void aw_semaphore_free(aw_semaphore *sem);
+
+/* aw_semaphore_acquire - a future done once a unit is the caller's. */
+AW_EXTERN aw_future *aw_semaphore_acquire(aw_semaphore *sem);
+/* aw_semaphore_try_acquire - 0, AW_EBUSY (none free, or waiters), -EINVAL. */
+AW_EXTERN int aw_semaphore_try_acquire(aw_semaphore *sem);
+/* aw_semaphore_release - give a unit back (to the first waiter if any):
+ * 0; AW_ELIMIT for a bounded semaphore already at its initial value. */
+AW_EXTERN int aw_semaphore_release(aw_semaphore *sem);
+/* aw_semaphore_value - units free now. */
+AW_EXTERN int aw_semaphore_value(const aw_semaphore *sem);
+
+/* ---- Condition ------------------------------------------------------------------ */
+
+typedef struct aw_condition aw_condition;
+
+/* aw_condition_new - a condition over lock (not owned; it must outlive the
+ * condition), or over a lock of its own when lock is NULL. */
+AW_EXTERN aw_condition *aw_condition_new(aw_loop *loop, aw_lock *lock);
+AW_EXTERN void aw_condition_free(aw_condition *cond);
+/* aw_condition_lock - its lock: acquire and release it with aw_lock_*. */
+AW_EXTERN aw_lock *aw_condition_lock(aw_condition *cond);
+
+/*
+ * aw_condition_wait - release the lock (which the caller must hold), wait
+ * for a notify, re-acquire the lock: the future is done once it is the
+ * caller's again.  Cancelled while waiting, the future still re-acquires
+ * the lock before it ends cancelled (asyncio): the caller holds the lock
+ * on every outcome but -EPERM (the caller did not hold the lock; nothing
+ * changed).
+ */
+AW_EXTERN aw_future *aw_condition_wait(aw_condition *cond);
+
+/* aw_condition_wait_for - wait until pred(arg) is true, checked with the
+ * lock held: at once, then after each notify. */
+typedef int (*aw_predicate_fn)(void *arg);
+AW_EXTERN aw_future *aw_condition_wait_for(aw_condition *cond,
+                                           aw_predicate_fn pred, void *arg);
+
+/* aw_condition_notify - wake up to n waiters (in order); returns how
+ * many.  aw_condition_notify_all - wake them all.  The caller should hold
+ * the lock (asyncio requires it: -EPERM when a task holds it and the
+ * caller is another task). */
+AW_EXTERN int aw_condition_notify(aw_condition *cond, int n);
+AW_EXTERN int aw_condition_notify_all(aw_condition *cond);
+
+/* ---- Barrier ---------------------------------------------------------------------- */
+
+typedef struct aw_barrier aw_barrier;
+
+/* aw_barrier_new - a barrier for parties (>= 1) waiters. */
+AW_EXTERN aw_barrier *aw_barrier_new(aw_loop *loop, int parties);
+AW_EXTERN void aw_barrier_free(aw_barrier *barrier);
+
+/*
+ * aw_barrier_wait - a future done, with the caller's arrival index
+ * (0 .. parties-1) as its integer result, once parties callers are
+ * waiting; the barrier then starts over.  Fails with AW_EBROKEN when the
+ * barrier is broken (aborted) or reset while waiting.  A waiter cancelled
+ * before the barrier fills leaves it.
+ */
+AW_EXTERN aw_future *aw_barrier_wait(aw_barrier *barrier);
+/* aw_barrier_reset - fail the current waiters with AW_EBROKEN and start
+ * over, unbroken.  aw_barrier_abort - break it: waiters now and later
+ * fail with AW_EBROKEN until a reset. */
+AW_EXTERN int aw_barrier_reset(aw_barrier *barrier);
+AW_EXTERN int aw_barrier_abort(aw_barrier *barrier);
+AW_EXTERN int aw_barrier_broken(const aw_barrier *barrier);
+AW_EXTERN int aw_barrier_n_waiting(const aw_barrier *barrier);
+AW_EXTERN int aw_barrier_parties(const aw_barrier *barrier);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AWAIT_SYNC_H */

@@ -1,0 +1,634 @@
+/* test_sync.c: Lock, Event, Condition, Semaphore, BoundedSemaphore and
+ * Barrier, after CPython's test_asyncio/test_locks.py where it applies. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#define LOG_MAX 64
+
+static struct {
+    int n;
+    int items[LOG_MAX];
+} order;
+
+static void
+record(int id)
+{
+    if (order.n < LOG_MAX)
+        order.items[order.n++] = id;
+}
+
+static void
+assert_order(const int *want, int n)
+{
+    int i;
+
+    ck_assert_int_eq(order.n, n);
+    for (i = 0; i < n; i++)
+        ck_assert_msg(order.items[i] == want[i], "item %d: got %d, want %d",
+                      i, order.items[i], want[i]);
+}
+
+/* What the test tasks share. */
+static struct {
+    aw_lock *lock;
+    aw_semaphore *sem;
+    aw_event *event;
+    aw_condition *cond;
+    aw_barrier *barrier;
+    aw_future *go;
+    aw_task *victim;
+    int ready;
+} ctx;
+
+static void
+reset(void)
+{
+    memset(&order, 0, sizeof(order));
+    memset(&ctx, 0, sizeof(ctx));
+}
+
+struct fr {
+    int id;
+    int rc;
+    int rounds;
+    intptr_t index;
+};
+
+static struct fr *
+frame(int id)
+{
+    struct fr *f = calloc(1, sizeof(*f));
+
+    ck_assert_ptr_nonnull(f);
+    f->id = id;
+    return f;
+}
+
+static aw_task *
+spawn(aw_task_fn fn, int id)
+{
+    aw_task *t = aw_task_new(loop, fn, frame(id), free);
+
+    ck_assert(aw_is_task(t));
+    return t;
+}
+
+/* Run until every task has ended. */
+static void
+drain(void)
+{
+    int guard = 0;
+
+    while (aw_all_tasks(loop, NULL, 0) > 0 && guard++ < 100000)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_all_tasks(loop, NULL, 0), 0);
+}
+
+static void
+unref_all(aw_task **t, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++)
+        aw_future_unref(t[i]);
+}
+
+/* ---- Lock ------------------------------------------------------------------- */
+
+static AW_TASK(locker, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(ctx.lock), NULL);
+    record(f->id);
+    AW_YIELD();
+    record(f->id * 10);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0);
+    AW_END();
+}
+
+START_TEST(lock_fifo_fairness)
+{
+    static const int want[] = {1, 10, 2, 20, 3, 30};
+    aw_task *t[3];
+    int i;
+
+    reset();
+    ctx.lock = aw_lock_new(loop);
+    for (i = 0; i < 3; i++)
+        t[i] = spawn(locker, i + 1);
+    drain();
+    assert_order(want, 6);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+    unref_all(t, 3);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+static AW_TASK(holder, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(ctx.lock), NULL);
+    AW_AWAIT(aw_future_ref(ctx.go), NULL);
+    f->rc = aw_lock_release(ctx.lock);
+    /* In the same step: the lock is granted to the victim, which is
+     * cancelled before it resumes. */
+    if (ctx.victim != NULL)
+        aw_future_cancel(ctx.victim, NULL);
+    AW_END();
+}
+
+static AW_TASK(release_other, struct fr *f)
+{
+    AW_BEGIN();
+    f->rc = aw_lock_release(ctx.lock);
+    record(f->rc);
+    AW_END();
+}
+
+START_TEST(lock_release_errors)
+{
+    aw_task *h, *o;
+
+    reset();
+    ctx.lock = aw_lock_new(loop);
+    ctx.go = aw_future_new(loop);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), AW_EINVALSTATE);
+    h = spawn(holder, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 1);
+    o = spawn(release_other, 2);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(order.items[0], -EPERM); /* not the owner */
+    ck_assert_int_eq(aw_lock_release(ctx.lock), -EPERM); /* nor a callback */
+    ck_assert_int_eq(aw_lock_try_acquire(ctx.lock), AW_EBUSY);
+    aw_future_set_result_int(ctx.go, 1);
+    drain();
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+    ck_assert_int_eq(aw_lock_try_acquire(ctx.lock), 0);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0);
+    ck_assert_int_eq(aw_lock_release(NULL), -EINVAL);
+    aw_future_unref(h);
+    aw_future_unref(o);
+    aw_future_unref(ctx.go);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+START_TEST(lock_waiter_cancelled_before_grant)
+{
+    static const int want[] = {2, 20};
+    aw_future *mine;
+    aw_task *t[2];
+
+    reset();
+    ctx.lock = aw_lock_new(loop);
+    mine = aw_lock_acquire(ctx.lock); /* held by this callback code */
+    ck_assert_int_eq(aw_future_error(mine), 0);
+    t[0] = spawn(locker, 1);
+    t[1] = spawn(locker, 2);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_cancel(t[0], NULL);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0);
+    drain();
+    ck_assert_int_eq(aw_future_cancelled(t[0]), 1);
+    assert_order(want, 2);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+    aw_future_unref(mine);
+    unref_all(t, 2);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+START_TEST(lock_waiter_cancelled_after_grant_loses_no_wakeup)
+{
+    static const int want[] = {3, 30};
+    aw_task *h, *t[2];
+
+    reset();
+    ctx.lock = aw_lock_new(loop);
+    ctx.go = aw_future_new(loop);
+    h = spawn(holder, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    t[0] = spawn(locker, 2);
+    t[1] = spawn(locker, 3);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ctx.victim = t[0];
+    aw_future_set_result_int(ctx.go, 1);
+    drain();
+    /* The victim got the lock and was cancelled before it resumed: the
+     * lock went on to the next waiter rather than being lost. */
+    ck_assert_int_eq(aw_future_cancelled(t[0]), 1);
+    assert_order(want, 2);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+    aw_future_unref(h);
+    unref_all(t, 2);
+    aw_future_unref(ctx.go);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+static int
+on_locked(aw_future *f, void *arg)
+{
+    (void)arg;
+    record(aw_future_error(f) == 0 ? 1 : -1);
+    return aw_lock_release(ctx.lock);
+}
+
+START_TEST(lock_from_callbacks)
+{
+    aw_future *a, *b;
+
+    reset();
+    ctx.lock = aw_lock_new(loop);
+    a = aw_lock_acquire(ctx.lock);
+    b = aw_lock_acquire(ctx.lock);
+    ck_assert_int_eq(aw_future_done(a), 1);
+    ck_assert_int_eq(aw_future_done(b), 0);
+    aw_future_add_done_callback(b, on_locked, NULL);
+    aw_future_error(a);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(order.items[0], 1);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+    aw_future_unref(a);
+    aw_future_unref(b);
+    /* A grant dropped unread gives the lock back. */
+    aw_future_unref(aw_lock_acquire(ctx.lock));
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+/* ---- Event ----------------------------------------------------------------------- */
+
+static AW_TASK(event_waiter, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_event_wait(ctx.event), NULL);
+    record(f->id);
+    AW_END();
+}
+
+START_TEST(event_set_wakes_every_waiter)
+{
+    static const int want[] = {1, 2, 3, 4};
+    aw_task *t[4];
+    int i;
+
+    reset();
+    ctx.event = aw_event_new(loop);
+    for (i = 0; i < 3; i++)
+        t[i] = spawn(event_waiter, i + 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(order.n, 0);
+    ck_assert_int_eq(aw_event_is_set(ctx.event), 0);
+    aw_event_set(ctx.event);
+    ck_assert_int_eq(aw_event_is_set(ctx.event), 1);
+    t[3] = spawn(event_waiter, 4); /* set already: goes through */
+    drain();
+    assert_order(want, 4);
+    aw_event_clear(ctx.event);
+    ck_assert_int_eq(aw_event_is_set(ctx.event), 0);
+    unref_all(t, 4);
+    aw_event_free(ctx.event);
+}
+END_TEST
+
+START_TEST(free_cancels_waiters)
+{
+    aw_future *e, *l, *s, *b, *held;
+
+    reset();
+    ctx.event = aw_event_new(loop);
+    ctx.lock = aw_lock_new(loop);
+    ctx.sem = aw_semaphore_new(loop, 0);
+    ctx.barrier = aw_barrier_new(loop, 2);
+    e = aw_event_wait(ctx.event);
+    held = aw_lock_acquire(ctx.lock);
+    l = aw_lock_acquire(ctx.lock);
+    s = aw_semaphore_acquire(ctx.sem);
+    b = aw_barrier_wait(ctx.barrier);
+    aw_event_free(ctx.event);
+    aw_lock_free(ctx.lock);
+    aw_semaphore_free(ctx.sem);
+    aw_barrier_free(ctx.barrier);
+    ck_assert_int_eq(aw_future_cancelled(e), 1);
+    ck_assert_int_eq(aw_future_cancelled(l), 1);
+    ck_assert_int_eq(aw_future_cancelled(s), 1);
+    ck_assert_int_eq(aw_future_cancelled(b), 1);
+    aw_future_unref(e);
+    aw_future_unref(held); /* its lock is gone: nothing to give back */
+    aw_future_unref(l);
+    aw_future_unref(s);
+    aw_future_unref(b);
+}
+END_TEST
+
+/* ---- Semaphore ------------------------------------------------------------------- */
+
+static AW_TASK(sem_user, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_semaphore_acquire(ctx.sem), NULL);
+    record(f->id);
+    AW_YIELD();
+    AW_YIELD();
+    record(-f->id);
+    aw_semaphore_release(ctx.sem);
+    AW_END();
+}
+
+START_TEST(semaphore_fifo_and_value)
+{
+    static const int want[] = {1, 2, -1, -2, 3, 4, -3, -4};
+    aw_task *t[4];
+    int i;
+
+    reset();
+    ctx.sem = aw_semaphore_new(loop, 2);
+    ck_assert_int_eq(aw_semaphore_value(ctx.sem), 2);
+    for (i = 0; i < 4; i++)
+        t[i] = spawn(sem_user, i + 1);
+    drain();
+    assert_order(want, 8);
+    ck_assert_int_eq(aw_semaphore_value(ctx.sem), 2);
+    ck_assert_int_eq(aw_semaphore_try_acquire(ctx.sem), 0);
+    ck_assert_int_eq(aw_semaphore_value(ctx.sem), 1);
+    ck_assert_int_eq(aw_semaphore_release(ctx.sem), 0);
+    ck_assert_int_eq(aw_semaphore_release(ctx.sem), 0); /* unbounded */
+    ck_assert_int_eq(aw_semaphore_value(ctx.sem), 3);
+    unref_all(t, 4);
+    aw_semaphore_free(ctx.sem);
+    ck_assert_ptr_null(aw_semaphore_new(loop, -1));
+}
+END_TEST
+
+START_TEST(bounded_semaphore_release_beyond_bound)
+{
+    aw_semaphore *s = aw_semaphore_new_bounded(loop, 1);
+
+    ck_assert_int_eq(aw_semaphore_release(s), AW_ELIMIT);
+    ck_assert_int_eq(aw_semaphore_try_acquire(s), 0);
+    ck_assert_int_eq(aw_semaphore_try_acquire(s), AW_EBUSY);
+    ck_assert_int_eq(aw_semaphore_release(s), 0);
+    ck_assert_int_eq(aw_semaphore_release(s), AW_ELIMIT);
+    ck_assert_int_eq(aw_semaphore_value(s), 1);
+    aw_semaphore_free(s);
+}
+END_TEST
+
+START_TEST(semaphore_cancelled_after_grant_loses_no_wakeup)
+{
+    aw_future *a, *b, *c;
+
+    reset();
+    ctx.sem = aw_semaphore_new(loop, 1);
+    a = aw_semaphore_acquire(ctx.sem);
+    ck_assert_int_eq(aw_future_error(a), 0);
+    b = aw_semaphore_acquire(ctx.sem);
+    c = aw_semaphore_acquire(ctx.sem);
+    ck_assert_int_eq(aw_semaphore_release(ctx.sem), 0); /* granted to b */
+    ck_assert_int_eq(aw_future_done(b), 1);
+    ck_assert_int_eq(aw_future_cancel(b, NULL), AW_EINVALSTATE);
+    aw_future_unref(b); /* unread: the unit goes on to c */
+    ck_assert_int_eq(aw_future_done(c), 1);
+    ck_assert_int_eq(aw_future_error(c), 0);
+    ck_assert_int_eq(aw_semaphore_value(ctx.sem), 0);
+    aw_semaphore_release(ctx.sem);
+    ck_assert_int_eq(aw_semaphore_value(ctx.sem), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(a);
+    aw_future_unref(c);
+    aw_semaphore_free(ctx.sem);
+}
+END_TEST
+
+/* ---- Condition -------------------------------------------------------------------- */
+
+static AW_TASK(cond_waiter, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(aw_condition_lock(ctx.cond)), NULL);
+    AW_TRY_AWAIT(f->rc, aw_condition_wait(ctx.cond), NULL);
+    record(f->rc == 0 ? f->id : -f->id);
+    /* Held again on every outcome. */
+    ck_assert_int_eq(aw_lock_release(aw_condition_lock(ctx.cond)), 0);
+    AW_END();
+}
+
+static AW_TASK(notifier, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(aw_condition_lock(ctx.cond)), NULL);
+    f->rc = f->id == 0 ? aw_condition_notify_all(ctx.cond)
+                       : aw_condition_notify(ctx.cond, f->id);
+    record(100 + f->rc);
+    aw_lock_release(aw_condition_lock(ctx.cond));
+    AW_END();
+}
+
+START_TEST(condition_notify_and_notify_all)
+{
+    static const int want[] = {101, 1, 102, 2, 3};
+    aw_task *t[3], *n1, *n2;
+    int i;
+
+    reset();
+    ctx.cond = aw_condition_new(loop, NULL);
+    for (i = 0; i < 3; i++)
+        t[i] = spawn(cond_waiter, i + 1);
+
+    for (i = 0; i < 5; i++)
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(order.n, 0);
+    n1 = spawn(notifier, 1);
+    for (i = 0; i < 5; i++)
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    n2 = spawn(notifier, 0);
+    drain();
+    assert_order(want, 5);
+    unref_all(t, 3);
+    aw_future_unref(n1);
+    aw_future_unref(n2);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
+static int
+ready_pred(void *arg)
+{
+    return *(int *)arg >= 3;
+}
+
+static AW_TASK(pred_waiter, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(aw_condition_lock(ctx.cond)), NULL);
+    AW_AWAIT(aw_condition_wait_for(ctx.cond, ready_pred, &ctx.ready), NULL);
+    record(ctx.ready);
+    aw_lock_release(aw_condition_lock(ctx.cond));
+    AW_END();
+}
+
+static AW_TASK(bumper, struct fr *f)
+{
+    AW_BEGIN();
+    for (f->rounds = 0; f->rounds < 4; f->rounds++) {
+        AW_AWAIT(aw_lock_acquire(aw_condition_lock(ctx.cond)), NULL);
+        ctx.ready++;
+        aw_condition_notify_all(ctx.cond);
+        aw_lock_release(aw_condition_lock(ctx.cond));
+        AW_YIELD();
+    }
+    AW_END();
+}
+
+START_TEST(condition_wait_for_predicate)
+{
+    aw_task *w, *b;
+
+    reset();
+    ctx.cond = aw_condition_new(loop, NULL);
+    w = spawn(pred_waiter, 1);
+    b = spawn(bumper, 2);
+    drain();
+    ck_assert_int_eq(order.n, 1);
+    ck_assert_int_eq(order.items[0], 3); /* woke when true, not before */
+    aw_future_unref(w);
+    aw_future_unref(b);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
+START_TEST(condition_wait_cancelled_reacquires_lock)
+{
+    aw_task *t;
+
+    reset();
+    ctx.cond = aw_condition_new(loop, NULL);
+    t = spawn(cond_waiter, 5);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_lock_locked(aw_condition_lock(ctx.cond)), 0);
+    aw_future_cancel(t, NULL);
+    drain();
+    ck_assert_int_eq(order.items[0], -5); /* and it released the lock */
+    ck_assert_int_eq(aw_lock_locked(aw_condition_lock(ctx.cond)), 0);
+    aw_future_unref(t);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
+START_TEST(condition_wait_without_lock_refused)
+{
+    aw_future *w;
+
+    ctx.cond = aw_condition_new(loop, NULL);
+    w = aw_condition_wait(ctx.cond);
+    ck_assert_int_eq(aw_future_error(w), -EPERM);
+    aw_future_unref(w);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), 0);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, -1), -EINVAL);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
+/* ---- Barrier ------------------------------------------------------------------------ */
+
+static AW_TASK(barrier_party, struct fr *f)
+{
+    AW_BEGIN();
+    for (f->rounds = 0; f->rounds < 3; f->rounds++) {
+        AW_AWAIT_INT(aw_barrier_wait(ctx.barrier), &f->index);
+        record((int)f->index);
+    }
+    AW_END();
+}
+
+START_TEST(barrier_n_tasks_several_rounds)
+{
+    aw_task *t[3];
+    int i, r, seen;
+
+    reset();
+    ctx.barrier = aw_barrier_new(loop, 3);
+    ck_assert_int_eq(aw_barrier_parties(ctx.barrier), 3);
+    for (i = 0; i < 3; i++)
+        t[i] = spawn(barrier_party, i);
+    drain();
+    ck_assert_int_eq(order.n, 9);
+    for (r = 0; r < 3; r++) {
+        seen = 0;
+        for (i = 0; i < 3; i++)
+            seen |= 1 << order.items[r * 3 + i];
+        ck_assert_int_eq(seen, 7); /* indices 0, 1, 2 each round */
+    }
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    unref_all(t, 3);
+    aw_barrier_free(ctx.barrier);
+}
+END_TEST
+
+START_TEST(barrier_abort_and_reset)
+{
+    aw_barrier *b = aw_barrier_new(loop, 3);
+    aw_future *w1 = aw_barrier_wait(b), *w2;
+
+    ck_assert_int_eq(aw_barrier_n_waiting(b), 1);
+    ck_assert_int_eq(aw_barrier_reset(b), 0);
+    ck_assert_int_eq(aw_future_error(w1), AW_EBROKEN);
+    aw_future_unref(w1);
+    w1 = aw_barrier_wait(b);
+    ck_assert_int_eq(aw_barrier_abort(b), 0);
+    ck_assert_int_eq(aw_barrier_broken(b), 1);
+    ck_assert_int_eq(aw_future_error(w1), AW_EBROKEN);
+    w2 = aw_barrier_wait(b);
+    ck_assert_int_eq(aw_future_error(w2), AW_EBROKEN);
+    aw_future_unref(w1);
+    aw_future_unref(w2);
+    aw_barrier_reset(b);
+    ck_assert_int_eq(aw_barrier_broken(b), 0);
+    /* A waiter cancelled leaves the barrier. */
+    w1 = aw_barrier_wait(b);
+    aw_future_cancel(w1, NULL);
+    ck_assert_int_eq(aw_barrier_n_waiting(b), 0);
+    aw_future_unref(w1);
+    aw_barrier_free(b);
+    ck_assert_ptr_null(aw_barrier_new(loop, 0));
+}
+END_TEST
+
+Suite *
+aw_test_suite(void)
+{
+    Suite *s = suite_create("sync");
+    TCase *tc = aw_test_tcase("sync");
+
+    tcase_add_test(tc, lock_fifo_fairness);
+    tcase_add_test(tc, lock_release_errors);
+    tcase_add_test(tc, lock_waiter_cancelled_before_grant);
+    tcase_add_test(tc, lock_waiter_cancelled_after_grant_loses_no_wakeup);
+    tcase_add_test(tc, lock_from_callbacks);
+    tcase_add_test(tc, event_set_wakes_every_waiter);
+    tcase_add_test(tc, free_cancels_waiters);
+    tcase_add_test(tc, semaphore_fifo_and_value);
+    tcase_add_test(tc, bounded_semaphore_release_beyond_bound);
+    tcase_add_test(tc, semaphore_cancelled_after_grant_loses_no_wakeup);
+    tcase_add_test(tc, condition_notify_and_notify_all);
+    tcase_add_test(tc, condition_wait_for_predicate);
+    tcase_add_test(tc, condition_wait_cancelled_reacquires_lock);
+    tcase_add_test(tc, condition_wait_without_lock_refused);
+    tcase_add_test(tc, barrier_n_tasks_several_rounds);
+    tcase_add_test(tc, barrier_abort_and_reset);
+    suite_add_tcase(s, tc);
+    return s;
+}
