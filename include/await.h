@@ -7,5 +7,6 @@
 #include "await/future.h"
 #include "await/task.h"
 #include "await/sync.h"
+#include "await/queue.h"
 
 #endif /* AWAIT_H */

@@ -18,44 +18,12 @@
 #include "core-internal.h"
 #include "future-internal.h"
 #include "loop-internal.h"
-
-struct grant;
-
-struct grant_class {
-    /* The grant is being freed (its primitive still exists); unread: it
-     * was granted and nobody read that: give back what it got. */
-    void (*release)(struct grant *g, int unread);
-    /* Cancel a pending grant; returns 1 when it handled it (and settles
-     * later), 0 to be cancelled at once. */
-    int (*cancel)(struct grant *g, const char *msg);
-};
-
-struct grantq {
-    struct grant *head, *tail;
-    size_t n;
-};
-
-struct grant {
-    aw_future base;
-    const struct grant_class *cls;
-    void *owner; /* the primitive; NULL once it was freed */
-    struct grantq *q;
-    struct grant *prev, *next;
-    void *data; /* the waiting task (lock, condition) */
-    void *data2;
-};
-
-/* A condition grant's states, in base.xflags. */
-enum {
-    G_NOTIFY = 1 << 0,    /* on the condition's list, waiting for notify */
-    G_ACQUIRING = 1 << 1, /* on the lock's list, re-acquiring */
-    G_CANCEL = 1 << 2     /* cancelled: ends so once it has the lock */
-};
+#include "sync-internal.h"
 
 /* ---- grants ----------------------------------------------------------------------- */
 
-static void
-q_push(struct grantq *q, struct grant *g)
+void
+aw__grantq_push(struct grantq *q, struct grant *g)
 {
     g->q = q;
     g->next = NULL;
@@ -68,8 +36,8 @@ q_push(struct grantq *q, struct grant *g)
     q->n++;
 }
 
-static void
-q_remove(struct grant *g)
+void
+aw__grantq_remove(struct grant *g)
 {
     struct grantq *q = g->q;
 
@@ -88,18 +56,18 @@ q_remove(struct grant *g)
     g->prev = g->next = NULL;
 }
 
-static struct grant *
-q_pop(struct grantq *q)
+struct grant *
+aw__grantq_pop(struct grantq *q)
 {
     struct grant *g = q->head;
 
     if (g != NULL)
-        q_remove(g);
+        aw__grantq_remove(g);
     return g;
 }
 
-static struct grant *
-grant_new(aw_loop *loop, const struct grant_class *cls, void *owner)
+struct grant *
+aw__grant_new(aw_loop *loop, const struct grant_class *cls, void *owner)
 {
     struct grant *g = (struct grant *)aw__future_alloc(loop, K_GRANT);
 
@@ -113,15 +81,15 @@ grant_new(aw_loop *loop, const struct grant_class *cls, void *owner)
     return g;
 }
 
-static void
-grant_done(struct grant *g)
+void
+aw__grant_done(struct grant *g)
 {
     g->base.state = AW_FUTURE_DONE;
     aw__future_settle(&g->base);
 }
 
-static void
-grant_fail(struct grant *g, int code, const char *msg)
+void
+aw__grant_fail(struct grant *g, int code, const char *msg)
 {
     aw__future_set_failed(&g->base, code, msg ? aw__strdup(msg) : NULL);
 }
@@ -133,7 +101,7 @@ grant_cancel(aw_future *f, const char *msg)
 
     if (g->owner != NULL && g->cls->cancel != NULL && g->cls->cancel(g, msg))
         return;
-    q_remove(g);
+    aw__grantq_remove(g);
     aw__future_set_cancelled(f, msg != NULL ? aw__strdup(msg) : NULL);
 }
 
@@ -142,7 +110,7 @@ grant_release(aw_future *f)
 {
     struct grant *g = (struct grant *)f;
 
-    q_remove(g);
+    aw__grantq_remove(g);
     if (g->owner != NULL && g->cls->release != NULL)
         g->cls->release(g, f->state == AW_FUTURE_DONE &&
                                !(f->flags & F_RETRIEVED));
@@ -152,12 +120,12 @@ const struct aw__future_ops aw__grant_ops = {sizeof(struct grant),
                                              grant_cancel, grant_release};
 
 /* Cancel every waiter of a primitive being freed. */
-static void
-q_cancel_all(struct grantq *q, const char *msg)
+void
+aw__grantq_cancel_all(struct grantq *q, const char *msg)
 {
     struct grant *g;
 
-    while ((g = q_pop(q)) != NULL) {
+    while ((g = aw__grantq_pop(q)) != NULL) {
         g->owner = NULL;
         if (g->base.state == AW_FUTURE_PENDING)
             aw__future_set_cancelled(&g->base, aw__strdup(msg));
@@ -200,7 +168,7 @@ lock_give(aw_lock *l, struct grant *g)
     l->holder = g;
     if (g->cls == &cond_class)
         return cond_granted(g);
-    grant_done(g);
+    aw__grant_done(g);
     return 1;
 }
 
@@ -210,7 +178,7 @@ lock_hand(aw_lock *l)
 {
     struct grant *g;
 
-    while ((g = q_pop(&l->waiters)) != NULL)
+    while ((g = aw__grantq_pop(&l->waiters)) != NULL)
         if (lock_give(l, g))
             return;
     l->locked = 0;
@@ -243,7 +211,7 @@ lock_enqueue(aw_lock *l, struct grant *g)
     if (!l->locked && l->waiters.n == 0)
         lock_give(l, g);
     else
-        q_push(&l->waiters, g);
+        aw__grantq_push(&l->waiters, g);
 }
 
 aw_lock *
@@ -268,7 +236,7 @@ aw_lock_free(aw_lock *l)
 
     if (l == NULL)
         return;
-    while ((g = q_pop(&l->waiters)) != NULL) {
+    while ((g = aw__grantq_pop(&l->waiters)) != NULL) {
         g->owner = NULL;
         if (g->base.state == AW_FUTURE_PENDING)
             aw__future_set_cancelled(&g->base, aw__strdup("lock freed"));
@@ -286,7 +254,7 @@ aw_lock_acquire(aw_lock *l)
 
     if (l == NULL)
         return NULL;
-    g = grant_new(l->loop, &lock_class, l);
+    g = aw__grant_new(l->loop, &lock_class, l);
     if (g == NULL)
         return nomem(l->loop);
     g->data = aw_current_task(l->loop);
@@ -367,12 +335,12 @@ cond_granted(struct grant *g)
         c->lock->locked = 0;
         c->lock->owner = NULL;
         g->base.xflags |= G_NOTIFY;
-        q_push(&c->waiters, g);
+        aw__grantq_push(&c->waiters, g);
         return 0;
     }
     if (pred != NULL)
         g->base.v.ptr = NULL;
-    grant_done(g);
+    aw__grant_done(g);
     return 1;
 }
 
@@ -393,7 +361,7 @@ cond_cancel(struct grant *g, const char *msg)
     g->base.xflags |= G_CANCEL;
     if (g->base.xflags & G_NOTIFY) {
         /* Re-acquire the lock before ending cancelled. */
-        q_remove(g);
+        aw__grantq_remove(g);
         g->base.xflags = (uint8_t)((g->base.xflags & ~G_NOTIFY) | G_ACQUIRING);
         lock_enqueue(c->lock, g);
     }
@@ -472,14 +440,14 @@ cond_wait(aw_condition *c, aw_predicate_fn pred, void *arg)
             aw__format("condition wait without holding its lock"));
     if (pred != NULL && pred(arg))
         return aw_future_resolved(c->loop, NULL, NULL); /* lock kept */
-    g = grant_new(c->loop, &cond_class, c);
+    g = aw__grant_new(c->loop, &cond_class, c);
     if (g == NULL)
         return nomem(c->loop);
     g->data = aw_current_task(c->loop);
     g->data2 = (void *)(uintptr_t)pred;
     g->base.v.ptr = arg; /* the predicate's argument while pending */
     g->base.xflags = G_NOTIFY;
-    q_push(&c->waiters, g);
+    aw__grantq_push(&c->waiters, g);
     c->lock->holder = NULL;
     lock_hand(c->lock);
     return &g->base;
@@ -511,7 +479,7 @@ aw_condition_notify(aw_condition *c, int n)
     if (c->lock->locked && c->lock->owner != NULL &&
         c->lock->owner != aw_current_task(c->loop))
         return -EPERM;
-    while (woken < n && (g = q_pop(&c->waiters)) != NULL) {
+    while (woken < n && (g = aw__grantq_pop(&c->waiters)) != NULL) {
         g->base.xflags = (uint8_t)((g->base.xflags & ~G_NOTIFY) | G_ACQUIRING);
         lock_enqueue(c->lock, g);
         woken++;
@@ -560,7 +528,7 @@ aw_event_free(aw_event *e)
 {
     if (e == NULL)
         return;
-    q_cancel_all(&e->waiters, "event freed");
+    aw__grantq_cancel_all(&e->waiters, "event freed");
     aw__loop_track(e->loop, -1);
     aw__free(e);
 }
@@ -573,8 +541,8 @@ aw_event_set(aw_event *e)
     if (e == NULL)
         return -EINVAL;
     e->set = 1;
-    while ((g = q_pop(&e->waiters)) != NULL)
-        grant_done(g);
+    while ((g = aw__grantq_pop(&e->waiters)) != NULL)
+        aw__grant_done(g);
     return 0;
 }
 
@@ -602,10 +570,10 @@ aw_event_wait(aw_event *e)
         return NULL;
     if (e->set)
         return aw_future_resolved(e->loop, NULL, NULL);
-    g = grant_new(e->loop, &plain_class, e);
+    g = aw__grant_new(e->loop, &plain_class, e);
     if (g == NULL)
         return nomem(e->loop);
-    q_push(&e->waiters, g);
+    aw__grantq_push(&e->waiters, g);
     return &g->base;
 }
 
@@ -625,14 +593,14 @@ static const struct grant_class sem_class = {sem_release_grant, NULL};
 static void
 sem_hand(aw_semaphore *s)
 {
-    struct grant *g = q_pop(&s->waiters);
+    struct grant *g = aw__grantq_pop(&s->waiters);
 
     if (g == NULL) {
         s->value++;
         return;
     }
-    q_push(&s->granted, g);
-    grant_done(g);
+    aw__grantq_push(&s->granted, g);
+    aw__grant_done(g);
 }
 
 static void
@@ -678,8 +646,8 @@ aw_semaphore_free(aw_semaphore *s)
 
     if (s == NULL)
         return;
-    q_cancel_all(&s->waiters, "semaphore freed");
-    while ((g = q_pop(&s->granted)) != NULL)
+    aw__grantq_cancel_all(&s->waiters, "semaphore freed");
+    while ((g = aw__grantq_pop(&s->granted)) != NULL)
         g->owner = NULL;
     aw__loop_track(s->loop, -1);
     aw__free(s);
@@ -692,15 +660,15 @@ aw_semaphore_acquire(aw_semaphore *s)
 
     if (s == NULL)
         return NULL;
-    g = grant_new(s->loop, &sem_class, s);
+    g = aw__grant_new(s->loop, &sem_class, s);
     if (g == NULL)
         return nomem(s->loop);
     if (s->value > 0 && s->waiters.n == 0) {
         s->value--;
-        q_push(&s->granted, g);
+        aw__grantq_push(&s->granted, g);
         g->base.state = AW_FUTURE_DONE;
     } else {
-        q_push(&s->waiters, g);
+        aw__grantq_push(&s->waiters, g);
     }
     return &g->base;
 }
@@ -773,7 +741,7 @@ aw_barrier_free(aw_barrier *b)
 {
     if (b == NULL)
         return;
-    q_cancel_all(&b->waiters, "barrier freed");
+    aw__grantq_cancel_all(&b->waiters, "barrier freed");
     aw__loop_track(b->loop, -1);
     aw__free(b);
 }
@@ -783,8 +751,8 @@ barrier_fail_all(aw_barrier *b, const char *why)
 {
     struct grant *g;
 
-    while ((g = q_pop(&b->waiters)) != NULL)
-        grant_fail(g, AW_EBROKEN, why);
+    while ((g = aw__grantq_pop(&b->waiters)) != NULL)
+        aw__grant_fail(g, AW_EBROKEN, why);
 }
 
 aw_future *
@@ -798,18 +766,18 @@ aw_barrier_wait(aw_barrier *b)
     if (b->broken)
         return aw__future_failed_new(b->loop, AW_EBROKEN,
                                      aw__format("barrier is broken"));
-    g = grant_new(b->loop, &barrier_class, b);
+    g = aw__grant_new(b->loop, &barrier_class, b);
     if (g == NULL)
         return nomem(b->loop);
     g->base.v.i = (intptr_t)b->waiters.n; /* the arrival index */
     if ((int)b->waiters.n + 1 < b->parties) {
-        q_push(&b->waiters, g);
+        aw__grantq_push(&b->waiters, g);
         return &g->base;
     }
     /* The last party: everyone goes, in arrival order. */
-    while ((w = q_pop(&b->waiters)) != NULL) {
+    while ((w = aw__grantq_pop(&b->waiters)) != NULL) {
         w->base.v.i = i++;
-        grant_done(w);
+        aw__grant_done(w);
     }
     g->base.v.i = i;
     g->base.state = AW_FUTURE_DONE;

@@ -1,0 +1,370 @@
+/* test_queue.c: FIFO, LIFO and priority queues, after CPython's
+ * test_asyncio/test_queues.py where it applies. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#define ITEM(n) ((void *)(intptr_t)(n))
+#define NUM(p) ((int)(intptr_t)(p))
+
+static int destroyed;
+
+static void
+count_destroy(void *item)
+{
+    (void)item;
+    destroyed++;
+}
+
+static int
+int_cmp(const void *a, const void *b)
+{
+    return NUM(a) - NUM(b);
+}
+
+static int
+get_now(aw_queue *q)
+{
+    void *item = NULL;
+
+    ck_assert_int_eq(aw_queue_get_nowait(q, &item), 0);
+    return NUM(item);
+}
+
+static void
+drain(void)
+{
+    int guard = 0;
+
+    while (aw_all_tasks(loop, NULL, 0) > 0 && guard++ < 1000000)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_all_tasks(loop, NULL, 0), 0);
+}
+
+START_TEST(queue_order_for_each_kind)
+{
+    aw_queue *f = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, NULL);
+    aw_queue *l = aw_queue_new(loop, AW_QUEUE_LIFO, 0, NULL, NULL);
+    aw_queue *p = aw_queue_new(loop, AW_QUEUE_PRIORITY, 0, int_cmp, NULL);
+    static const int in[] = {5, 1, 4, 2, 3};
+    static const int fifo[] = {5, 1, 4, 2, 3}, lifo[] = {3, 2, 4, 1, 5};
+    int i;
+
+    for (i = 0; i < 5; i++) {
+        ck_assert_int_eq(aw_queue_put_nowait(f, ITEM(in[i])), 0);
+        ck_assert_int_eq(aw_queue_put_nowait(l, ITEM(in[i])), 0);
+        ck_assert_int_eq(aw_queue_put_nowait(p, ITEM(in[i])), 0);
+    }
+    ck_assert_int_eq(aw_queue_qsize(f), 5);
+    for (i = 0; i < 5; i++) {
+        ck_assert_int_eq(get_now(f), fifo[i]);
+        ck_assert_int_eq(get_now(l), lifo[i]);
+        ck_assert_int_eq(get_now(p), i + 1);
+    }
+    ck_assert(aw_queue_empty(f));
+    aw_queue_free(f);
+    aw_queue_free(l);
+    aw_queue_free(p);
+    ck_assert_ptr_null(aw_queue_new(loop, AW_QUEUE_PRIORITY, 0, NULL, NULL));
+    ck_assert_ptr_null(aw_queue_new(loop, 7, 0, NULL, NULL));
+}
+END_TEST
+
+START_TEST(queue_fifo_ring_wraps_and_grows)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, NULL);
+    int i, next = 0, put = 0;
+
+    for (i = 0; i < 1000; i++) {
+        aw_queue_put_nowait(q, ITEM(put++));
+        aw_queue_put_nowait(q, ITEM(put++));
+        ck_assert_int_eq(get_now(q), next++);
+    }
+    while (!aw_queue_empty(q))
+        ck_assert_int_eq(get_now(q), next++);
+    ck_assert_int_eq(next, put);
+    aw_queue_free(q);
+}
+END_TEST
+
+START_TEST(queue_nowait_errors)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, NULL);
+    void *item = NULL;
+
+    ck_assert_int_eq(aw_queue_get_nowait(q, &item), AW_EEMPTY);
+    ck_assert_int_eq(aw_queue_put_nowait(q, ITEM(1)), 0);
+    ck_assert(aw_queue_full(q));
+    ck_assert_int_eq(aw_queue_put_nowait(q, ITEM(2)), AW_EFULL);
+    ck_assert_int_eq(aw_queue_maxsize(q), 1);
+    ck_assert_int_eq(aw_queue_put_nowait(NULL, ITEM(2)), -EINVAL);
+    ck_assert_int_eq(aw_queue_get_nowait(q, NULL), -EINVAL);
+    aw_queue_free(q);
+}
+END_TEST
+
+struct pc {
+    aw_queue *q;
+    int id, n, i;
+    intptr_t item;
+    unsigned char *seen;
+    int *count;
+};
+
+static AW_TASK(producer, struct pc *p)
+{
+    AW_BEGIN();
+    for (p->i = 0; p->i < p->n; p->i++)
+        AW_AWAIT(aw_queue_put(p->q, ITEM(p->id * p->n + p->i + 1)), NULL);
+    AW_END();
+}
+
+static int pipeline_errors;
+
+static AW_TASK(consumer, struct pc *c)
+{
+    AW_BEGIN();
+    for (;;) {
+        AW_TRY_AWAIT(c->i, aw_queue_get(c->q), (void **)&c->item);
+        if (c->i == AW_ESHUTDOWN)
+            break;
+        /* No ck_assert per item: Check logs each one to a file. */
+        if (c->i != 0 || c->seen[c->item] != 0)
+            pipeline_errors++;
+        c->seen[c->item] = 1;
+        (*c->count)++;
+        aw_queue_task_done(c->q);
+    }
+    AW_END();
+}
+
+static struct pc *
+pc(aw_queue *q, int id, int n, unsigned char *seen, int *count)
+{
+    struct pc *p = calloc(1, sizeof(*p));
+
+    ck_assert_ptr_nonnull(p);
+    p->q = q;
+    p->id = id;
+    p->n = n;
+    p->seen = seen;
+    p->count = count;
+    return p;
+}
+
+START_TEST(maxsize_blocks_and_releases)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 2, NULL, NULL);
+    aw_future *p1, *p2, *p3, *g;
+    void *item = NULL;
+
+    p1 = aw_queue_put(q, ITEM(1));
+    p2 = aw_queue_put(q, ITEM(2));
+    p3 = aw_queue_put(q, ITEM(3));
+    ck_assert_int_eq(aw_future_done(p1), 1);
+    ck_assert_int_eq(aw_future_done(p2), 1);
+    ck_assert_int_eq(aw_future_done(p3), 0); /* full: waits */
+    g = aw_queue_get(q);
+    ck_assert_int_eq(aw_future_result(g, &item), 0);
+    ck_assert_int_eq(NUM(item), 1);
+    ck_assert_int_eq(aw_future_done(p3), 1); /* room made: in */
+    ck_assert_int_eq(aw_queue_qsize(q), 2);
+    aw_future_unref(g);
+    ck_assert_int_eq(get_now(q), 2);
+    ck_assert_int_eq(get_now(q), 3);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(p1);
+    aw_future_unref(p2);
+    aw_future_unref(p3);
+    aw_queue_free(q);
+}
+END_TEST
+
+START_TEST(join_waits_for_task_done)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, NULL);
+    aw_future *j;
+
+    j = aw_queue_join(q);
+    ck_assert_int_eq(aw_future_done(j), 1); /* nothing outstanding */
+    aw_future_unref(j);
+    aw_queue_put_nowait(q, ITEM(1));
+    aw_queue_put_nowait(q, ITEM(2));
+    j = aw_queue_join(q);
+    get_now(q);
+    get_now(q);
+    ck_assert_int_eq(aw_queue_task_done(q), 0);
+    ck_assert_int_eq(aw_future_done(j), 0);
+    ck_assert_int_eq(aw_queue_task_done(q), 0);
+    ck_assert_int_eq(aw_future_done(j), 1);
+    ck_assert_int_eq(aw_queue_task_done(q), AW_EINVALSTATE);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(j);
+    aw_queue_free(q);
+}
+END_TEST
+
+START_TEST(shutdown_graceful)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, count_destroy);
+    aw_future *blocked, *p, *g;
+
+    destroyed = 0;
+    aw_queue_put_nowait(q, ITEM(1));
+    blocked = aw_queue_put(q, ITEM(2));
+    ck_assert_int_eq(aw_queue_shutdown(q, 0), 0);
+    ck_assert_int_eq(aw_future_error(blocked), AW_ESHUTDOWN);
+    p = aw_queue_put(q, ITEM(3));
+    ck_assert_int_eq(aw_future_error(p), AW_ESHUTDOWN);
+    ck_assert_int_eq(aw_queue_put_nowait(q, ITEM(4)), AW_ESHUTDOWN);
+    ck_assert_int_eq(get_now(q), 1); /* what was in still comes out */
+    g = aw_queue_get(q);
+    ck_assert_int_eq(aw_future_error(g), AW_ESHUTDOWN);
+    aw_future_unref(blocked);
+    aw_future_unref(p);
+    aw_future_unref(g);
+    ck_assert_int_eq(destroyed, 2); /* items 2 and 3: never put */
+    aw_queue_free(q);
+}
+END_TEST
+
+START_TEST(shutdown_immediate)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, count_destroy);
+    aw_queue *e = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, NULL);
+    aw_future *j, *g;
+
+    destroyed = 0;
+    aw_queue_put_nowait(q, ITEM(1));
+    aw_queue_put_nowait(q, ITEM(2));
+    j = aw_queue_join(q);
+    aw_queue_shutdown(q, 1);
+    ck_assert_int_eq(destroyed, 2);
+    ck_assert_int_eq(aw_queue_qsize(q), 0);
+    ck_assert_int_eq(aw_future_done(j), 1); /* dropped items count done */
+    g = aw_queue_get(e);
+    aw_queue_shutdown(e, 1);
+    ck_assert_int_eq(aw_future_error(g), AW_ESHUTDOWN); /* waiter woken */
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(j);
+    aw_future_unref(g);
+    aw_queue_free(q);
+    aw_queue_free(e);
+}
+END_TEST
+
+START_TEST(get_cancelled_after_grant_keeps_item)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, count_destroy);
+    aw_future *g1, *g2;
+    void *item = NULL;
+
+    destroyed = 0;
+    g1 = aw_queue_get(q);
+    g2 = aw_queue_get(q);
+    aw_queue_put_nowait(q, ITEM(7)); /* handed to g1 */
+    ck_assert_int_eq(aw_future_done(g1), 1);
+    ck_assert_int_eq(aw_future_cancel(g2, NULL), 0); /* before its grant */
+    aw_future_unref(g1); /* unread: 7 goes back */
+    ck_assert_int_eq(aw_queue_qsize(q), 1);
+    ck_assert_int_eq(destroyed, 0);
+    g1 = aw_queue_get(q);
+    ck_assert_int_eq(aw_future_take_result(g1, &item, NULL), 0);
+    ck_assert_int_eq(NUM(item), 7);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(g1);
+    aw_future_unref(g2);
+    ck_assert_int_eq(destroyed, 0); /* taken: the caller's */
+    aw_queue_free(q);
+}
+END_TEST
+
+START_TEST(put_cancelled_destroys_item_and_free_destroys_rest)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_LIFO, 1, NULL, count_destroy);
+    aw_future *p;
+
+    destroyed = 0;
+    aw_queue_put_nowait(q, ITEM(1));
+    p = aw_queue_put(q, ITEM(2));
+    aw_future_cancel(p, NULL);
+    aw_future_unref(p);
+    ck_assert_int_eq(destroyed, 1);
+    p = aw_queue_put(q, ITEM(3)); /* left waiting */
+    aw_queue_free(q);             /* destroys 1 and 3 */
+    ck_assert_int_eq(destroyed, 3);
+    ck_assert_int_eq(aw_future_cancelled(p), 1);
+    aw_future_unref(p);
+}
+END_TEST
+
+START_TEST(pipeline_4_producers_4_consumers_every_item_once)
+{
+    int per = aw_test_slow() ? 5000 : 250000, i, count = 0;
+    int total = 4 * per;
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 64, NULL, NULL);
+    unsigned char *seen = calloc((size_t)total + 1, 1);
+    aw_task *t[8];
+    aw_future *j;
+
+    ck_assert_ptr_nonnull(seen);
+    pipeline_errors = 0;
+    for (i = 0; i < 4; i++)
+        t[i] = aw_task_new(loop, producer, pc(q, i, per, seen, &count), free);
+    for (i = 0; i < 4; i++)
+        t[4 + i] = aw_task_new(loop, consumer, pc(q, i, 0, seen, &count),
+                               free);
+    {
+        aw_future *prod[4], *all;
+
+        for (i = 0; i < 4; i++)
+            prod[i] = aw_future_ref(t[i]);
+        all = aw_gather(loop, 4, prod, 0);
+        ck_assert_int_eq(aw_loop_run_until_complete(loop, all), 0);
+        aw_future_unref(all);
+    }
+    j = aw_queue_join(q); /* every item is in: join means all arrived */
+    aw_loop_run_until_complete(loop, j);
+    ck_assert_int_eq(aw_future_error(j), 0);
+    aw_queue_shutdown(q, 0); /* the consumers end */
+    drain();
+    ck_assert_int_eq(count, total);
+    ck_assert_int_eq(pipeline_errors, 0);
+    for (i = 1; i <= total && seen[i] == 1; i++)
+        ;
+    ck_assert_msg(i == total + 1, "item %d missing", i);
+    for (i = 0; i < 8; i++) {
+        ck_assert_int_eq(aw_future_error(t[i]), 0);
+        aw_future_unref(t[i]);
+    }
+    aw_future_unref(j);
+    free(seen);
+    aw_queue_free(q);
+}
+END_TEST
+
+Suite *
+aw_test_suite(void)
+{
+    Suite *s = suite_create("queue");
+    TCase *tc = aw_test_tcase("queue");
+
+    tcase_add_test(tc, queue_order_for_each_kind);
+    tcase_add_test(tc, queue_fifo_ring_wraps_and_grows);
+    tcase_add_test(tc, queue_nowait_errors);
+    tcase_add_test(tc, maxsize_blocks_and_releases);
+    tcase_add_test(tc, join_waits_for_task_done);
+    tcase_add_test(tc, shutdown_graceful);
+    tcase_add_test(tc, shutdown_immediate);
+    tcase_add_test(tc, get_cancelled_after_grant_keeps_item);
+    tcase_add_test(tc, put_cancelled_destroys_item_and_free_destroys_rest);
+    tcase_add_test(tc, pipeline_4_producers_4_consumers_every_item_once);
+    suite_add_tcase(s, tc);
+    return s;
+}
