@@ -31,7 +31,8 @@ enum flag {
     F_IMMORTAL = 1 << 2,  /* the shared -ENOMEM future */
     F_BATCH = 1 << 3,     /* settled; callbacks scheduled, not all run */
     F_TAKEN = 1 << 4,     /* the result was taken out */
-    F_DEFERRED = 1 << 5   /* settled, batch waits for settle_now (OOM) */
+    F_DEFERRED = 1 << 5,  /* settled, batch waits for settle_now (OOM) */
+    F_EMBEDDED = 1 << 6   /* memory of its container: ops->reclaim it */
 };
 
 enum xflag {
@@ -76,6 +77,7 @@ struct aw__future_ops {
     size_t size;
     void (*cancel)(aw_future *f, const char *msg); /* f is pending */
     void (*release)(aw_future *f); /* before the outcome is released */
+    void (*reclaim)(aw_future *f); /* an F_EMBEDDED one is done with */
 };
 
 extern const struct aw__future_ops aw__task_ops;

@@ -613,7 +613,8 @@ aw_future_unref(aw_future *f)
         return;
     if (f->state == AW_FUTURE_PENDING)
         free_pending_callbacks(f); /* nobody can settle it any more */
-    if (f->kind == K_PLAIN && !(f->flags & F_LINKED)) {
+    if ((f->kind == K_PLAIN || f->kind == K_SLEEP || f->kind == K_GRANT) &&
+        !(f->flags & F_LINKED)) {
         future_free(f); /* releases no other future */
         return;
     }
@@ -1960,6 +1961,10 @@ future_free(aw_future *f)
         break;
     default:
         break;
+    }
+    if (f->flags & F_EMBEDDED) {
+        outside_ops(f->kind)->reclaim(f); /* neither pooled nor counted */
+        return;
     }
     aw__loop_track(loop, -1);
     aw__loop_free(loop, f, kind_size(f->kind));

@@ -116,8 +116,10 @@ grant_release(aw_future *f)
                                !(f->flags & F_RETRIEVED));
 }
 
-const struct aw__future_ops aw__grant_ops = {sizeof(struct grant),
-                                             grant_cancel, grant_release};
+static void grant_reclaim(aw_future *f);
+
+const struct aw__future_ops aw__grant_ops = {
+    sizeof(struct grant), grant_cancel, grant_release, grant_reclaim};
 
 /* Cancel every waiter of a primitive being freed. */
 void
@@ -146,7 +148,22 @@ struct aw_lock {
     struct grant *holder; /* the grant the lock is held for, if any */
     aw_future *owner;     /* the task holding it, if a task does */
     int locked;
+    int fast_busy; /* `fast` is handed out */
+    int dying;     /* freed while `fast` was out: free when it returns */
+    /* The grant of an uncontended acquire, reused: no allocation. */
+    struct grant fast;
 };
+
+/* The lock's own grant came back. */
+static void
+grant_reclaim(aw_future *f)
+{
+    aw_lock *l = AW__CONTAINER_OF((struct grant *)f, aw_lock, fast);
+
+    l->fast_busy = 0;
+    if (l->dying)
+        aw__free(l);
+}
 
 static void lock_hand(aw_lock *l);
 static int cond_granted(struct grant *g);
@@ -244,7 +261,10 @@ aw_lock_free(aw_lock *l)
     if (l->holder != NULL)
         l->holder->owner = NULL;
     aw__loop_track(l->loop, -1);
-    aw__free(l);
+    if (l->fast_busy)
+        l->dying = 1; /* its grant is still out: freed when it returns */
+    else
+        aw__free(l);
 }
 
 aw_future *
@@ -254,6 +274,32 @@ aw_lock_acquire(aw_lock *l)
 
     if (l == NULL)
         return NULL;
+    if (!l->locked && l->waiters.n == 0 && !l->fast_busy) {
+        aw_future *f = &l->fast.base;
+
+        /* Not counted on the loop: the lock is, until it comes back. */
+        f->loop = l->loop;
+        f->callbacks = NULL;
+        f->v.ptr = NULL;
+        f->o.destroy = NULL;
+        f->code = 0;
+        f->refs = 1;
+        f->state = AW_FUTURE_DONE;
+        f->flags = F_EMBEDDED;
+        f->kind = K_GRANT;
+        f->xflags = 0;
+        f->aux = 0;
+        l->fast.cls = &lock_class;
+        l->fast.owner = l;
+        l->fast.q = NULL;
+        l->fast.prev = l->fast.next = NULL;
+        l->fast.data2 = NULL;
+        l->fast_busy = 1;
+        l->locked = 1;
+        l->owner = l->fast.data = aw_current_task(l->loop);
+        l->holder = &l->fast;
+        return f;
+    }
     g = aw__grant_new(l->loop, &lock_class, l);
     if (g == NULL)
         return nomem(l->loop);

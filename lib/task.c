@@ -631,7 +631,7 @@ task_release(aw_future *f)
 }
 
 const struct aw__future_ops aw__task_ops = {sizeof(struct task), task_cancel,
-                                            task_release};
+                                            task_release, NULL};
 
 aw_task *
 aw_task_new(aw_loop *loop, aw_task_fn fn, void *frame,
@@ -902,7 +902,7 @@ sleep_release(aw_future *f)
 }
 
 const struct aw__future_ops aw__sleep_ops = {sizeof(aw_future), sleep_cancel,
-                                             sleep_release};
+                                             sleep_release, NULL};
 
 aw_future *
 aw_sleep_result(aw_loop *loop, double delay, void *result)
