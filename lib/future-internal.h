@@ -32,7 +32,8 @@ enum flag {
     F_BATCH = 1 << 3,     /* settled; callbacks scheduled, not all run */
     F_TAKEN = 1 << 4,     /* the result was taken out */
     F_DEFERRED = 1 << 5,  /* settled, batch waits for settle_now (OOM) */
-    F_EMBEDDED = 1 << 6   /* memory of its container: ops->reclaim it */
+    F_EMBEDDED = 1 << 6   /* part of its container, always done with
+                           * nothing to destroy: ops->reclaim takes it */
 };
 
 enum xflag {

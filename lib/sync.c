@@ -144,6 +144,7 @@ nomem(aw_loop *loop)
 
 struct aw_lock {
     aw_loop *loop;
+    struct aw__future_slots *slots; /* the loop's: its running task */
     struct grantq waiters;
     struct grant *holder; /* the grant the lock is held for, if any */
     aw_future *owner;     /* the task holding it, if a task does */
@@ -153,6 +154,13 @@ struct aw_lock {
     /* The grant of an uncontended acquire, reused: no allocation. */
     struct grant fast;
 };
+
+/* The task running now (aw_current_task without the calls). */
+static inline aw_future *
+lock_current(const aw_lock *l)
+{
+    return l->slots->current;
+}
 
 /* The lock's own grant came back. */
 static void
@@ -242,6 +250,12 @@ aw_lock_new(aw_loop *loop)
     if (l == NULL)
         return NULL;
     l->loop = loop;
+    l->slots = aw__loop_future_slots(loop);
+    l->fast.base.loop = loop;
+    l->fast.base.state = AW_FUTURE_DONE;
+    l->fast.base.kind = K_GRANT;
+    l->fast.cls = &lock_class;
+    l->fast.owner = l;
     aw__loop_track(loop, 1);
     return l;
 }
@@ -277,33 +291,20 @@ aw_lock_acquire(aw_lock *l)
     if (!l->locked && l->waiters.n == 0 && !l->fast_busy) {
         aw_future *f = &l->fast.base;
 
-        /* Not counted on the loop: the lock is, until it comes back. */
-        f->loop = l->loop;
-        f->callbacks = NULL;
-        f->v.ptr = NULL;
-        f->o.destroy = NULL;
-        f->code = 0;
+        /* Set up once by aw_lock_new; not counted on the loop: the lock
+         * is, until the grant comes back. */
         f->refs = 1;
-        f->state = AW_FUTURE_DONE;
         f->flags = F_EMBEDDED;
-        f->kind = K_GRANT;
-        f->xflags = 0;
-        f->aux = 0;
-        l->fast.cls = &lock_class;
-        l->fast.owner = l;
-        l->fast.q = NULL;
-        l->fast.prev = l->fast.next = NULL;
-        l->fast.data2 = NULL;
         l->fast_busy = 1;
         l->locked = 1;
-        l->owner = l->fast.data = aw_current_task(l->loop);
+        l->owner = l->fast.data = lock_current(l);
         l->holder = &l->fast;
         return f;
     }
     g = aw__grant_new(l->loop, &lock_class, l);
     if (g == NULL)
         return nomem(l->loop);
-    g->data = aw_current_task(l->loop);
+    g->data = lock_current(l);
     lock_enqueue(l, g);
     return &g->base;
 }
@@ -316,7 +317,7 @@ aw_lock_try_acquire(aw_lock *l)
     if (l->locked || l->waiters.n > 0)
         return AW_EBUSY;
     l->locked = 1;
-    l->owner = aw_current_task(l->loop);
+    l->owner = lock_current(l);
     l->holder = NULL;
     return 0;
 }
@@ -326,7 +327,7 @@ lock_check_owner(aw_lock *l)
 {
     if (!l->locked)
         return AW_EINVALSTATE;
-    if (l->owner != NULL && l->owner != aw_current_task(l->loop))
+    if (l->owner != NULL && l->owner != lock_current(l))
         return -EPERM;
     return 0;
 }
