@@ -8,5 +8,6 @@
 #include "await/task.h"
 #include "await/sync.h"
 #include "await/queue.h"
+#include "await/transport.h"
 
 #endif /* AWAIT_H */

@@ -40,6 +40,8 @@ struct aw__future_slots {
     void *current;  /* the task running now */
     size_t ntasks;
     void (*report_pending)(aw_loop *loop); /* close found work pending */
+    void *dns;                              /* the resolver (transport.c) */
+    void (*release_dns)(aw_loop *loop);     /* called when the loop closes */
 };
 struct aw__future_slots *aw__loop_future_slots(aw_loop *loop);
 

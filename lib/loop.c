@@ -871,6 +871,8 @@ loop_release_resources(aw_loop *loop)
 {
     int i;
 
+    if (loop->future_slots.release_dns != NULL)
+        loop->future_slots.release_dns(loop);
     if (loop->ready_ev)
         event_free(loop->ready_ev);
     if (loop->timer_ev)

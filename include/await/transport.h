@@ -1,0 +1,173 @@
+/* await/transport.h: transports and protocols, the callback-first level
+ * of networking (asyncio's Transport and Protocol), on libevent
+ * bufferevents and listeners: TCP over IPv4 and IPv6, Unix stream
+ * sockets. */
+#ifndef AWAIT_TRANSPORT_H
+#define AWAIT_TRANSPORT_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "await/core.h"
+#include "await/future.h"
+#include "await/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct aw_transport aw_transport;
+typedef struct aw_server aw_server;
+
+/*
+ * A protocol: what a connection calls, always from the loop (never inside
+ * a transport call), in this order: connection_made once; data_received
+ * and eof_received while open, pause_writing/resume_writing as the write
+ * buffer crosses its limits; connection_lost exactly once, last.  Any
+ * member may be NULL.  `arg` is the transport's user pointer (see
+ * aw_transport_set_user), at first the one given to create_connection or
+ * create_server.
+ */
+typedef struct aw_protocol {
+    void (*connection_made)(aw_transport *t, void *arg);
+    /* data is lent for the call; it may come in any split. */
+    void (*data_received)(aw_transport *t, const void *data, size_t len,
+                          void *arg);
+    /* The peer will send no more.  Return 1 to keep the transport open
+     * for writing (half-close), 0 to close it (the default when NULL). */
+    int (*eof_received)(aw_transport *t, void *arg);
+    /* error: 0 for a clean close or abort, else a negative code. */
+    void (*connection_lost)(aw_transport *t, int error, void *arg);
+    void (*pause_writing)(aw_transport *t, void *arg);
+    void (*resume_writing)(aw_transport *t, void *arg);
+} aw_protocol;
+
+/* ---- transports ------------------------------------------------------------------ */
+
+/*
+ * aw_transport_write - queue len bytes (copied); never blocks.  0;
+ * AW_ECLOSED once the transport is closing or closed, or after
+ * write_eof; -ENOMEM; -EINVAL.
+ */
+AW_EXTERN int aw_transport_write(aw_transport *t, const void *data,
+                                 size_t len);
+
+/* aw_transport_write_eof - shut down the sending side once the buffer is
+ * flushed (half-close).  0, AW_ECLOSED, -EINVAL. */
+AW_EXTERN int aw_transport_write_eof(aw_transport *t);
+
+/* aw_transport_close - stop reading, flush what is buffered, then close;
+ * connection_lost(0) follows.  A second call is a no-op.  0 or -EINVAL. */
+AW_EXTERN int aw_transport_close(aw_transport *t);
+
+/* aw_transport_abort - close at once, dropping the buffer;
+ * connection_lost(0) follows.  0 or -EINVAL. */
+AW_EXTERN int aw_transport_abort(aw_transport *t);
+
+/* aw_transport_is_closing - 1 once close, abort or the loss began. */
+AW_EXTERN int aw_transport_is_closing(const aw_transport *t);
+
+/* aw_transport_pause_reading / _resume_reading - stop and restart
+ * data_received.  0; AW_ECLOSED; -EINVAL. */
+AW_EXTERN int aw_transport_pause_reading(aw_transport *t);
+AW_EXTERN int aw_transport_resume_reading(aw_transport *t);
+AW_EXTERN int aw_transport_is_reading(const aw_transport *t);
+
+/* aw_transport_write_buffer_size - bytes queued, not yet sent. */
+AW_EXTERN size_t aw_transport_write_buffer_size(const aw_transport *t);
+
+/*
+ * aw_transport_set_write_buffer_limits - pause_writing is called when the
+ * buffer grows over high, resume_writing when it drains to low or less.
+ * high == 0 picks 64 KiB; low > high is -EINVAL.  Defaults: 64 KiB and
+ * 16 KiB (asyncio).
+ */
+AW_EXTERN int aw_transport_set_write_buffer_limits(aw_transport *t,
+                                                   size_t high, size_t low);
+
+/* aw_transport_peername / _sockname - the addresses: 0 with *len set;
+ * -EINVAL; AW_ECLOSED; an -errno from the system. */
+AW_EXTERN int aw_transport_peername(const aw_transport *t,
+                                    struct sockaddr *addr, socklen_t *len);
+AW_EXTERN int aw_transport_sockname(const aw_transport *t,
+                                    struct sockaddr *addr, socklen_t *len);
+
+/* aw_transport_fd - the socket, or -1 once closed. */
+AW_EXTERN int aw_transport_fd(const aw_transport *t);
+
+/* aw_transport_set_user / aw_transport_user - the pointer given to the
+ * protocol's callbacks. */
+AW_EXTERN void aw_transport_set_user(aw_transport *t, void *user);
+AW_EXTERN void *aw_transport_user(const aw_transport *t);
+
+AW_EXTERN aw_loop *aw_transport_loop(const aw_transport *t);
+
+/* aw_transport_ref / _unref - a transport lives until its connection was
+ * lost and the last reference went.  unref accepts NULL. */
+AW_EXTERN aw_transport *aw_transport_ref(aw_transport *t);
+AW_EXTERN void aw_transport_unref(aw_transport *t);
+
+/* ---- connecting ------------------------------------------------------------------- */
+
+/*
+ * aw_create_connection - connect to host:port (a name or a literal IPv4
+ * or IPv6 address; names resolved by the loop's asynchronous resolver)
+ * and run proto on it.  The future's result is the transport (a
+ * reference owned by the future: take it to keep it past the future);
+ * it fails with the connection's error (-ECONNREFUSED, -ETIMEDOUT, ...),
+ * or -EHOSTUNREACH with the resolver's message when the name does not
+ * resolve.  Cancelling the future abandons the attempt.
+ * aw_create_unix_connection - the same over a Unix stream socket at path.
+ */
+AW_EXTERN aw_future *aw_create_connection(aw_loop *loop, const char *host,
+                                          int port, const aw_protocol *proto,
+                                          void *arg);
+AW_EXTERN aw_future *aw_create_unix_connection(aw_loop *loop,
+                                               const char *path,
+                                               const aw_protocol *proto,
+                                               void *arg);
+
+/* ---- serving ------------------------------------------------------------------------ */
+
+enum aw_server_flags {
+    AW_SERVER_REUSE_ADDRESS = 1, /* SO_REUSEADDR (on unless told) */
+    AW_SERVER_REUSE_PORT = 2,    /* SO_REUSEPORT */
+    AW_SERVER_NO_REUSE_ADDRESS = 4
+};
+
+/*
+ * aw_create_server - listen on host:port (NULL host: every address;
+ * port 0: one the system picks, see aw_server_port) and run proto on each
+ * connection accepted, with arg as its first user pointer.  backlog <= 0
+ * means 128.  Addresses are resolved at the call (numeric ones, or names
+ * from the hosts file, resolve without waiting).  The future's result is
+ * the server (owned by the future: take it to keep it); it fails with the
+ * system's error (-EADDRINUSE, ...).  A listener that runs out of file
+ * descriptors reports it through the exception handler, stops accepting
+ * for 100 ms and goes on.
+ * aw_create_unix_server - the same on a Unix stream socket at path (an
+ * existing socket file there is replaced).
+ */
+AW_EXTERN aw_future *aw_create_server(aw_loop *loop, const char *host,
+                                      int port, const aw_protocol *proto,
+                                      void *arg, int flags, int backlog);
+AW_EXTERN aw_future *aw_create_unix_server(aw_loop *loop, const char *path,
+                                           const aw_protocol *proto,
+                                           void *arg, int backlog);
+
+/* aw_server_port - the port the first listening socket is bound to. */
+AW_EXTERN int aw_server_port(const aw_server *server);
+
+/* aw_server_close - stop listening; connections already made go on.
+ * aw_server_wait_closed - a future done once closed and every connection
+ * it accepted has been lost. */
+AW_EXTERN int aw_server_close(aw_server *server);
+AW_EXTERN aw_future *aw_server_wait_closed(aw_server *server);
+
+/* aw_server_free - close it and release it (its connections go on). */
+AW_EXTERN void aw_server_free(aw_server *server);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AWAIT_TRANSPORT_H */

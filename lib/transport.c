@@ -1,0 +1,962 @@
+/* transport.c: transports and protocols on libevent bufferevents and
+ * listeners (asyncio's selector transports).
+ *
+ * Bufferevents run with BEV_OPT_DEFER_CALLBACKS, so that no protocol
+ * callback ever runs inside a transport call; what a call decides
+ * (pause_writing, connection_lost) is scheduled on the ready queue.  A
+ * transport holds a reference to itself from its creation until
+ * connection_lost has been delivered. */
+#include "config.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "await/transport.h"
+#include "core-internal.h"
+#include "future-internal.h"
+#include "loop-internal.h"
+
+#define DEFAULT_HIGH (64 * 1024)
+#define DEFAULT_LOW (16 * 1024)
+#define DEFAULT_BACKLOG 128
+#define ACCEPT_RETRY_DELAY 0.1
+
+enum tstate { T_CONNECTING, T_OPEN, T_CLOSING, T_LOST };
+
+struct aw_transport {
+    aw_loop *loop;
+    struct bufferevent *bev; /* NULL once lost */
+    const aw_protocol *proto;
+    void *user;
+    aw_server *server;
+    aw_transport *srv_prev, *srv_next;
+    aw_future *connecting; /* the create_connection future, while pending */
+    size_t high, low;
+    unsigned refs;
+    int fd;
+    int lost_error;
+    unsigned state : 2;
+    unsigned reading : 1;
+    unsigned eof_pending : 1; /* write_eof once the buffer is flushed */
+    unsigned eof_sent : 1;
+    unsigned paused : 1; /* the protocol was told to pause writing */
+    unsigned made : 1;   /* connection_made was called */
+};
+
+struct aw_server {
+    aw_loop *loop;
+    struct evconnlistener **ls;
+    size_t nls;
+    const aw_protocol *proto;
+    void *arg;
+    aw_transport *conns;
+    size_t nconns;
+    aw_future *closed_fut;
+    aw_handle *retry;
+    int port;
+    int closed;
+};
+
+/* ---- the loop's resolver ------------------------------------------------------- */
+
+static void
+dns_release(aw_loop *loop)
+{
+    struct aw__future_slots *s = aw__loop_future_slots(loop);
+
+    if (s->dns != NULL)
+        evdns_base_free(s->dns, 1);
+    s->dns = NULL;
+}
+
+static struct evdns_base *
+loop_dns(aw_loop *loop)
+{
+    struct aw__future_slots *s = aw__loop_future_slots(loop);
+
+    if (s->dns == NULL) {
+        s->dns = evdns_base_new(aw_loop_get_base(loop),
+                                EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (s->dns == NULL) /* no resolv.conf: the hosts file still works */
+            s->dns = evdns_base_new(aw_loop_get_base(loop),
+                                    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (s->dns != NULL)
+            s->release_dns = dns_release;
+    }
+    return s->dns;
+}
+
+/* ---- transports ---------------------------------------------------------------- */
+
+static void readcb(struct bufferevent *bev, void *arg);
+static void writecb(struct bufferevent *bev, void *arg);
+static void eventcb(struct bufferevent *bev, short what, void *arg);
+
+static aw_transport *
+transport_new(aw_loop *loop, const aw_protocol *proto, void *user)
+{
+    aw_transport *t = aw__calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    t->loop = loop;
+    t->proto = proto;
+    t->user = user;
+    t->high = DEFAULT_HIGH;
+    t->low = DEFAULT_LOW;
+    t->refs = 1; /* its own, until connection_lost is delivered */
+    t->fd = -1;
+    aw__loop_track(loop, 1);
+    return t;
+}
+
+static void
+transport_free(aw_transport *t)
+{
+    aw__loop_track(t->loop, -1);
+    aw__free(t);
+}
+
+aw_transport *
+aw_transport_ref(aw_transport *t)
+{
+    if (t != NULL)
+        t->refs++;
+    return t;
+}
+
+void
+aw_transport_unref(aw_transport *t)
+{
+    if (t != NULL && --t->refs == 0)
+        transport_free(t);
+}
+
+static void
+unref_destroy(void *p)
+{
+    aw_transport_unref(p);
+}
+
+static void
+server_forget(aw_server *srv, aw_transport *t);
+
+static int
+deliver_lost(aw_loop *loop, void *arg)
+{
+    aw_transport *t = arg;
+
+    (void)loop;
+    if (t->made && t->proto->connection_lost != NULL)
+        t->proto->connection_lost(t, t->lost_error, t->user);
+    if (t->server != NULL)
+        server_forget(t->server, t);
+    aw_transport_unref(t); /* its own reference */
+    return 0;
+}
+
+/* The connection is over: free the socket, tell the protocol soon. */
+static void
+lose(aw_transport *t, int error)
+{
+    if (t->state == T_LOST)
+        return;
+    t->state = T_LOST;
+    t->lost_error = error;
+    if (t->bev != NULL) {
+        bufferevent_free(t->bev); /* closes the socket */
+        t->bev = NULL;
+    }
+    t->fd = -1;
+    if (aw_loop_call_soon(t->loop, deliver_lost, t, NULL) != 0)
+        deliver_lost(t->loop, t); /* out of memory: now rather than never */
+}
+
+static int
+notify_writing(aw_loop *loop, void *arg)
+{
+    aw_transport *t = arg;
+
+    (void)loop;
+    if (t->state != T_LOST) {
+        if (t->paused && t->proto->pause_writing != NULL)
+            t->proto->pause_writing(t, t->user);
+        else if (!t->paused && t->proto->resume_writing != NULL)
+            t->proto->resume_writing(t, t->user);
+    }
+    aw_transport_unref(t);
+    return 0;
+}
+
+static void
+schedule_writing_notice(aw_transport *t)
+{
+    aw_transport_ref(t);
+    if (aw_loop_call_soon(t->loop, notify_writing, t, NULL) != 0)
+        aw_transport_unref(t);
+}
+
+static size_t
+out_len(const aw_transport *t)
+{
+    return t->bev != NULL ? evbuffer_get_length(bufferevent_get_output(t->bev))
+                          : 0;
+}
+
+static void
+setup_bev(aw_transport *t, struct bufferevent *bev)
+{
+    t->bev = bev;
+    bufferevent_setcb(bev, readcb, writecb, eventcb, t);
+}
+
+static void
+opened(aw_transport *t)
+{
+    t->state = T_OPEN;
+    t->fd = (int)bufferevent_getfd(t->bev);
+    t->reading = 1;
+    bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+    t->made = 1;
+    if (t->proto->connection_made != NULL)
+        t->proto->connection_made(t, t->user);
+}
+
+static void
+readcb(struct bufferevent *bev, void *arg)
+{
+    aw_transport *t = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n;
+
+    aw_transport_ref(t);
+    while (t->bev == bev && t->reading &&
+           (n = evbuffer_get_contiguous_space(in)) > 0) {
+        unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
+
+        if (t->proto->data_received != NULL)
+            t->proto->data_received(t, p, n, t->user);
+        if (t->bev != bev)
+            break; /* lost in the callback: the buffer went with it */
+        evbuffer_drain(in, n);
+    }
+    aw_transport_unref(t);
+}
+
+static void
+flushed(aw_transport *t)
+{
+    if (t->eof_pending && !t->eof_sent) {
+        t->eof_sent = 1;
+        shutdown(t->fd, SHUT_WR);
+    }
+    if (t->state == T_CLOSING)
+        lose(t, 0);
+}
+
+static void
+writecb(struct bufferevent *bev, void *arg)
+{
+    aw_transport *t = arg;
+    size_t n = evbuffer_get_length(bufferevent_get_output(bev));
+
+    if (t->paused && n <= t->low) {
+        t->paused = 0;
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        schedule_writing_notice(t);
+    }
+    if (n == 0)
+        flushed(t);
+}
+
+static int connect_failed(aw_transport *t, int error, char *msg);
+
+static void
+eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    aw_transport *t = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        aw_future *f = t->connecting;
+
+        t->connecting = NULL;
+        if (f == NULL || f->state != AW_FUTURE_PENDING) {
+            /* Cancelled meanwhile: nobody wants it. */
+            aw_future_unref(f);
+            lose(t, 0);
+            return;
+        }
+        opened(t);
+        aw_future_set_result(f, aw_transport_ref(t), unref_destroy);
+        aw_future_unref(f);
+        return;
+    }
+    if (t->state == T_CONNECTING) {
+        int dns = bufferevent_socket_get_dns_error(bev);
+
+        if (dns != 0)
+            connect_failed(t, -EHOSTUNREACH,
+                           aw__format("%s", evutil_gai_strerror(dns)));
+        else
+            connect_failed(t, err != 0 ? -err : -ECONNREFUSED, NULL);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        lose(t, err != 0 ? -err : -EIO);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        int keep = 0;
+
+        if (t->proto->eof_received != NULL)
+            keep = t->proto->eof_received(t, t->user);
+        if (t->state == T_LOST)
+            return;
+        if (t->bev != NULL)
+            bufferevent_disable(t->bev, EV_READ);
+        t->reading = 0;
+        if (!keep)
+            aw_transport_close(t);
+    }
+}
+
+int
+aw_transport_write(aw_transport *t, const void *data, size_t len)
+{
+    if (t == NULL || (data == NULL && len > 0))
+        return -EINVAL;
+    if (t->state != T_OPEN || t->eof_pending)
+        return AW_ECLOSED;
+    if (len == 0)
+        return 0;
+    if (bufferevent_write(t->bev, data, len) != 0)
+        return -ENOMEM;
+    if (!t->paused && out_len(t) > t->high) {
+        t->paused = 1;
+        bufferevent_setwatermark(t->bev, EV_WRITE, t->low, 0);
+        schedule_writing_notice(t);
+    }
+    return 0;
+}
+
+int
+aw_transport_write_eof(aw_transport *t)
+{
+    if (t == NULL)
+        return -EINVAL;
+    if (t->state != T_OPEN)
+        return AW_ECLOSED;
+    if (t->eof_pending)
+        return 0;
+    t->eof_pending = 1;
+    if (out_len(t) == 0)
+        flushed(t);
+    return 0;
+}
+
+int
+aw_transport_close(aw_transport *t)
+{
+    if (t == NULL)
+        return -EINVAL;
+    if (t->state == T_CONNECTING) {
+        lose(t, 0);
+        return 0;
+    }
+    if (t->state != T_OPEN)
+        return 0;
+    t->state = T_CLOSING;
+    t->reading = 0;
+    bufferevent_disable(t->bev, EV_READ);
+    if (out_len(t) == 0)
+        lose(t, 0);
+    return 0;
+}
+
+int
+aw_transport_abort(aw_transport *t)
+{
+    if (t == NULL)
+        return -EINVAL;
+    lose(t, 0);
+    return 0;
+}
+
+int
+aw_transport_is_closing(const aw_transport *t)
+{
+    return t != NULL && t->state >= T_CLOSING;
+}
+
+int
+aw_transport_pause_reading(aw_transport *t)
+{
+    if (t == NULL)
+        return -EINVAL;
+    if (t->state != T_OPEN)
+        return AW_ECLOSED;
+    t->reading = 0;
+    bufferevent_disable(t->bev, EV_READ);
+    return 0;
+}
+
+int
+aw_transport_resume_reading(aw_transport *t)
+{
+    if (t == NULL)
+        return -EINVAL;
+    if (t->state != T_OPEN)
+        return AW_ECLOSED;
+    t->reading = 1;
+    bufferevent_enable(t->bev, EV_READ);
+    /* Data that arrived while paused is delivered from the loop. */
+    if (evbuffer_get_length(bufferevent_get_input(t->bev)) > 0)
+        bufferevent_trigger(t->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+    return 0;
+}
+
+int
+aw_transport_is_reading(const aw_transport *t)
+{
+    return t != NULL && t->state == T_OPEN && t->reading;
+}
+
+size_t
+aw_transport_write_buffer_size(const aw_transport *t)
+{
+    return t != NULL ? out_len(t) : 0;
+}
+
+int
+aw_transport_set_write_buffer_limits(aw_transport *t, size_t high,
+                                     size_t low)
+{
+    if (t == NULL)
+        return -EINVAL;
+    if (high == 0)
+        high = DEFAULT_HIGH;
+    if (low > high)
+        return -EINVAL;
+    t->high = high;
+    t->low = low;
+    return 0;
+}
+
+static int
+addr_of(const aw_transport *t, struct sockaddr *addr, socklen_t *len,
+        int peer)
+{
+    int rc;
+
+    if (t == NULL || addr == NULL || len == NULL)
+        return -EINVAL;
+    if (t->fd < 0)
+        return AW_ECLOSED;
+    rc = peer ? getpeername(t->fd, addr, len) : getsockname(t->fd, addr, len);
+    return rc == 0 ? 0 : -errno;
+}
+
+int
+aw_transport_peername(const aw_transport *t, struct sockaddr *addr,
+                      socklen_t *len)
+{
+    return addr_of(t, addr, len, 1);
+}
+
+int
+aw_transport_sockname(const aw_transport *t, struct sockaddr *addr,
+                      socklen_t *len)
+{
+    return addr_of(t, addr, len, 0);
+}
+
+int
+aw_transport_fd(const aw_transport *t)
+{
+    return t != NULL ? t->fd : -1;
+}
+
+void
+aw_transport_set_user(aw_transport *t, void *user)
+{
+    if (t != NULL)
+        t->user = user;
+}
+
+void *
+aw_transport_user(const aw_transport *t)
+{
+    return t != NULL ? t->user : NULL;
+}
+
+aw_loop *
+aw_transport_loop(const aw_transport *t)
+{
+    return t != NULL ? t->loop : NULL;
+}
+
+/* ---- connecting ------------------------------------------------------------------ */
+
+static int
+connect_failed(aw_transport *t, int error, char *msg)
+{
+    aw_future *f = t->connecting;
+
+    t->connecting = NULL;
+    if (f != NULL && f->state == AW_FUTURE_PENDING)
+        aw__future_set_failed(f, error, msg);
+    else
+        aw__free(msg);
+    aw_future_unref(f);
+    lose(t, error); /* connection_made never ran: nothing is told */
+    return 0;
+}
+
+/* The connect future settled: if cancelled while connecting, give up. */
+static int
+connect_watch(aw_future *f, void *arg)
+{
+    aw_transport *t = arg;
+
+    if (aw_future_cancelled(f) && t->state == T_CONNECTING) {
+        aw_future_unref(t->connecting);
+        t->connecting = NULL;
+        lose(t, AW_ECANCELLED);
+    }
+    aw_transport_unref(t);
+    return 0;
+}
+
+/* A transport for a connection under way, and the future for it. */
+static aw_future *
+connect_start(aw_loop *loop, const aw_protocol *proto, void *arg,
+              aw_transport **tp)
+{
+    aw_transport *t;
+    aw_future *f;
+    struct bufferevent *bev;
+
+    *tp = NULL;
+    f = aw_future_new(loop);
+    if (f == NULL)
+        return aw__future_nomem(loop);
+    t = transport_new(loop, proto, arg);
+    bev = t != NULL ? bufferevent_socket_new(aw_loop_get_base(loop), -1,
+                                             BEV_OPT_CLOSE_ON_FREE |
+                                                 BEV_OPT_DEFER_CALLBACKS)
+                    : NULL;
+    if (bev == NULL || aw__future_attach(f, connect_watch, t) != 0) {
+        if (bev != NULL)
+            bufferevent_free(bev);
+        if (t != NULL)
+            transport_free(t);
+        aw_future_unref(f);
+        return aw__future_nomem(loop);
+    }
+    aw_transport_ref(t); /* for connect_watch */
+    setup_bev(t, bev);
+    t->connecting = aw_future_ref(f);
+    *tp = t;
+    return f;
+}
+
+aw_future *
+aw_create_connection(aw_loop *loop, const char *host, int port,
+                     const aw_protocol *proto, void *arg)
+{
+    aw_transport *t;
+    aw_future *f;
+    struct evdns_base *dns;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (host == NULL || proto == NULL || port <= 0 || port > 65535)
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_create_connection: bad "
+                                                "host, port or protocol"));
+    dns = loop_dns(loop);
+    f = connect_start(loop, proto, arg, &t);
+    if (t == NULL)
+        return f;
+    if (bufferevent_socket_connect_hostname(t->bev, dns, AF_UNSPEC, host,
+                                            port) != 0)
+        connect_failed(t, -errno != 0 ? -errno : -EHOSTUNREACH,
+                       aw__format("cannot connect to %s:%d", host, port));
+    return f;
+}
+
+aw_future *
+aw_create_unix_connection(aw_loop *loop, const char *path,
+                          const aw_protocol *proto, void *arg)
+{
+    struct sockaddr_un sun;
+    aw_transport *t;
+    aw_future *f;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (path == NULL || proto == NULL || strlen(path) >= sizeof(sun.sun_path))
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_create_unix_connection: "
+                                                "bad path or protocol"));
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    strcpy(sun.sun_path, path);
+    f = connect_start(loop, proto, arg, &t);
+    if (t == NULL)
+        return f;
+    if (bufferevent_socket_connect(t->bev, (struct sockaddr *)&sun,
+                                   (int)sizeof(sun)) != 0) {
+        int err = errno;
+
+        connect_failed(t, err != 0 ? -err : -ECONNREFUSED,
+                       aw__format("cannot connect to %s", path));
+    }
+    return f;
+}
+
+/* ---- serving ------------------------------------------------------------------------ */
+
+static void
+server_forget(aw_server *srv, aw_transport *t)
+{
+    if (t->srv_prev != NULL)
+        t->srv_prev->srv_next = t->srv_next;
+    else
+        srv->conns = t->srv_next;
+    if (t->srv_next != NULL)
+        t->srv_next->srv_prev = t->srv_prev;
+    t->server = NULL;
+    srv->nconns--;
+    if (srv->closed && srv->nconns == 0 && srv->closed_fut != NULL &&
+        srv->closed_fut->state == AW_FUTURE_PENDING)
+        aw_future_set_result(srv->closed_fut, NULL, NULL);
+}
+
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+          int len, void *arg)
+{
+    aw_server *srv = arg;
+    aw_transport *t;
+    struct bufferevent *bev;
+
+    (void)l;
+    (void)sa;
+    (void)len;
+    t = transport_new(srv->loop, srv->proto, srv->arg);
+    bev = t != NULL ? bufferevent_socket_new(aw_loop_get_base(srv->loop), fd,
+                                             BEV_OPT_CLOSE_ON_FREE |
+                                                 BEV_OPT_DEFER_CALLBACKS)
+                    : NULL;
+    if (bev == NULL) {
+        evutil_closesocket(fd);
+        if (t != NULL)
+            transport_free(t);
+        aw__loop_report(srv->loop, -ENOMEM, NULL, NULL,
+                        "server: connection dropped, out of memory");
+        return;
+    }
+    setup_bev(t, bev);
+    t->server = srv;
+    t->srv_next = srv->conns;
+    if (srv->conns != NULL)
+        srv->conns->srv_prev = t;
+    srv->conns = t;
+    srv->nconns++;
+    opened(t);
+}
+
+static int
+accept_again(aw_loop *loop, void *arg)
+{
+    aw_server *srv = arg;
+    size_t i;
+
+    (void)loop;
+    aw_handle_unref(srv->retry);
+    srv->retry = NULL;
+    for (i = 0; i < srv->nls; i++)
+        evconnlistener_enable(srv->ls[i]);
+    return 0;
+}
+
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    aw_server *srv = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    size_t i;
+
+    (void)l;
+    aw__loop_report(srv->loop, -err, NULL, NULL,
+                    "server: accept failed: %s%s", evutil_socket_error_to_string(err),
+                    err == EMFILE || err == ENFILE || err == ENOBUFS ||
+                            err == ENOMEM
+                        ? "; pausing accepts for 100 ms"
+                        : "");
+    if ((err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) &&
+        srv->retry == NULL) {
+        for (i = 0; i < srv->nls; i++)
+            evconnlistener_disable(srv->ls[i]);
+        aw_loop_call_later(srv->loop, ACCEPT_RETRY_DELAY, accept_again, srv,
+                           &srv->retry);
+    }
+}
+
+static void
+server_free_cb(void *p)
+{
+    aw_server_free(p);
+}
+
+static aw_server *
+server_new(aw_loop *loop, const aw_protocol *proto, void *arg)
+{
+    aw_server *srv = aw__calloc(1, sizeof(*srv));
+
+    if (srv == NULL)
+        return NULL;
+    srv->loop = loop;
+    srv->proto = proto;
+    srv->arg = arg;
+    aw__loop_track(loop, 1);
+    return srv;
+}
+
+/* Listen on the bound socket fd. */
+static int
+server_add(aw_server *srv, evutil_socket_t fd, int backlog)
+{
+    struct evconnlistener **ls, *l;
+
+    ls = aw__reallocarray(srv->ls, srv->nls + 1, sizeof(*ls));
+    if (ls == NULL)
+        return -ENOMEM;
+    srv->ls = ls;
+    l = evconnlistener_new(aw_loop_get_base(srv->loop), accept_cb, srv,
+                           LEV_OPT_CLOSE_ON_FREE, backlog, fd);
+    if (l == NULL)
+        return errno != 0 ? -errno : -ENOMEM;
+    evconnlistener_set_error_cb(l, accept_error_cb);
+    srv->ls[srv->nls++] = l;
+    return 0;
+}
+
+static evutil_socket_t
+bound_socket(const struct sockaddr *sa, socklen_t len, int flags, int *err)
+{
+    evutil_socket_t fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC |
+                                                   SOCK_NONBLOCK, 0);
+    int one = 1;
+
+    if (fd < 0) {
+        *err = -errno;
+        return -1;
+    }
+    if (sa->sa_family != AF_UNIX && !(flags & AW_SERVER_NO_REUSE_ADDRESS))
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+#ifdef SO_REUSEPORT
+    if (flags & AW_SERVER_REUSE_PORT)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+#endif
+    if (sa->sa_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, sa, len) != 0) {
+        *err = -errno;
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static aw_future *
+server_result(aw_loop *loop, aw_server *srv, int rc, const char *what)
+{
+    if (rc != 0) {
+        aw_server_free(srv);
+        return aw__future_failed_new(loop, rc,
+                                     aw__format("cannot listen on %s: %s",
+                                                what, aw_strerror(rc)));
+    }
+    return aw_future_resolved(loop, srv, server_free_cb);
+}
+
+aw_future *
+aw_create_server(aw_loop *loop, const char *host, int port,
+                 const aw_protocol *proto, void *arg, int flags, int backlog)
+{
+    struct evutil_addrinfo hints, *res = NULL, *ai;
+    char portstr[16], what[300];
+    aw_server *srv;
+    int rc = 0, gai;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (proto == NULL || port < 0 || port > 65535)
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_create_server: bad port "
+                                                "or protocol"));
+    if (backlog <= 0)
+        backlog = DEFAULT_BACKLOG;
+    snprintf(what, sizeof(what), "%s:%d", host ? host : "*", port);
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    gai = evutil_getaddrinfo(host, portstr, &hints, &res);
+    if (gai != 0)
+        return aw__future_failed_new(loop, -EHOSTUNREACH,
+                                     aw__format("cannot resolve %s: %s", what,
+                                                evutil_gai_strerror(gai)));
+    srv = server_new(loop, proto, arg);
+    if (srv == NULL) {
+        evutil_freeaddrinfo(res);
+        return aw__future_nomem(loop);
+    }
+    for (ai = res; ai != NULL && rc == 0; ai = ai->ai_next) {
+        struct sockaddr_storage ss;
+        evutil_socket_t fd;
+
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        /* Port 0: every address on the port the first one got. */
+        if (srv->port != 0) {
+            if (ss.ss_family == AF_INET)
+                ((struct sockaddr_in *)&ss)->sin_port = htons(srv->port);
+            else if (ss.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&ss)->sin6_port = htons(srv->port);
+        }
+        fd = bound_socket((struct sockaddr *)&ss, ai->ai_addrlen, flags, &rc);
+        if (fd < 0)
+            break;
+        if (srv->port == 0) {
+            struct sockaddr_storage b;
+            socklen_t bl = sizeof(b);
+
+            if (getsockname(fd, (struct sockaddr *)&b, &bl) == 0)
+                srv->port = ntohs(b.ss_family == AF_INET6
+                                      ? ((struct sockaddr_in6 *)&b)->sin6_port
+                                      : ((struct sockaddr_in *)&b)->sin_port);
+        }
+        rc = server_add(srv, fd, backlog);
+        if (rc != 0)
+            close(fd);
+    }
+    evutil_freeaddrinfo(res);
+    return server_result(loop, srv, rc, what);
+}
+
+aw_future *
+aw_create_unix_server(aw_loop *loop, const char *path,
+                      const aw_protocol *proto, void *arg, int backlog)
+{
+    struct sockaddr_un sun;
+    struct stat st;
+    aw_server *srv;
+    evutil_socket_t fd;
+    int rc = 0;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (path == NULL || proto == NULL || strlen(path) >= sizeof(sun.sun_path))
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_create_unix_server: bad "
+                                                "path or protocol"));
+    if (backlog <= 0)
+        backlog = DEFAULT_BACKLOG;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    strcpy(sun.sun_path, path);
+    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path); /* a stale socket file (asyncio does the same) */
+    srv = server_new(loop, proto, arg);
+    if (srv == NULL)
+        return aw__future_nomem(loop);
+    fd = bound_socket((struct sockaddr *)&sun, sizeof(sun), 0, &rc);
+    if (fd >= 0 && (rc = server_add(srv, fd, backlog)) != 0)
+        close(fd);
+    return server_result(loop, srv, rc, path);
+}
+
+int
+aw_server_port(const aw_server *srv)
+{
+    return srv != NULL ? srv->port : -EINVAL;
+}
+
+int
+aw_server_close(aw_server *srv)
+{
+    size_t i;
+
+    if (srv == NULL)
+        return -EINVAL;
+    if (srv->closed)
+        return 0;
+    srv->closed = 1;
+    for (i = 0; i < srv->nls; i++)
+        evconnlistener_free(srv->ls[i]);
+    aw__free(srv->ls);
+    srv->ls = NULL;
+    srv->nls = 0;
+    if (srv->retry != NULL) {
+        aw_handle_cancel(srv->retry);
+        aw_handle_unref(srv->retry);
+        srv->retry = NULL;
+    }
+    if (srv->nconns == 0 && srv->closed_fut != NULL &&
+        srv->closed_fut->state == AW_FUTURE_PENDING)
+        aw_future_set_result(srv->closed_fut, NULL, NULL);
+    return 0;
+}
+
+aw_future *
+aw_server_wait_closed(aw_server *srv)
+{
+    if (srv == NULL)
+        return NULL;
+    if (srv->closed_fut == NULL) {
+        srv->closed_fut = aw_future_new(srv->loop);
+        if (srv->closed_fut == NULL)
+            return aw__future_nomem(srv->loop);
+        if (srv->closed && srv->nconns == 0)
+            aw_future_set_result(srv->closed_fut, NULL, NULL);
+    }
+    return aw_future_ref(srv->closed_fut);
+}
+
+void
+aw_server_free(aw_server *srv)
+{
+    aw_transport *t;
+
+    if (srv == NULL)
+        return;
+    aw_server_close(srv);
+    for (t = srv->conns; t != NULL; t = t->srv_next)
+        t->server = NULL; /* they go on without it */
+    if (srv->closed_fut != NULL &&
+        srv->closed_fut->state == AW_FUTURE_PENDING)
+        aw_future_cancel(srv->closed_fut, "server freed");
+    aw_future_unref(srv->closed_fut);
+    aw__loop_track(srv->loop, -1);
+    aw__free(srv);
+}

@@ -1,0 +1,533 @@
+/* test_transport.c: transports and protocols over loopback TCP (IPv4 and
+ * IPv6) and Unix sockets, after CPython's test_asyncio/test_events.py
+ * and test_selector_events.py where they apply. */
+#include "config.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+/* ---- a recording protocol ----------------------------------------------------- */
+
+#define EV_MADE 1
+#define EV_DATA 2
+#define EV_EOF 3
+#define EV_LOST 4
+#define EV_PAUSE 5
+#define EV_RESUME 6
+
+struct peer {
+    int events[64];
+    int nevents;
+    char data[1 << 16];
+    size_t len;
+    int lost_error;
+    int lost;
+    int echo;        /* write back what arrives */
+    int keep_on_eof; /* half-close: keep writing after eof */
+    const char *reply_on_eof;
+    aw_transport *t;
+};
+
+static void
+note(struct peer *p, int ev)
+{
+    /* Collapse runs of data events: splits are arbitrary. */
+    if (ev == EV_DATA && p->nevents > 0 && p->events[p->nevents - 1] == EV_DATA)
+        return;
+    if (p->nevents < 64)
+        p->events[p->nevents++] = ev;
+}
+
+static void
+made(aw_transport *t, void *arg)
+{
+    struct peer *p = arg;
+
+    p->t = aw_transport_ref(t);
+    note(p, EV_MADE);
+}
+
+static void
+received(aw_transport *t, const void *data, size_t len, void *arg)
+{
+    struct peer *p = arg;
+
+    note(p, EV_DATA);
+    if (p->len + len <= sizeof(p->data)) {
+        memcpy(p->data + p->len, data, len);
+    }
+    p->len += len;
+    if (p->echo)
+        aw_transport_write(t, data, len);
+}
+
+static int
+eof(aw_transport *t, void *arg)
+{
+    struct peer *p = arg;
+
+    note(p, EV_EOF);
+    if (p->reply_on_eof != NULL) {
+        aw_transport_write(t, p->reply_on_eof, strlen(p->reply_on_eof));
+        aw_transport_close(t);
+    }
+    return p->keep_on_eof;
+}
+
+static void
+lost(aw_transport *t, int error, void *arg)
+{
+    struct peer *p = arg;
+
+    (void)t;
+    note(p, EV_LOST);
+    p->lost = 1;
+    p->lost_error = error;
+}
+
+static void
+paused(aw_transport *t, void *arg)
+{
+    (void)t;
+    note(arg, EV_PAUSE);
+}
+
+static void
+resumed(aw_transport *t, void *arg)
+{
+    (void)t;
+    note(arg, EV_RESUME);
+}
+
+static const aw_protocol recorder = {made, received, eof, lost, paused,
+                                     resumed};
+
+/* One peer per server connection, handed out in order. */
+static struct peer server_peers[8];
+static int nserver_peers;
+
+static void
+server_made(aw_transport *t, void *arg)
+{
+    struct peer *p = &server_peers[nserver_peers++];
+    struct peer *tmpl = arg;
+
+    memset(p, 0, sizeof(*p));
+    p->echo = tmpl->echo;
+    p->keep_on_eof = tmpl->keep_on_eof;
+    p->reply_on_eof = tmpl->reply_on_eof;
+    aw_transport_set_user(t, p);
+    made(t, p);
+}
+
+static const aw_protocol server_proto = {server_made, received, eof, lost,
+                                         paused, resumed};
+
+static int
+run_until(volatile int *flag)
+{
+    return aw_test_run_until(loop, flag, 10);
+}
+
+static aw_server *
+serve(const char *host, struct peer *tmpl)
+{
+    aw_future *f = aw_create_server(loop, host, 0, &server_proto, tmpl, 0, 0);
+    aw_destroy_fn d = NULL;
+    void *srv = NULL;
+
+    nserver_peers = 0;
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    ck_assert_int_eq(aw_future_take_result(f, &srv, &d), 0);
+    aw_future_unref(f);
+    ck_assert_int_gt(aw_server_port(srv), 0);
+    return srv;
+}
+
+static aw_transport *
+connect_to(const char *host, int port, struct peer *p)
+{
+    aw_future *f = aw_create_connection(loop, host, port, &recorder, p);
+    void *t = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    ck_assert_int_eq(aw_future_take_result(f, &t, NULL), 0);
+    aw_future_unref(f);
+    return t;
+}
+
+static void
+release_peer(struct peer *p)
+{
+    aw_transport_unref(p->t);
+    p->t = NULL;
+}
+
+static void
+finish(aw_server *srv)
+{
+    int i;
+
+    aw_server_free(srv);
+    for (i = 0; i < nserver_peers; i++)
+        release_peer(&server_peers[i]);
+}
+
+static void
+assert_events(const struct peer *p, const int *want, int n)
+{
+    int i;
+
+    ck_assert_int_eq(p->nevents, n);
+    for (i = 0; i < n; i++)
+        ck_assert_msg(p->events[i] == want[i], "event %d: got %d, want %d",
+                      i, p->events[i], want[i]);
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+START_TEST(echo_over_tcp_callbacks_in_order)
+{
+    static struct peer tmpl, client;
+    static const int want[] = {EV_MADE, EV_DATA, EV_LOST};
+    aw_server *srv;
+    aw_transport *t;
+    char big[20000];
+    size_t i;
+
+    memset(&client, 0, sizeof(client));
+    tmpl.echo = 1;
+    srv = serve("127.0.0.1", &tmpl);
+    t = connect_to("127.0.0.1", aw_server_port(srv), &client);
+    for (i = 0; i < sizeof(big); i++)
+        big[i] = (char)(i * 7);
+    /* Many small writes, then a big one. */
+    for (i = 0; i < 100; i++)
+        ck_assert_int_eq(aw_transport_write(t, big + i, 1), 0);
+    ck_assert_int_eq(aw_transport_write(t, big + 100, sizeof(big) - 100), 0);
+    while (client.len < sizeof(big))
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(memcmp(client.data, big, sizeof(big)), 0);
+    ck_assert_int_eq(aw_transport_close(t), 0);
+    ck_assert_int_eq(aw_transport_is_closing(t), 1);
+    ck_assert_int_eq(aw_transport_write(t, "x", 1), AW_ECLOSED);
+    ck_assert_int_eq(client.lost, 0); /* never inside close() */
+    run_until(&client.lost);
+    run_until(&server_peers[0].lost);
+    assert_events(&client, want, 3);
+    ck_assert_int_eq(client.lost_error, 0);
+    aw_transport_unref(t);
+    release_peer(&client);
+    finish(srv);
+}
+END_TEST
+
+START_TEST(connection_refused)
+{
+    static struct peer client;
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+    aw_future *f;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    getsockname(fd, (struct sockaddr *)&sin, &len);
+    port = ntohs(sin.sin_port);
+    close(fd); /* nobody listens there */
+    memset(&client, 0, sizeof(client));
+    f = aw_create_connection(loop, "127.0.0.1", port, &recorder, &client);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), -ECONNREFUSED);
+    ck_assert_int_eq(client.nevents, 0); /* never made, never lost */
+    aw_future_unref(f);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+}
+END_TEST
+
+START_TEST(unix_socket_server_and_client)
+{
+    static struct peer tmpl, client;
+    char path[64];
+    aw_future *f;
+    aw_server *srv;
+    void *p = NULL, *t = NULL;
+
+    snprintf(path, sizeof(path), "/tmp/awtest-%d.sock", (int)getpid());
+    memset(&client, 0, sizeof(client));
+    tmpl.echo = 1;
+    nserver_peers = 0;
+    f = aw_create_unix_server(loop, path, &server_proto, &tmpl, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &p, NULL);
+    aw_future_unref(f);
+    srv = p;
+    f = aw_create_unix_connection(loop, path, &recorder, &client);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &t, NULL);
+    aw_future_unref(f);
+    aw_transport_write(t, "ping", 4);
+    while (client.len < 4)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(memcmp(client.data, "ping", 4), 0);
+    aw_transport_close(t);
+    run_until(&server_peers[0].lost);
+    aw_transport_unref(t);
+    release_peer(&client);
+    finish(srv);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(half_close_both_ways)
+{
+    static struct peer tmpl, client;
+    static const int want[] = {EV_MADE, EV_DATA, EV_EOF, EV_LOST};
+    aw_server *srv;
+    aw_transport *t;
+
+    memset(&client, 0, sizeof(client));
+    memset(&tmpl, 0, sizeof(tmpl));
+    tmpl.reply_on_eof = "bye"; /* answers after our EOF */
+    srv = serve("127.0.0.1", &tmpl);
+    t = connect_to("127.0.0.1", aw_server_port(srv), &client);
+    aw_transport_write(t, "question", 8);
+    ck_assert_int_eq(aw_transport_write_eof(t), 0);
+    ck_assert_int_eq(aw_transport_write(t, "more", 4), AW_ECLOSED);
+    run_until(&client.lost);
+    ck_assert_int_eq(client.len, 3);
+    ck_assert_int_eq(memcmp(client.data, "bye", 3), 0);
+    ck_assert_int_eq(server_peers[0].len, 8);
+    assert_events(&client, want, 4);
+    run_until(&server_peers[0].lost);
+    aw_transport_unref(t);
+    release_peer(&client);
+    finish(srv);
+}
+END_TEST
+
+START_TEST(pause_and_resume_writing)
+{
+    static struct peer tmpl, client;
+    aw_server *srv;
+    aw_transport *t;
+    static char chunk[65536];
+    int i, saw_pause = 0, saw_resume = 0;
+
+    memset(&client, 0, sizeof(client));
+    memset(&tmpl, 0, sizeof(tmpl));
+    srv = serve("127.0.0.1", &tmpl);
+    t = connect_to("127.0.0.1", aw_server_port(srv), &client);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    aw_transport_pause_reading(server_peers[0].t);
+    ck_assert_int_eq(aw_transport_is_reading(server_peers[0].t), 0);
+    aw_transport_set_write_buffer_limits(t, 100000, 1000);
+    for (i = 0; i < 64; i++)
+        aw_transport_write(t, chunk, sizeof(chunk));
+    ck_assert_int_gt(aw_transport_write_buffer_size(t), 100000);
+    ck_assert_int_eq(client.nevents, 1); /* pause is scheduled, not called */
+    for (i = 0; i < 50 && !saw_pause; i++) {
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+        saw_pause = client.events[client.nevents - 1] == EV_PAUSE;
+    }
+    ck_assert(saw_pause);
+    aw_transport_resume_reading(server_peers[0].t);
+    while (server_peers[0].len < 64 * sizeof(chunk))
+        aw_loop_run_once(loop, 0);
+    for (i = 0; i < 50 && !saw_resume; i++) {
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+        saw_resume = client.events[client.nevents - 1] == EV_RESUME;
+    }
+    ck_assert(saw_resume);
+    ck_assert_int_eq(aw_transport_set_write_buffer_limits(t, 10, 20), -EINVAL);
+    aw_transport_abort(t);
+    run_until(&server_peers[0].lost);
+    aw_transport_unref(t);
+    release_peer(&client);
+    finish(srv);
+}
+END_TEST
+
+START_TEST(peer_reset)
+{
+    static struct peer tmpl, client;
+    struct linger lg = {1, 0};
+    aw_server *srv;
+    aw_transport *t;
+
+    memset(&client, 0, sizeof(client));
+    memset(&tmpl, 0, sizeof(tmpl));
+    srv = serve("127.0.0.1", &tmpl);
+    t = connect_to("127.0.0.1", aw_server_port(srv), &client);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    setsockopt(aw_transport_fd(server_peers[0].t), SOL_SOCKET, SO_LINGER, &lg,
+               sizeof(lg));
+    aw_transport_abort(server_peers[0].t); /* an RST */
+    run_until(&client.lost);
+    ck_assert_int_eq(client.lost_error, -ECONNRESET);
+    aw_transport_unref(t);
+    release_peer(&client);
+    finish(srv);
+}
+END_TEST
+
+static int
+have_ipv6(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 s;
+    int ok;
+
+    if (fd < 0)
+        return 0;
+    memset(&s, 0, sizeof(s));
+    s.sin6_family = AF_INET6;
+    s.sin6_addr = in6addr_loopback;
+    ok = bind(fd, (struct sockaddr *)&s, sizeof(s)) == 0;
+    close(fd);
+    return ok;
+}
+
+START_TEST(resolve_localhost_and_ipv6_literal)
+{
+    static struct peer tmpl, client;
+    aw_server *srv;
+    aw_transport *t;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    tmpl.echo = 1;
+    srv = serve(NULL, &tmpl); /* every address: IPv4 and IPv6 */
+    memset(&client, 0, sizeof(client));
+    t = connect_to("localhost", aw_server_port(srv), &client);
+    aw_transport_write(t, "hi", 2);
+    while (client.len < 2)
+        aw_loop_run_once(loop, 0);
+    aw_transport_close(t);
+    run_until(&client.lost);
+    aw_transport_unref(t);
+    release_peer(&client);
+    if (have_ipv6()) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+
+        memset(&client, 0, sizeof(client));
+        t = connect_to("::1", aw_server_port(srv), &client);
+        ck_assert_int_eq(aw_transport_peername(t, (struct sockaddr *)&ss,
+                                               &len),
+                         0);
+        ck_assert_int_eq(ss.ss_family, AF_INET6);
+        aw_transport_close(t);
+        run_until(&client.lost);
+        aw_transport_unref(t);
+        release_peer(&client);
+    }
+    finish(srv);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+}
+END_TEST
+
+START_TEST(cancelled_connect_leaves_nothing)
+{
+    static struct peer tmpl, client;
+    aw_server *srv;
+    aw_future *f;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&client, 0, sizeof(client));
+    srv = serve("127.0.0.1", &tmpl);
+    f = aw_create_connection(loop, "127.0.0.1", aw_server_port(srv),
+                             &recorder, &client);
+    ck_assert_int_eq(aw_future_cancel(f, NULL), 0);
+    aw_future_unref(f);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(client.nevents, 0);
+    while (nserver_peers > 0 && !server_peers[0].lost)
+        aw_loop_run_once(loop, 0);
+    finish(srv);
+}
+END_TEST
+
+START_TEST(server_close_with_clients_connected)
+{
+    static struct peer tmpl, client;
+    aw_server *srv;
+    aw_transport *t;
+    aw_future *w;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&client, 0, sizeof(client));
+    srv = serve("127.0.0.1", &tmpl);
+    t = connect_to("127.0.0.1", aw_server_port(srv), &client);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_server_close(srv), 0);
+    w = aw_server_wait_closed(srv);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_future_done(w), 0); /* a connection goes on */
+    aw_transport_write(t, "x", 1);
+    while (server_peers[0].len < 1)
+        aw_loop_run_once(loop, 0);
+    aw_transport_close(t);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, w), 0);
+    aw_future_unref(w);
+    aw_transport_unref(t);
+    run_until(&client.lost);
+    release_peer(&client);
+    finish(srv);
+}
+END_TEST
+
+START_TEST(bad_arguments)
+{
+    aw_future *f;
+
+    f = aw_create_connection(loop, NULL, 80, &recorder, NULL);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    f = aw_create_connection(loop, "127.0.0.1", 0, &recorder, NULL);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    f = aw_create_server(loop, "127.0.0.1", 70000, &recorder, NULL, 0, 0);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    ck_assert_ptr_null(aw_create_connection(NULL, "x", 1, &recorder, NULL));
+    ck_assert_int_eq(aw_transport_write(NULL, "x", 1), -EINVAL);
+    ck_assert_int_eq(aw_transport_close(NULL), -EINVAL);
+    ck_assert_int_eq(aw_transport_fd(NULL), -1);
+    aw_transport_unref(NULL);
+    aw_server_free(NULL);
+}
+END_TEST
+
+Suite *
+aw_test_suite(void)
+{
+    Suite *s = suite_create("transport");
+    TCase *tc = aw_test_tcase("transport");
+
+    tcase_add_test(tc, echo_over_tcp_callbacks_in_order);
+    tcase_add_test(tc, connection_refused);
+    tcase_add_test(tc, unix_socket_server_and_client);
+    tcase_add_test(tc, half_close_both_ways);
+    tcase_add_test(tc, pause_and_resume_writing);
+    tcase_add_test(tc, peer_reset);
+    tcase_add_test(tc, resolve_localhost_and_ipv6_literal);
+    tcase_add_test(tc, cancelled_connect_leaves_nothing);
+    tcase_add_test(tc, server_close_with_clients_connected);
+    tcase_add_test(tc, bad_arguments);
+    suite_add_tcase(s, tc);
+    return s;
+}
