@@ -9,5 +9,6 @@
 #include "await/sync.h"
 #include "await/queue.h"
 #include "await/transport.h"
+#include "await/stream.h"
 
 #endif /* AWAIT_H */

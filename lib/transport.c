@@ -28,6 +28,7 @@
 #include "core-internal.h"
 #include "future-internal.h"
 #include "loop-internal.h"
+#include "transport-internal.h"
 
 #define DEFAULT_HIGH (64 * 1024)
 #define DEFAULT_LOW (16 * 1024)
@@ -66,6 +67,7 @@ struct aw_server {
     size_t nconns;
     aw_future *closed_fut;
     aw_handle *retry;
+    aw_destroy_fn arg_destroy;
     int port;
     int closed;
 };
@@ -82,8 +84,8 @@ dns_release(aw_loop *loop)
     s->dns = NULL;
 }
 
-static struct evdns_base *
-loop_dns(aw_loop *loop)
+struct evdns_base *
+aw__loop_dns(aw_loop *loop)
 {
     struct aw__future_slots *s = aw__loop_future_slots(loop);
 
@@ -590,7 +592,7 @@ aw_create_connection(aw_loop *loop, const char *host, int port,
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_create_connection: bad "
                                                 "host, port or protocol"));
-    dns = loop_dns(loop);
+    dns = aw__loop_dns(loop);
     f = connect_start(loop, proto, arg, &t);
     if (t == NULL)
         return f;
@@ -727,15 +729,20 @@ server_free_cb(void *p)
 }
 
 static aw_server *
-server_new(aw_loop *loop, const aw_protocol *proto, void *arg)
+server_new(aw_loop *loop, const aw_protocol *proto, void *arg,
+           aw_destroy_fn arg_destroy)
 {
     aw_server *srv = aw__calloc(1, sizeof(*srv));
 
-    if (srv == NULL)
+    if (srv == NULL) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
         return NULL;
+    }
     srv->loop = loop;
     srv->proto = proto;
     srv->arg = arg;
+    srv->arg_destroy = arg_destroy;
     aw__loop_track(loop, 1);
     return srv;
 }
@@ -802,17 +809,51 @@ aw_future *
 aw_create_server(aw_loop *loop, const char *host, int port,
                  const aw_protocol *proto, void *arg, int flags, int backlog)
 {
+    return aw__create_server(loop, host, port, NULL, proto, arg, NULL, flags,
+                             backlog);
+}
+
+aw_future *
+aw_create_unix_server(aw_loop *loop, const char *path,
+                      const aw_protocol *proto, void *arg, int backlog)
+{
+    if (loop != NULL && path == NULL)
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_create_unix_server: no "
+                                                "path"));
+    return aw__create_server(loop, NULL, 0, path, proto, arg, NULL, 0,
+                             backlog);
+}
+
+static aw_future *create_unix_server(aw_loop *loop, const char *path,
+                                     const aw_protocol *proto, void *arg,
+                                     aw_destroy_fn arg_destroy, int backlog);
+
+aw_future *
+aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
+                  const aw_protocol *proto, void *arg,
+                  aw_destroy_fn arg_destroy, int flags, int backlog)
+{
     struct evutil_addrinfo hints, *res = NULL, *ai;
     char portstr[16], what[300];
     aw_server *srv;
     int rc = 0, gai;
 
-    if (loop == NULL || aw_loop_is_closed(loop))
+    if (loop == NULL || aw_loop_is_closed(loop)) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
         return NULL;
-    if (proto == NULL || port < 0 || port > 65535)
+    }
+    if (path != NULL)
+        return create_unix_server(loop, path, proto, arg, arg_destroy,
+                                  backlog);
+    if (proto == NULL || port < 0 || port > 65535) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_create_server: bad port "
                                                 "or protocol"));
+    }
     if (backlog <= 0)
         backlog = DEFAULT_BACKLOG;
     snprintf(what, sizeof(what), "%s:%d", host ? host : "*", port);
@@ -823,11 +864,14 @@ aw_create_server(aw_loop *loop, const char *host, int port,
     hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
     snprintf(portstr, sizeof(portstr), "%d", port);
     gai = evutil_getaddrinfo(host, portstr, &hints, &res);
-    if (gai != 0)
+    if (gai != 0) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
         return aw__future_failed_new(loop, -EHOSTUNREACH,
                                      aw__format("cannot resolve %s: %s", what,
                                                 evutil_gai_strerror(gai)));
-    srv = server_new(loop, proto, arg);
+    }
+    srv = server_new(loop, proto, arg, arg_destroy);
     if (srv == NULL) {
         evutil_freeaddrinfo(res);
         return aw__future_nomem(loop);
@@ -864,9 +908,9 @@ aw_create_server(aw_loop *loop, const char *host, int port,
     return server_result(loop, srv, rc, what);
 }
 
-aw_future *
-aw_create_unix_server(aw_loop *loop, const char *path,
-                      const aw_protocol *proto, void *arg, int backlog)
+static aw_future *
+create_unix_server(aw_loop *loop, const char *path, const aw_protocol *proto,
+                   void *arg, aw_destroy_fn arg_destroy, int backlog)
 {
     struct sockaddr_un sun;
     struct stat st;
@@ -874,12 +918,13 @@ aw_create_unix_server(aw_loop *loop, const char *path,
     evutil_socket_t fd;
     int rc = 0;
 
-    if (loop == NULL || aw_loop_is_closed(loop))
-        return NULL;
-    if (path == NULL || proto == NULL || strlen(path) >= sizeof(sun.sun_path))
+    if (proto == NULL || strlen(path) >= sizeof(sun.sun_path)) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_create_unix_server: bad "
                                                 "path or protocol"));
+    }
     if (backlog <= 0)
         backlog = DEFAULT_BACKLOG;
     memset(&sun, 0, sizeof(sun));
@@ -887,7 +932,7 @@ aw_create_unix_server(aw_loop *loop, const char *path,
     strcpy(sun.sun_path, path);
     if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(path); /* a stale socket file (asyncio does the same) */
-    srv = server_new(loop, proto, arg);
+    srv = server_new(loop, proto, arg, arg_destroy);
     if (srv == NULL)
         return aw__future_nomem(loop);
     fd = bound_socket((struct sockaddr *)&sun, sizeof(sun), 0, &rc);
@@ -957,6 +1002,8 @@ aw_server_free(aw_server *srv)
         srv->closed_fut->state == AW_FUTURE_PENDING)
         aw_future_cancel(srv->closed_fut, "server freed");
     aw_future_unref(srv->closed_fut);
+    if (srv->arg_destroy != NULL)
+        srv->arg_destroy(srv->arg);
     aw__loop_track(srv->loop, -1);
     aw__free(srv);
 }

@@ -1,0 +1,142 @@
+/* await/stream.h: streams, the awaitable level of networking (asyncio's
+ * StreamReader and StreamWriter in one object), servers that start a task
+ * per client, and getaddrinfo as a future. */
+#ifndef AWAIT_STREAM_H
+#define AWAIT_STREAM_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "await/core.h"
+#include "await/future.h"
+#include "await/loop.h"
+#include "await/transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- bytes ------------------------------------------------------------------------ */
+
+/* An immutable run of bytes, as reads return them; always followed by a
+ * NUL that is not counted, so that a line can be printed as is. */
+typedef struct aw_bytes aw_bytes;
+
+AW_EXTERN aw_bytes *aw_bytes_new(const void *data, size_t len);
+AW_EXTERN size_t aw_bytes_len(const aw_bytes *b);
+AW_EXTERN const char *aw_bytes_data(const aw_bytes *b);
+AW_EXTERN void aw_bytes_free(aw_bytes *b);
+
+/* ---- streams ----------------------------------------------------------------------- */
+
+typedef struct aw_stream aw_stream;
+
+#define AW_STREAM_DEFAULT_LIMIT (64 * 1024)
+
+/*
+ * aw_open_connection - connect to host:port (names resolved
+ * asynchronously; IPv4 and IPv6) and return a future whose result is the
+ * stream (owned by the future: take it with aw_future_take_result, then
+ * release it with aw_stream_unref).  Errors as aw_create_connection().
+ * aw_open_unix_connection - the same over a Unix socket.
+ */
+AW_EXTERN aw_future *aw_open_connection(aw_loop *loop, const char *host,
+                                        int port);
+AW_EXTERN aw_future *aw_open_unix_connection(aw_loop *loop,
+                                             const char *path);
+
+/*
+ * aw_start_server - listen on host:port (as aw_create_server, same flags
+ * and backlog) and call on_client(stream, arg) for each connection, from
+ * the loop; on_client owns the stream reference it is given (start a task
+ * with it, typically).  The future's result is the aw_server (owned by
+ * the future: take it; close and free it with aw_server_*).
+ * aw_start_unix_server - the same on a Unix socket.
+ */
+typedef void (*aw_client_fn)(aw_stream *stream, void *arg);
+
+AW_EXTERN aw_future *aw_start_server(aw_loop *loop, const char *host,
+                                     int port, aw_client_fn on_client,
+                                     void *arg, int flags, int backlog);
+AW_EXTERN aw_future *aw_start_unix_server(aw_loop *loop, const char *path,
+                                          aw_client_fn on_client, void *arg,
+                                          int backlog);
+
+AW_EXTERN aw_stream *aw_stream_ref(aw_stream *s);
+/* aw_stream_unref - the last reference aborts the connection if it is
+ * still open and was not closed (a closed stream flushes first).
+ * Accepts NULL. */
+AW_EXTERN void aw_stream_unref(aw_stream *s);
+
+/*
+ * Reads.  One read at a time (another one started while one waits fails
+ * with AW_EBUSY).  Results are aw_bytes owned by the future (take them to
+ * keep them).  Errors: the connection's error when it was lost, AW_ECLOSED
+ * after aw_stream_close().
+ *
+ * aw_stream_read - up to n bytes (n == 0: nothing), as soon as any are
+ *   there; an empty result at end of file.
+ * aw_stream_readexactly - exactly n bytes; AW_EINCOMPLETE at end of file
+ *   before that, the bytes read then given by aw_stream_partial().
+ * aw_stream_readuntil - up to and including the separator.  AW_ELIMIT
+ *   when the separator is not within the stream's limit (the data stays
+ *   buffered); AW_EINCOMPLETE at end of file (partial as above).
+ * aw_stream_readline - aw_stream_readuntil with "\n".
+ */
+AW_EXTERN aw_future *aw_stream_read(aw_stream *s, size_t n);
+AW_EXTERN aw_future *aw_stream_readexactly(aw_stream *s, size_t n);
+AW_EXTERN aw_future *aw_stream_readuntil(aw_stream *s, const void *sep,
+                                         size_t seplen);
+AW_EXTERN aw_future *aw_stream_readline(aw_stream *s);
+
+/* aw_stream_partial - the bytes of the last read that failed with
+ * AW_EINCOMPLETE (the caller's now), or NULL. */
+AW_EXTERN aw_bytes *aw_stream_partial(aw_stream *s);
+
+/* aw_stream_at_eof - 1 when the peer sent EOF and everything was read. */
+AW_EXTERN int aw_stream_at_eof(const aw_stream *s);
+
+/* aw_stream_set_limit - the most a read may buffer: reading from the
+ * socket pauses once twice this much is buffered; 0 picks 64 KiB. */
+AW_EXTERN int aw_stream_set_limit(aw_stream *s, size_t limit);
+
+/*
+ * Writes.  aw_stream_write buffers (never blocks): 0; AW_ECLOSED after
+ * close or write_eof; the connection's error once it was lost.
+ * aw_stream_drain - a future done once the write buffer is down to its
+ * low-water mark (at once if it is); fails with the connection's error
+ * if it is lost meanwhile (-EPIPE when it closed without one).  Any
+ * number of drains may wait at once.
+ */
+AW_EXTERN int aw_stream_write(aw_stream *s, const void *data, size_t len);
+AW_EXTERN aw_future *aw_stream_drain(aw_stream *s);
+AW_EXTERN int aw_stream_write_eof(aw_stream *s);
+
+/* aw_stream_close - flush and close; waiting reads and drains fail with
+ * AW_ECLOSED.  aw_stream_wait_closed - a future done once the
+ * connection is gone.  aw_stream_is_closing - 1 once closing. */
+AW_EXTERN int aw_stream_close(aw_stream *s);
+AW_EXTERN aw_future *aw_stream_wait_closed(aw_stream *s);
+AW_EXTERN int aw_stream_is_closing(const aw_stream *s);
+
+/* aw_stream_transport - the transport below (borrowed): addresses, fd,
+ * write-buffer limits. */
+AW_EXTERN aw_transport *aw_stream_transport(aw_stream *s);
+
+/* ---- names ------------------------------------------------------------------------ */
+
+/*
+ * aw_getaddrinfo - resolve host (and port, 0 for none) with the loop's
+ * asynchronous resolver; family AF_UNSPEC, AF_INET or AF_INET6.  The
+ * result is a `struct evutil_addrinfo *` list owned by the future (see
+ * <event2/util.h>; its layout is the system's struct addrinfo).  Fails
+ * with -EHOSTUNREACH and the resolver's message.  Cancelling it is safe
+ * at any time, also when the answer is already on its way.
+ */
+AW_EXTERN aw_future *aw_getaddrinfo(aw_loop *loop, const char *host,
+                                    int port, int family);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AWAIT_STREAM_H */

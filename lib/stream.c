@@ -1,0 +1,856 @@
+/* stream.c: streams (asyncio's StreamReader/StreamWriter) on transports,
+ * servers that hand each client a stream, getaddrinfo as a future.
+ *
+ * A stream is the user pointer of its transport.  It holds one reference
+ * for the transport (the "role", given back when the connection is lost)
+ * and one for each user; when the users are gone the connection is
+ * aborted, and the stream freed once the loss has been delivered.  Read
+ * data waits in an evbuffer; one read request at a time is served from it
+ * as data arrives. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/util.h>
+
+#include "await/stream.h"
+#include "core-internal.h"
+#include "future-internal.h"
+#include "loop-internal.h"
+#include "transport-internal.h"
+
+struct aw_bytes {
+    size_t len;
+    char data[];
+};
+
+aw_bytes *
+aw_bytes_new(const void *data, size_t len)
+{
+    aw_bytes *b = aw__malloc(sizeof(*b) + len + 1);
+
+    if (b == NULL)
+        return NULL;
+    b->len = len;
+    if (len > 0)
+        memcpy(b->data, data, len);
+    b->data[len] = '\0';
+    return b;
+}
+
+size_t
+aw_bytes_len(const aw_bytes *b)
+{
+    return b != NULL ? b->len : 0;
+}
+
+const char *
+aw_bytes_data(const aw_bytes *b)
+{
+    return b != NULL ? b->data : NULL;
+}
+
+void
+aw_bytes_free(aw_bytes *b)
+{
+    aw__free(b);
+}
+
+static void
+bytes_destroy(void *p)
+{
+    aw__free(p);
+}
+
+/* ---- the stream ------------------------------------------------------------------ */
+
+enum rkind { R_READ, R_EXACT, R_UNTIL };
+
+struct aw_stream {
+    aw_loop *loop;
+    aw_transport *t; /* NULL until connected */
+    struct evbuffer *buf;
+    size_t limit;
+    unsigned refs;
+    int role; /* the transport's reference is held */
+    int eof, lost, closed, paused_writing, reading_paused;
+    int error; /* the connection's, once lost */
+    aw_future *reader;
+    int rkind;
+    size_t rn;
+    char *sep;
+    size_t seplen;
+    aw_future **drains;
+    size_t ndrains, cap;
+    aw_future *closed_fut;
+    aw_bytes *partial;
+    aw_future *opening; /* the create_connection future while it runs */
+    aw_future *opened;  /* the open_connection future */
+};
+
+static aw_stream *
+stream_new(aw_loop *loop)
+{
+    aw_stream *s = aw__calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return NULL;
+    s->buf = evbuffer_new();
+    if (s->buf == NULL) {
+        aw__free(s);
+        return NULL;
+    }
+    s->loop = loop;
+    s->limit = AW_STREAM_DEFAULT_LIMIT;
+    s->refs = 1;
+    aw__loop_track(loop, 1);
+    return s;
+}
+
+static void
+stream_free(aw_stream *s)
+{
+    aw_future_unref(s->reader);
+    aw__free(s->sep);
+    aw__free(s->drains);
+    aw_future_unref(s->closed_fut);
+    aw_bytes_free(s->partial);
+    aw_transport_unref(s->t);
+    evbuffer_free(s->buf);
+    aw__loop_track(s->loop, -1);
+    aw__free(s);
+}
+
+aw_stream *
+aw_stream_ref(aw_stream *s)
+{
+    if (s != NULL)
+        s->refs++;
+    return s;
+}
+
+void
+aw_stream_unref(aw_stream *s)
+{
+    if (s == NULL)
+        return;
+    if (--s->refs == 0) {
+        stream_free(s);
+        return;
+    }
+    if (s->refs == 1 && s->role && s->t != NULL && !s->closed)
+        aw_transport_abort(s->t); /* nobody uses it: the loss frees it */
+}
+
+static void
+unref_cb(void *p)
+{
+    aw_stream_unref(p);
+}
+
+/* The error a read or drain fails with once the connection is gone. */
+static int
+gone_error(const aw_stream *s, int otherwise)
+{
+    if (s->closed)
+        return AW_ECLOSED;
+    return s->error != 0 ? s->error : otherwise;
+}
+
+static void
+finish_read(aw_stream *s, size_t n)
+{
+    aw_bytes *b = aw__malloc(sizeof(*b) + n + 1);
+    aw_future *r = s->reader;
+
+    s->reader = NULL;
+    if (b == NULL) {
+        aw__future_set_failed(r, -ENOMEM, NULL);
+    } else {
+        b->len = n;
+        evbuffer_remove(s->buf, b->data, n);
+        b->data[n] = '\0';
+        aw_future_set_result(r, b, bytes_destroy);
+    }
+    aw_future_unref(r);
+}
+
+static void
+fail_read(aw_stream *s, int code, const char *fmt)
+{
+    aw_future *r = s->reader;
+
+    s->reader = NULL;
+    aw_future_set_error(r, code, "%s", fmt);
+    aw_future_unref(r);
+}
+
+static void
+incomplete(aw_stream *s, size_t want)
+{
+    size_t have = evbuffer_get_length(s->buf);
+    char msg[96];
+
+    aw_bytes_free(s->partial);
+    s->partial = aw__malloc(sizeof(*s->partial) + have + 1);
+    if (s->partial != NULL) {
+        s->partial->len = have;
+        evbuffer_remove(s->buf, s->partial->data, have);
+        s->partial->data[have] = '\0';
+    }
+    if (want > 0)
+        snprintf(msg, sizeof(msg), "%zu bytes read on %zu expected", have,
+                 want);
+    else
+        snprintf(msg, sizeof(msg), "end of file after %zu bytes, no "
+                 "separator", have);
+    fail_read(s, AW_EINCOMPLETE, msg);
+}
+
+/* Serve the waiting read from the buffer, if it can be. */
+static void
+try_read(aw_stream *s)
+{
+    size_t len;
+
+    if (s->reader != NULL && s->reader->state != AW_FUTURE_PENDING) {
+        aw_future_unref(s->reader); /* cancelled by its holder */
+        s->reader = NULL;
+    }
+    if (s->reader == NULL)
+        return;
+    len = evbuffer_get_length(s->buf);
+    if (s->closed) {
+        fail_read(s, AW_ECLOSED, "stream closed");
+    } else if (s->rkind == R_READ) {
+        if (len > 0 || s->rn == 0)
+            finish_read(s, len < s->rn ? len : s->rn);
+        else if (s->eof && s->error != 0)
+            fail_read(s, s->error, "connection lost");
+        else if (s->eof)
+            finish_read(s, 0);
+    } else if (s->rkind == R_EXACT) {
+        if (len >= s->rn)
+            finish_read(s, s->rn);
+        else if (s->eof && s->error != 0)
+            fail_read(s, s->error, "connection lost");
+        else if (s->eof)
+            incomplete(s, s->rn);
+    } else {
+        struct evbuffer_ptr p = evbuffer_search(s->buf, s->sep, s->seplen,
+                                                NULL);
+
+        if (p.pos >= 0) {
+            size_t end = (size_t)p.pos + s->seplen;
+
+            if (end > s->limit)
+                fail_read(s, AW_ELIMIT, "separator found past the limit");
+            else
+                finish_read(s, end);
+        } else if (len > s->limit) {
+            fail_read(s, AW_ELIMIT, "separator not found within the limit");
+        } else if (s->eof && s->error != 0) {
+            fail_read(s, s->error, "connection lost");
+        } else if (s->eof) {
+            incomplete(s, 0);
+        }
+    }
+    if (s->reading_paused && s->t != NULL &&
+        evbuffer_get_length(s->buf) <= s->limit) {
+        s->reading_paused = 0;
+        aw_transport_resume_reading(s->t);
+    }
+}
+
+static aw_future *
+start_read(aw_stream *s, int kind, size_t n, const void *sep, size_t seplen)
+{
+    aw_future *f;
+
+    if (s == NULL)
+        return NULL;
+    if (s->reader != NULL && s->reader->state != AW_FUTURE_PENDING) {
+        aw_future_unref(s->reader);
+        s->reader = NULL;
+    }
+    if (s->reader != NULL)
+        return aw__future_failed_new(s->loop, AW_EBUSY,
+                                     aw__format("another read is waiting"));
+    if (kind == R_UNTIL) {
+        char *copy = aw__malloc(seplen);
+
+        if (copy == NULL)
+            return aw__future_nomem(s->loop);
+        memcpy(copy, sep, seplen);
+        aw__free(s->sep);
+        s->sep = copy;
+        s->seplen = seplen;
+    }
+    f = aw_future_new(s->loop);
+    if (f == NULL)
+        return aw__future_nomem(s->loop);
+    s->reader = aw_future_ref(f);
+    s->rkind = kind;
+    s->rn = n;
+    try_read(s);
+    return f;
+}
+
+aw_future *
+aw_stream_read(aw_stream *s, size_t n)
+{
+    return start_read(s, R_READ, n, NULL, 0);
+}
+
+aw_future *
+aw_stream_readexactly(aw_stream *s, size_t n)
+{
+    return start_read(s, R_EXACT, n, NULL, 0);
+}
+
+aw_future *
+aw_stream_readuntil(aw_stream *s, const void *sep, size_t seplen)
+{
+    if (s != NULL && (sep == NULL || seplen == 0))
+        return aw__future_failed_new(s->loop, -EINVAL,
+                                     aw__format("empty separator"));
+    return start_read(s, R_UNTIL, 0, sep, seplen);
+}
+
+aw_future *
+aw_stream_readline(aw_stream *s)
+{
+    return aw_stream_readuntil(s, "\n", 1);
+}
+
+aw_bytes *
+aw_stream_partial(aw_stream *s)
+{
+    aw_bytes *b;
+
+    if (s == NULL)
+        return NULL;
+    b = s->partial;
+    s->partial = NULL;
+    return b;
+}
+
+int
+aw_stream_at_eof(const aw_stream *s)
+{
+    return s != NULL && s->eof && evbuffer_get_length(s->buf) == 0;
+}
+
+int
+aw_stream_set_limit(aw_stream *s, size_t limit)
+{
+    if (s == NULL)
+        return -EINVAL;
+    s->limit = limit > 0 ? limit : AW_STREAM_DEFAULT_LIMIT;
+    return 0;
+}
+
+/* ---- writing ------------------------------------------------------------------------ */
+
+static void
+settle_drains(aw_stream *s, int code)
+{
+    size_t i;
+
+    for (i = 0; i < s->ndrains; i++) {
+        aw_future *d = s->drains[i];
+
+        if (d->state == AW_FUTURE_PENDING) {
+            if (code == 0)
+                aw_future_set_result(d, NULL, NULL);
+            else
+                aw_future_set_error(d, code, "connection lost");
+        }
+        aw_future_unref(d);
+    }
+    s->ndrains = 0;
+}
+
+int
+aw_stream_write(aw_stream *s, const void *data, size_t len)
+{
+    if (s == NULL || s->t == NULL)
+        return -EINVAL;
+    if (s->lost)
+        return gone_error(s, AW_ECLOSED);
+    return aw_transport_write(s->t, data, len);
+}
+
+aw_future *
+aw_stream_drain(aw_stream *s)
+{
+    aw_future *d, **v;
+
+    if (s == NULL)
+        return NULL;
+    if (s->lost || s->closed)
+        return aw__future_failed_new(s->loop, gone_error(s, -EPIPE),
+                                     aw__format("connection lost"));
+    if (!s->paused_writing)
+        return aw_future_resolved(s->loop, NULL, NULL);
+    if (s->ndrains == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 4;
+
+        v = aw__reallocarray(s->drains, cap, sizeof(*v));
+        if (v == NULL)
+            return aw__future_nomem(s->loop);
+        s->drains = v;
+        s->cap = cap;
+    }
+    d = aw_future_new(s->loop);
+    if (d == NULL)
+        return aw__future_nomem(s->loop);
+    s->drains[s->ndrains++] = aw_future_ref(d);
+    return d;
+}
+
+int
+aw_stream_write_eof(aw_stream *s)
+{
+    if (s == NULL || s->t == NULL)
+        return -EINVAL;
+    return aw_transport_write_eof(s->t);
+}
+
+int
+aw_stream_close(aw_stream *s)
+{
+    if (s == NULL || s->t == NULL)
+        return -EINVAL;
+    if (s->closed)
+        return 0;
+    s->closed = 1;
+    aw_transport_close(s->t);
+    try_read(s);
+    settle_drains(s, AW_ECLOSED);
+    return 0;
+}
+
+aw_future *
+aw_stream_wait_closed(aw_stream *s)
+{
+    if (s == NULL)
+        return NULL;
+    if (s->closed_fut == NULL) {
+        s->closed_fut = aw_future_new(s->loop);
+        if (s->closed_fut == NULL)
+            return aw__future_nomem(s->loop);
+        if (s->lost)
+            aw_future_set_result(s->closed_fut, NULL, NULL);
+    }
+    return aw_future_ref(s->closed_fut);
+}
+
+int
+aw_stream_is_closing(const aw_stream *s)
+{
+    return s != NULL && (s->closed || s->lost ||
+                         (s->t != NULL && aw_transport_is_closing(s->t)));
+}
+
+aw_transport *
+aw_stream_transport(aw_stream *s)
+{
+    return s != NULL ? s->t : NULL;
+}
+
+/* ---- the protocol ------------------------------------------------------------------ */
+
+static void
+on_made(aw_transport *t, void *arg)
+{
+    aw_stream *s = arg;
+
+    s->t = aw_transport_ref(t);
+    s->role = 1;
+    s->refs++; /* the transport's, until the loss */
+}
+
+static void
+on_data(aw_transport *t, const void *data, size_t len, void *arg)
+{
+    aw_stream *s = arg;
+
+    if (evbuffer_add(s->buf, data, len) != 0) {
+        aw__loop_report(s->loop, -ENOMEM, NULL, NULL,
+                        "stream: out of memory, connection aborted");
+        aw_transport_abort(t);
+        return;
+    }
+    try_read(s);
+    /* A fast peer cannot fill memory: stop reading past twice the limit. */
+    if (!s->reading_paused && evbuffer_get_length(s->buf) > 2 * s->limit) {
+        s->reading_paused = 1;
+        aw_transport_pause_reading(t);
+    }
+}
+
+static int
+on_eof(aw_transport *t, void *arg)
+{
+    aw_stream *s = arg;
+
+    (void)t;
+    s->eof = 1;
+    try_read(s);
+    return 1; /* the writing side stays open (half-close) */
+}
+
+static void
+on_lost(aw_transport *t, int error, void *arg)
+{
+    aw_stream *s = arg;
+
+    (void)t;
+    s->lost = 1;
+    s->eof = 1;
+    s->error = error;
+    try_read(s);
+    settle_drains(s, gone_error(s, -EPIPE));
+    if (s->closed_fut != NULL && s->closed_fut->state == AW_FUTURE_PENDING)
+        aw_future_set_result(s->closed_fut, NULL, NULL);
+    if (s->role) {
+        s->role = 0;
+        aw_stream_unref(s);
+    }
+}
+
+static void
+on_pause(aw_transport *t, void *arg)
+{
+    (void)t;
+    ((aw_stream *)arg)->paused_writing = 1;
+}
+
+static void
+on_resume(aw_transport *t, void *arg)
+{
+    aw_stream *s = arg;
+
+    (void)t;
+    s->paused_writing = 0;
+    settle_drains(s, 0);
+}
+
+static const aw_protocol stream_protocol = {on_made, on_data, on_eof,
+                                            on_lost, on_pause, on_resume};
+
+/* ---- connecting ------------------------------------------------------------------- */
+
+/* The transport future settled: hand the stream over, or the error. */
+static int
+opening_done(aw_future *tf, void *arg)
+{
+    aw_stream *s = arg;
+    aw_future *f = s->opened;
+    void *t = NULL;
+
+    s->opening = NULL;
+    s->opened = NULL;
+    if (aw_future_take_result(tf, &t, NULL) == 0) {
+        aw_transport_unref(t); /* the stream holds its own */
+        if (f->state == AW_FUTURE_PENDING)
+            aw_future_set_result(f, aw_stream_ref(s), unref_cb);
+    } else if (f->state == AW_FUTURE_PENDING) {
+        const char *m = aw_future_message(tf);
+
+        aw__future_set_failed(f, aw_future_error(tf),
+                              m != NULL ? aw__strdup(m) : NULL);
+    }
+    aw_future_unref(tf);
+    aw_future_unref(f);
+    aw_stream_unref(s); /* the opening's reference */
+    return 0;
+}
+
+/* The open future settled: cancelled, it abandons the connection. */
+static int
+opened_done(aw_future *f, void *arg)
+{
+    aw_stream *s = arg;
+
+    if (aw_future_cancelled(f) && s->opening != NULL)
+        aw_future_cancel(s->opening, NULL);
+    aw_stream_unref(s);
+    return 0;
+}
+
+static aw_future *
+open_stream(aw_loop *loop, aw_future *(*connect)(aw_loop *, const char *, int,
+                                                   const aw_protocol *, void *),
+            const char *where, int port)
+{
+    aw_stream *s;
+    aw_future *f, *tf;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    s = stream_new(loop);
+    f = s != NULL ? aw_future_new(loop) : NULL;
+    if (f == NULL) {
+        if (s != NULL)
+            stream_free(s);
+        return aw__future_nomem(loop);
+    }
+    tf = connect(loop, where, port, &stream_protocol, s);
+    if (!aw_future_done(tf)) {
+        s->opening = tf;
+        s->opened = aw_future_ref(f);
+        s->refs++; /* the opening's */
+        if (aw__future_attach(tf, opening_done, s) != 0) {
+            s->refs--;
+            aw_future_cancel(tf, NULL);
+            goto failed;
+        }
+        s->refs++; /* opened_done's */
+        if (aw__future_attach(f, opened_done, s) != 0)
+            s->refs--;
+        aw_stream_unref(s); /* the future results hold it from now */
+        return f;
+    }
+failed:
+    aw__future_set_failed(f, aw_future_error(tf) ? aw_future_error(tf)
+                                                 : -ENOMEM,
+                          aw_future_message(tf)
+                              ? aw__strdup(aw_future_message(tf))
+                              : NULL);
+    aw_future_unref(tf);
+    aw_future_unref(s->opened);
+    s->opened = NULL;
+    aw_stream_unref(s);
+    return f;
+}
+
+static aw_future *
+connect_unix(aw_loop *loop, const char *path, int port,
+             const aw_protocol *proto, void *arg)
+{
+    (void)port;
+    return aw_create_unix_connection(loop, path, proto, arg);
+}
+
+aw_future *
+aw_open_connection(aw_loop *loop, const char *host, int port)
+{
+    return open_stream(loop, aw_create_connection, host, port);
+}
+
+aw_future *
+aw_open_unix_connection(aw_loop *loop, const char *path)
+{
+    return open_stream(loop, connect_unix, path, 0);
+}
+
+/* ---- serving ------------------------------------------------------------------------- */
+
+struct client_ctx {
+    aw_client_fn on_client;
+    void *arg;
+};
+
+static void
+client_made(aw_transport *t, void *arg)
+{
+    struct client_ctx *c = arg;
+    aw_stream *s = stream_new(aw_transport_loop(t));
+
+    if (s == NULL) {
+        aw__loop_report(aw_transport_loop(t), -ENOMEM, NULL, NULL,
+                        "server: out of memory, connection dropped");
+        aw_transport_set_user(t, NULL);
+        aw_transport_abort(t);
+        return;
+    }
+    aw_transport_set_user(t, s);
+    on_made(t, s);
+    c->on_client(s, c->arg); /* hands over the stream's first reference */
+}
+
+/* The server's callbacks: the user pointer is the stream once made, NULL
+ * when it could not be made (the connection is then aborted). */
+static void
+client_data(aw_transport *t, const void *data, size_t len, void *arg)
+{
+    if (arg != NULL)
+        on_data(t, data, len, arg);
+}
+
+static int
+client_eof(aw_transport *t, void *arg)
+{
+    return arg != NULL ? on_eof(t, arg) : 0;
+}
+
+static void
+client_lost(aw_transport *t, int error, void *arg)
+{
+    if (arg != NULL)
+        on_lost(t, error, arg);
+}
+
+static void
+client_pause(aw_transport *t, void *arg)
+{
+    if (arg != NULL)
+        on_pause(t, arg);
+}
+
+static void
+client_resume(aw_transport *t, void *arg)
+{
+    if (arg != NULL)
+        on_resume(t, arg);
+}
+
+static const aw_protocol client_protocol = {client_made, client_data,
+                                            client_eof, client_lost,
+                                            client_pause, client_resume};
+
+static aw_future *
+start_server(aw_loop *loop, const char *host, int port, const char *path,
+             aw_client_fn on_client, void *arg, int flags, int backlog)
+{
+    struct client_ctx *c;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (on_client == NULL)
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("no on_client callback"));
+    c = aw__malloc(sizeof(*c));
+    if (c == NULL)
+        return aw__future_nomem(loop);
+    c->on_client = on_client;
+    c->arg = arg;
+    return aw__create_server(loop, host, port, path, &client_protocol, c,
+                             aw__free, flags, backlog);
+}
+
+aw_future *
+aw_start_server(aw_loop *loop, const char *host, int port,
+                aw_client_fn on_client, void *arg, int flags, int backlog)
+{
+    return start_server(loop, host, port, NULL, on_client, arg, flags,
+                        backlog);
+}
+
+aw_future *
+aw_start_unix_server(aw_loop *loop, const char *path, aw_client_fn on_client,
+                     void *arg, int backlog)
+{
+    if (loop != NULL && path == NULL)
+        return aw__future_failed_new(loop, -EINVAL, aw__format("no path"));
+    return start_server(loop, NULL, 0, path, on_client, arg, 0, backlog);
+}
+
+/* ---- getaddrinfo ---------------------------------------------------------------------- */
+
+struct gai {
+    aw_future *f;
+    struct evdns_getaddrinfo_request *req;
+    int in_call; /* evdns_getaddrinfo has not returned yet */
+    int done;    /* the callback ran */
+};
+
+static int gai_watch(aw_future *f, void *arg);
+
+static void
+gai_free(struct gai *g)
+{
+    aw__future_detach(g->f, gai_watch, g);
+    aw_future_unref(g->f);
+    aw__free(g);
+}
+
+static void
+addrinfo_destroy(void *p)
+{
+    evutil_freeaddrinfo(p);
+}
+
+static void
+gai_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct gai *g = arg;
+
+    g->req = NULL;
+    if (g->f->state == AW_FUTURE_PENDING) {
+        if (result == 0)
+            aw_future_set_result(g->f, res, addrinfo_destroy);
+        else
+            aw_future_set_error(g->f, -EHOSTUNREACH, "%s",
+                                evutil_gai_strerror(result));
+        res = NULL;
+    }
+    if (res != NULL)
+        evutil_freeaddrinfo(res); /* cancelled: nobody wants it */
+    g->done = 1;
+    if (!g->in_call)
+        gai_free(g);
+}
+
+/* The future settled; cancelled while the request runs, cancel it (its
+ * callback still comes, with EVUTIL_EAI_CANCEL, and frees g). */
+static int
+gai_watch(aw_future *f, void *arg)
+{
+    struct gai *g = arg;
+
+    if (aw_future_cancelled(f) && g->req != NULL)
+        evdns_getaddrinfo_cancel(g->req);
+    return 0;
+}
+
+aw_future *
+aw_getaddrinfo(aw_loop *loop, const char *host, int port, int family)
+{
+    struct evutil_addrinfo hints;
+    struct evdns_getaddrinfo_request *req;
+    struct evdns_base *dns;
+    struct gai *g;
+    char portstr[16];
+    aw_future *f;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (host == NULL || port < 0 || port > 65535 ||
+        (family != AF_UNSPEC && family != AF_INET && family != AF_INET6))
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_getaddrinfo: bad "
+                                                "arguments"));
+    dns = aw__loop_dns(loop);
+    f = aw_future_new(loop);
+    g = aw__calloc(1, sizeof(*g));
+    if (dns == NULL || f == NULL || g == NULL ||
+        aw__future_attach(f, gai_watch, g) != 0) {
+        aw_future_unref(f);
+        aw__free(g);
+        return aw__future_nomem(loop);
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = family;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    g->f = aw_future_ref(f);
+    /* The callback may run inside the call (a literal, the hosts file):
+     * it settles f then, which is fine, f was not handed out yet. */
+    g->in_call = 1;
+    req = evdns_getaddrinfo(dns, host, port > 0 ? portstr : NULL, &hints,
+                            gai_cb, g);
+    g->in_call = 0;
+    if (g->done)
+        gai_free(g);
+    else
+        g->req = req;
+    return f;
+}

@@ -1,0 +1,21 @@
+/* transport-internal.h: what stream.c shares with transport.c.  Never
+ * installed. */
+#ifndef AWAIT_TRANSPORT_INTERNAL_H
+#define AWAIT_TRANSPORT_INTERNAL_H
+
+#include "await/transport.h"
+
+struct evdns_base;
+
+/* The loop's asynchronous resolver, created on first use and freed when
+ * the loop closes; NULL out of memory. */
+struct evdns_base *aw__loop_dns(aw_loop *loop);
+
+/* aw_create_server / aw_create_unix_server (path not NULL) whose server
+ * calls arg_destroy(arg) when freed (on failure, at once). */
+aw_future *aw__create_server(aw_loop *loop, const char *host, int port,
+                             const char *path, const aw_protocol *proto,
+                             void *arg, aw_destroy_fn arg_destroy, int flags,
+                             int backlog);
+
+#endif /* AWAIT_TRANSPORT_INTERNAL_H */

@@ -1,0 +1,499 @@
+/* test_stream.c: streams over loopback TCP and Unix sockets, servers with
+ * a task per client, getaddrinfo, after CPython's
+ * test_asyncio/test_streams.py where it applies. */
+#include "config.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/util.h>
+
+#include "testutil.h"
+
+/* ---- a server whose handler task runs a script ------------------------------------- */
+
+/* What the server side does with each client. */
+enum script { ECHO, SEND_PIECES, SEND_AND_CLOSE, SEND_BIG, SINK };
+
+struct handler {
+    aw_stream *s;
+    int script;
+    int i;
+    aw_bytes *line;
+    size_t sent;
+    unsigned long sum;
+};
+
+static int server_script;
+static const char *send_text;
+static size_t big_total;
+static unsigned long big_sum;
+static int clients_done;
+
+static void
+handler_free(void *p)
+{
+    struct handler *h = p;
+
+    aw_stream_unref(h->s);
+    free(h);
+}
+
+static const char *const pieces[] = {"hel", "lo\nwor", "ld\n", "AB", "CDEF",
+                                     "GH--E", "ND-", "-tail"};
+
+static AW_TASK(handler_task, struct handler *h)
+{
+    static char chunk[65536];
+
+    AW_BEGIN();
+    if (h->script == ECHO) {
+        for (;;) {
+            AW_AWAIT(aw_stream_read(h->s, 4096), &h->line);
+            if (aw_bytes_len(h->line) == 0)
+                break;
+            aw_stream_write(h->s, aw_bytes_data(h->line),
+                            aw_bytes_len(h->line));
+            AW_AWAIT(aw_stream_drain(h->s), NULL);
+        }
+    } else if (h->script == SEND_PIECES) {
+        for (h->i = 0; h->i < 8; h->i++) {
+            aw_stream_write(h->s, pieces[h->i], strlen(pieces[h->i]));
+            AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 0.002), NULL);
+        }
+    } else if (h->script == SEND_AND_CLOSE) {
+        aw_stream_write(h->s, send_text, strlen(send_text));
+    } else if (h->script == SEND_BIG) {
+        while (h->sent < big_total) {
+            size_t n = big_total - h->sent < sizeof(chunk)
+                           ? big_total - h->sent
+                           : sizeof(chunk);
+
+            memset(chunk, (int)((h->sent / sizeof(chunk)) & 0xff), n);
+            h->sum += (unsigned long)(unsigned char)chunk[0] * n;
+            aw_stream_write(h->s, chunk, n);
+            h->sent += n;
+            AW_AWAIT(aw_stream_drain(h->s), NULL);
+        }
+        big_sum = h->sum;
+    } else {
+        AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 3600), NULL);
+    }
+    AW_FINALLY();
+    if (h->s != NULL)
+        aw_stream_close(h->s);
+    clients_done++;
+    AW_END();
+}
+
+static void
+on_client(aw_stream *s, void *arg)
+{
+    struct handler *h = calloc(1, sizeof(*h));
+    aw_task *t;
+
+    (void)arg;
+    h->s = s;
+    h->script = server_script;
+    t = aw_task_new(aw_transport_loop(aw_stream_transport(s)), handler_task, h,
+                    handler_free);
+    aw_future_unref(t); /* the loop runs it to its end */
+}
+
+static aw_server *
+start(int script)
+{
+    aw_future *f;
+    void *srv = NULL;
+
+    server_script = script;
+    clients_done = 0;
+    f = aw_start_server(loop, "127.0.0.1", 0, on_client, NULL, 0, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    return srv;
+}
+
+static aw_stream *
+dial(aw_server *srv)
+{
+    aw_future *f = aw_open_connection(loop, "127.0.0.1", aw_server_port(srv));
+    void *s = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    ck_assert_int_eq(aw_future_take_result(f, &s, NULL), 0);
+    aw_future_unref(f);
+    return s;
+}
+
+static void
+stop(aw_server *srv)
+{
+    aw_task *ts[64];
+    size_t i, n;
+    int guard = 0;
+
+    aw_server_close(srv);
+    /* Handlers still waiting (the sink's) are cancelled. */
+    n = aw_all_tasks(loop, ts, 64);
+    for (i = 0; i < n && i < 64; i++)
+        aw_future_cancel(ts[i], "test over");
+    while (aw_all_tasks(loop, NULL, 0) > 0 && guard++ < 100000)
+        aw_loop_run_once(loop, 0);
+    aw_server_free(srv);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+}
+
+/* Await f from the test: its result, which the caller then owns. */
+static aw_bytes *
+await_bytes(aw_future *f, int want_rc)
+{
+    void *b = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), want_rc);
+    if (want_rc == 0)
+        ck_assert_int_eq(aw_future_take_result(f, &b, NULL), 0);
+    aw_future_unref(f);
+    return b;
+}
+
+static void
+expect(aw_future *f, const char *want)
+{
+    aw_bytes *b = await_bytes(f, 0);
+
+    ck_assert_int_eq(aw_bytes_len(b), strlen(want));
+    ck_assert_str_eq(aw_bytes_data(b), want);
+    aw_bytes_free(b);
+}
+
+/* ---- tests --------------------------------------------------------------------------- */
+
+START_TEST(read_forms_with_data_split_across_writes)
+{
+    aw_server *srv = start(SEND_PIECES);
+    aw_stream *s = dial(srv);
+
+    expect(aw_stream_readline(s), "hello\n");
+    expect(aw_stream_readline(s), "world\n");
+    expect(aw_stream_readexactly(s, 4), "ABCD");
+    expect(aw_stream_readuntil(s, "--END--", 7), "EFGH--END--");
+    ck_assert_int_eq(aw_stream_at_eof(s), 0);
+    expect(aw_stream_readexactly(s, 4), "tail");
+    expect(aw_stream_read(s, 100), ""); /* end of file */
+    ck_assert_int_eq(aw_stream_at_eof(s), 1);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    stop(srv);
+}
+END_TEST
+
+START_TEST(readuntil_limit_overrun_keeps_data)
+{
+    static char text[101];
+    aw_server *srv;
+    aw_stream *s;
+    aw_bytes *b;
+
+    memset(text, 'x', 100);
+    send_text = text;
+    srv = start(SEND_AND_CLOSE);
+    s = dial(srv);
+    aw_stream_set_limit(s, 16);
+    await_bytes(aw_stream_readline(s), AW_ELIMIT);
+    b = await_bytes(aw_stream_readexactly(s, 100), 0); /* still there */
+    ck_assert_int_eq(aw_bytes_len(b), 100);
+    aw_bytes_free(b);
+    aw_stream_unref(s);
+    stop(srv);
+}
+END_TEST
+
+START_TEST(readexactly_incomplete_gives_partial)
+{
+    aw_server *srv;
+    aw_stream *s;
+    aw_bytes *p;
+
+    send_text = "12345";
+    srv = start(SEND_AND_CLOSE);
+    s = dial(srv);
+    await_bytes(aw_stream_readexactly(s, 10), AW_EINCOMPLETE);
+    p = aw_stream_partial(s);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_str_eq(aw_bytes_data(p), "12345");
+    aw_bytes_free(p);
+    ck_assert_ptr_null(aw_stream_partial(s));
+    await_bytes(aw_stream_readline(s), AW_EINCOMPLETE); /* at EOF */
+    aw_bytes_free(aw_stream_partial(s));
+    aw_stream_unref(s);
+    stop(srv);
+}
+END_TEST
+
+START_TEST(big_transfer_intact_with_drain)
+{
+    aw_server *srv;
+    aw_stream *s;
+    unsigned long sum = 0;
+    size_t got = 0;
+
+    big_total = aw_test_slow() ? (size_t)4 << 20 : (size_t)100 << 20;
+    big_sum = 0;
+    srv = start(SEND_BIG);
+    s = dial(srv);
+    for (;;) {
+        aw_bytes *b = await_bytes(aw_stream_read(s, 1 << 16), 0);
+        size_t i, n = aw_bytes_len(b);
+
+        for (i = 0; i < n; i++)
+            sum += (unsigned char)aw_bytes_data(b)[i];
+        got += n;
+        aw_bytes_free(b);
+        if (n == 0)
+            break;
+    }
+    ck_assert_int_eq(got, big_total);
+    ck_assert_int_eq(sum, big_sum);
+    aw_stream_unref(s);
+    stop(srv);
+}
+END_TEST
+
+struct reader {
+    aw_stream *s;
+    int rc;
+    aw_bytes *line;
+};
+
+static AW_TASK(read_a_line, struct reader *r)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(r->rc, aw_stream_readline(r->s), &r->line);
+    AW_END();
+}
+
+START_TEST(cancel_task_mid_read)
+{
+    aw_server *srv = start(SINK);
+    aw_stream *s = dial(srv);
+    struct reader *r = calloc(1, sizeof(*r));
+    aw_task *t;
+
+    r->s = s;
+    t = aw_task_new(loop, read_a_line, r, NULL);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_cancel(t, NULL);
+    aw_loop_run_until_complete(loop, t);
+    ck_assert_int_eq(r->rc, AW_ECANCELLED);
+    aw_future_unref(t);
+    /* The stream is still usable for a new read. */
+    aw_stream_write(s, "x", 1); /* the sink does not answer */
+    ck_assert_int_eq(aw_stream_is_closing(s), 0);
+    aw_stream_close(s);
+    ck_assert_int_eq(aw_stream_write(s, "y", 1), AW_ECLOSED);
+    aw_stream_unref(s);
+    free(r);
+    stop(srv);
+}
+END_TEST
+
+struct drainer {
+    aw_stream *s;
+    int rc;
+    int n;
+};
+
+static AW_TASK(write_and_drain, struct drainer *d)
+{
+    static char chunk[1 << 16];
+
+    AW_BEGIN();
+    for (d->n = 0; d->n < 10000; d->n++) {
+        aw_stream_write(d->s, chunk, sizeof(chunk));
+        AW_TRY_AWAIT(d->rc, aw_stream_drain(d->s), NULL);
+        if (d->rc != 0)
+            break;
+    }
+    AW_END();
+}
+
+START_TEST(cancel_task_mid_drain_and_drain_after_peer_gone)
+{
+    aw_server *srv = start(SINK); /* never reads: the buffer fills */
+    aw_stream *s = dial(srv);
+    struct drainer *d = calloc(1, sizeof(*d));
+    aw_task *t;
+    aw_future *f;
+    int i;
+
+    d->s = s;
+    t = aw_task_new(loop, write_and_drain, d, NULL);
+    for (i = 0; i < 200 && d->n < 50; i++)
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_cancel(t, NULL);
+    aw_loop_run_until_complete(loop, t);
+    ck_assert_int_eq(d->rc, AW_ECANCELLED); /* stuck in drain, cancelled */
+    ck_assert_int_lt(d->n, 10000);
+    aw_future_unref(t);
+    /* The peer goes away: a drain fails with the connection's error. */
+    f = aw_stream_drain(s);
+    stop(srv); /* the sink's task is cancelled, its stream closed */
+    ck_assert_int_ne(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_unref(f);
+    aw_stream_unref(s);
+    free(d);
+}
+END_TEST
+
+struct echo_client {
+    aw_stream *s;
+    int id;
+    int rc;
+    aw_bytes *line;
+};
+
+static AW_TASK(echo_client_task, struct echo_client *c)
+{
+    char msg[32];
+
+    AW_BEGIN();
+    snprintf(msg, sizeof(msg), "client %d\n", c->id);
+    aw_stream_write(c->s, msg, strlen(msg));
+    AW_AWAIT(aw_stream_readline(c->s), &c->line);
+    snprintf(msg, sizeof(msg), "client %d\n", c->id);
+    c->rc = strcmp(aw_bytes_data(c->line), msg) == 0 ? 1 : -1;
+    aw_stream_close(c->s);
+    AW_END();
+}
+
+START_TEST(many_concurrent_clients_echoed)
+{
+    enum { N = 50 };
+    static struct echo_client c[N];
+    aw_server *srv = start(ECHO);
+    aw_future *ts[N], *all;
+    int i;
+
+    for (i = 0; i < N; i++) {
+        memset(&c[i], 0, sizeof(c[i]));
+        c[i].s = dial(srv);
+        c[i].id = i;
+        ts[i] = aw_task_new(loop, echo_client_task, &c[i], NULL);
+    }
+    all = aw_gather(loop, N, ts, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, all), 0);
+    aw_future_unref(all);
+    for (i = 0; i < N; i++) {
+        ck_assert_int_eq(c[i].rc, 1);
+        aw_stream_unref(c[i].s);
+    }
+    stop(srv);
+}
+END_TEST
+
+START_TEST(unix_stream_server_and_client)
+{
+    char path[64];
+    aw_future *f;
+    void *srv = NULL, *s = NULL;
+
+    snprintf(path, sizeof(path), "/tmp/awstream-%d.sock", (int)getpid());
+    server_script = ECHO;
+    f = aw_start_unix_server(loop, path, on_client, NULL, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    f = aw_open_unix_connection(loop, path);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &s, NULL);
+    aw_future_unref(f);
+    aw_stream_write(s, "over unix\n", 10);
+    expect(aw_stream_readline(s), "over unix\n");
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    stop(srv);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(getaddrinfo_localhost_and_ipv6_literal_and_cancel)
+{
+    aw_future *f = aw_getaddrinfo(loop, "localhost", 80, AF_UNSPEC);
+    struct evutil_addrinfo *ai;
+    void *p = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_result(f, &p);
+    ai = p;
+    ck_assert_ptr_nonnull(ai);
+    ck_assert(ai->ai_family == AF_INET || ai->ai_family == AF_INET6);
+    aw_future_unref(f);
+    f = aw_getaddrinfo(loop, "::1", 0, AF_UNSPEC);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_result(f, &p);
+    ck_assert_int_eq(((struct evutil_addrinfo *)p)->ai_family, AF_INET6);
+    aw_future_unref(f);
+    /* Cancelled at once, and once its answer is on the way. */
+    f = aw_getaddrinfo(loop, "localhost", 0, AF_INET);
+    aw_future_cancel(f, NULL);
+    aw_future_unref(f);
+    f = aw_getaddrinfo(loop, "example.invalid", 0, AF_INET);
+    aw_future_cancel(f, NULL);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(f);
+    f = aw_getaddrinfo(loop, NULL, 0, AF_INET);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+}
+END_TEST
+
+START_TEST(connection_refused_and_bad_arguments)
+{
+    aw_future *f;
+    aw_server *srv = start(SINK);
+    int port = aw_server_port(srv);
+
+    stop(srv); /* nobody listens on port now */
+    f = aw_open_connection(loop, "127.0.0.1", port);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), -ECONNREFUSED);
+    aw_future_unref(f);
+    f = aw_open_connection(loop, NULL, 80);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    f = aw_start_server(loop, "127.0.0.1", 0, NULL, NULL, 0, 0);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    ck_assert_ptr_null(aw_stream_read(NULL, 1));
+    ck_assert_int_eq(aw_stream_write(NULL, "x", 1), -EINVAL);
+    aw_stream_unref(NULL);
+    ck_assert_int_eq(aw_bytes_len(NULL), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+}
+END_TEST
+
+Suite *
+aw_test_suite(void)
+{
+    Suite *s = suite_create("stream");
+    TCase *tc = aw_test_tcase("stream");
+
+    tcase_add_test(tc, read_forms_with_data_split_across_writes);
+    tcase_add_test(tc, readuntil_limit_overrun_keeps_data);
+    tcase_add_test(tc, readexactly_incomplete_gives_partial);
+    tcase_add_test(tc, big_transfer_intact_with_drain);
+    tcase_add_test(tc, cancel_task_mid_read);
+    tcase_add_test(tc, cancel_task_mid_drain_and_drain_after_peer_gone);
+    tcase_add_test(tc, many_concurrent_clients_echoed);
+    tcase_add_test(tc, unix_stream_server_and_client);
+    tcase_add_test(tc, getaddrinfo_localhost_and_ipv6_literal_and_cancel);
+    tcase_add_test(tc, connection_refused_and_bad_arguments);
+    suite_add_tcase(s, tc);
+    return s;
+}
