@@ -1,0 +1,169 @@
+/* awecho.c: an echo daemon written with streams and tasks, the first
+ * example of a daemon built on libawait.
+ *
+ *   awecho [-h HOST] [-p PORT] [-u PATH] [-v]
+ *
+ * Listens on HOST:PORT (default 127.0.0.1:7007), or on the Unix socket
+ * PATH, and echoes every line back to its sender.  SIGINT or SIGTERM
+ * closes the server, cancels the clients' tasks and exits once they have
+ * ended. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <await.h>
+
+static int verbose;
+static aw_server *server;
+
+struct client {
+    aw_stream *s;
+    aw_bytes *line;
+    int rc;
+};
+
+static void
+client_free(void *p)
+{
+    struct client *c = p;
+
+    aw_stream_unref(c->s);
+    free(c);
+}
+
+static AW_TASK(echo_client, struct client *c)
+{
+    AW_BEGIN();
+    for (;;) {
+        AW_TRY_AWAIT(c->rc, aw_stream_readline(c->s), &c->line);
+        if (c->rc == AW_EINCOMPLETE) {
+            /* End of file: echo the last line, without its newline. */
+            aw_bytes *last = aw_stream_partial(c->s);
+
+            if (aw_bytes_len(last) > 0)
+                aw_stream_write(c->s, aw_bytes_data(last),
+                                aw_bytes_len(last));
+            aw_bytes_free(last);
+            break;
+        }
+        if (c->rc == AW_ELIMIT) /* a line too long: echo what there is */
+            AW_AWAIT(aw_stream_read(c->s, 65536), &c->line);
+        else if (c->rc != 0)
+            AW_RAISE(c->rc, NULL);
+        aw_stream_write(c->s, aw_bytes_data(c->line), aw_bytes_len(c->line));
+        AW_AWAIT(aw_stream_drain(c->s), NULL);
+    }
+    AW_FINALLY();
+    if (verbose)
+        fprintf(stderr, "awecho: %s done\n", aw_task_name(AW_SELF()));
+    aw_stream_close(c->s);
+    AW_END();
+}
+
+static void
+on_client(aw_stream *s, void *arg)
+{
+    struct client *c = calloc(1, sizeof(*c));
+    aw_loop *loop = arg;
+    aw_task *t;
+
+    if (c == NULL) {
+        aw_stream_unref(s);
+        return;
+    }
+    c->s = s;
+    t = aw_task_new(loop, echo_client, c, client_free);
+    if (verbose)
+        fprintf(stderr, "awecho: new client, %s\n", aw_task_name(t));
+    aw_future_unref(t); /* the loop runs it to its end */
+}
+
+static int
+on_signal(aw_loop *loop, void *arg)
+{
+    aw_task *tasks[1024];
+    size_t i, n;
+
+    (void)arg;
+    fprintf(stderr, "awecho: shutting down\n");
+    aw_server_close(server);
+    n = aw_all_tasks(loop, tasks, 1024);
+    for (i = 0; i < n && i < 1024; i++)
+        aw_future_cancel(tasks[i], "shutdown");
+    aw_loop_remove_signal_handler(loop, SIGINT);
+    aw_loop_remove_signal_handler(loop, SIGTERM);
+    return aw_loop_stop(loop);
+}
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: awecho [-h HOST] [-p PORT] [-u PATH] [-v]\n");
+    exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *host = "127.0.0.1", *path = NULL;
+    int port = 7007, opt, rc;
+    aw_loop *loop;
+    aw_future *f;
+    void *srv = NULL;
+
+    while ((opt = getopt(argc, argv, "h:p:u:v")) != -1) {
+        switch (opt) {
+        case 'h':
+            host = optarg;
+            break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'u':
+            path = optarg;
+            break;
+        case 'v':
+            verbose = 1;
+            break;
+        default:
+            usage();
+        }
+    }
+    if ((rc = aw_loop_new(&loop)) != 0) {
+        fprintf(stderr, "awecho: %s\n", aw_strerror(rc));
+        return 1;
+    }
+    f = path != NULL ? aw_start_unix_server(loop, path, on_client, loop, 0)
+                     : aw_start_server(loop, host, port, on_client, loop, 0,
+                                       0);
+    rc = aw_loop_run_until_complete(loop, f);
+    if (rc != 0) {
+        fprintf(stderr, "awecho: %s\n", aw_future_message(f));
+        aw_future_unref(f);
+        aw_loop_free(loop);
+        return 1;
+    }
+    aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    server = srv;
+    if (path != NULL)
+        fprintf(stderr, "awecho: serving on %s\n", path);
+    else
+        fprintf(stderr, "awecho: serving on %s:%d\n", host,
+                aw_server_port(server));
+    aw_loop_add_signal_handler(loop, SIGINT, on_signal, NULL);
+    aw_loop_add_signal_handler(loop, SIGTERM, on_signal, NULL);
+    aw_loop_run_forever(loop);
+    /* The clients end (cancelled); then everything is released. */
+    while (aw_all_tasks(loop, NULL, 0) > 0)
+        aw_loop_run_once(loop, 0);
+    aw_server_free(server);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    if (path != NULL)
+        unlink(path);
+    rc = aw_loop_free(loop);
+    return rc == 0 ? 0 : 1;
+}
