@@ -23,9 +23,14 @@
 #include "loop-internal.h"
 #include "transport-internal.h"
 
+/* Bytes read from a stream keep the buffer chains they arrived in (moved,
+ * not copied); others hold their data inline. */
 struct aw_bytes {
     size_t len;
-    char data[];
+    const char *data;
+    struct evbuffer *buf; /* NULL: inline */
+    int terminated;       /* data[len] is a NUL */
+    char inline_data[];
 };
 
 aw_bytes *
@@ -36,10 +41,56 @@ aw_bytes_new(const void *data, size_t len)
     if (b == NULL)
         return NULL;
     b->len = len;
+    b->buf = NULL;
     if (len > 0)
-        memcpy(b->data, data, len);
-    b->data[len] = '\0';
+        memcpy(b->inline_data, data, len);
+    b->inline_data[len] = '\0';
+    b->data = b->inline_data;
+    b->terminated = 1;
     return b;
+}
+
+/* The first n bytes of buf, moved into a bytes object. */
+static aw_bytes *
+bytes_from(struct evbuffer *buf, size_t n)
+{
+    aw_bytes *b = aw__malloc(sizeof(*b));
+
+    if (b == NULL)
+        return NULL;
+    b->len = n;
+    b->terminated = 0;
+    b->buf = evbuffer_new();
+    /* Contiguous, but not copied unless it spans several chains. */
+    b->data = "";
+    if (b->buf == NULL || evbuffer_remove_buffer(buf, b->buf, n) != (int)n ||
+        (n > 0 &&
+         (b->data = (const char *)evbuffer_pullup(b->buf, -1)) == NULL)) {
+        if (b->buf != NULL) {
+            evbuffer_prepend_buffer(buf, b->buf); /* give it back */
+            evbuffer_free(b->buf);
+        }
+        aw__free(b);
+        return NULL;
+    }
+    return b;
+}
+
+const char *
+aw_bytes_cstr(aw_bytes *b)
+{
+    if (b == NULL)
+        return NULL;
+    if (!b->terminated) {
+        const char *p;
+
+        if (evbuffer_add(b->buf, "", 1) != 0 ||
+            (p = (const char *)evbuffer_pullup(b->buf, -1)) == NULL)
+            return NULL;
+        b->data = p;
+        b->terminated = 1;
+    }
+    return b->data;
 }
 
 size_t
@@ -57,13 +108,17 @@ aw_bytes_data(const aw_bytes *b)
 void
 aw_bytes_free(aw_bytes *b)
 {
+    if (b == NULL)
+        return;
+    if (b->buf != NULL)
+        evbuffer_free(b->buf);
     aw__free(b);
 }
 
 static void
 bytes_destroy(void *p)
 {
-    aw__free(p);
+    aw_bytes_free(p);
 }
 
 /* ---- the stream ------------------------------------------------------------------ */
@@ -164,18 +219,14 @@ gone_error(const aw_stream *s, int otherwise)
 static void
 finish_read(aw_stream *s, size_t n)
 {
-    aw_bytes *b = aw__malloc(sizeof(*b) + n + 1);
+    aw_bytes *b = bytes_from(s->buf, n);
     aw_future *r = s->reader;
 
     s->reader = NULL;
-    if (b == NULL) {
+    if (b == NULL)
         aw__future_set_failed(r, -ENOMEM, NULL);
-    } else {
-        b->len = n;
-        evbuffer_remove(s->buf, b->data, n);
-        b->data[n] = '\0';
+    else
         aw_future_set_result(r, b, bytes_destroy);
-    }
     aw_future_unref(r);
 }
 
@@ -196,12 +247,7 @@ incomplete(aw_stream *s, size_t want)
     char msg[96];
 
     aw_bytes_free(s->partial);
-    s->partial = aw__malloc(sizeof(*s->partial) + have + 1);
-    if (s->partial != NULL) {
-        s->partial->len = have;
-        evbuffer_remove(s->buf, s->partial->data, have);
-        s->partial->data[have] = '\0';
-    }
+    s->partial = bytes_from(s->buf, have);
     if (want > 0)
         snprintf(msg, sizeof(msg), "%zu bytes read on %zu expected", have,
                  want);
@@ -465,12 +511,15 @@ aw_stream_transport(aw_stream *s)
 
 /* ---- the protocol ------------------------------------------------------------------ */
 
+static void on_buffer(aw_transport *t, struct evbuffer *in, void *arg);
+
 static void
 on_made(aw_transport *t, void *arg)
 {
     aw_stream *s = arg;
 
     s->t = aw_transport_ref(t);
+    aw__transport_set_sink(t, on_buffer);
     s->role = 1;
     s->refs++; /* the transport's, until the loss */
 }
@@ -489,6 +538,28 @@ on_data(aw_transport *t, const void *data, size_t len, void *arg)
     try_read(s);
     /* A fast peer cannot fill memory: stop reading past twice the limit. */
     if (!s->reading_paused && evbuffer_get_length(s->buf) > 2 * s->limit) {
+        s->reading_paused = 1;
+        aw_transport_pause_reading(t);
+    }
+}
+
+/* What arrived moves into the stream's buffer, without a copy. */
+static void
+on_buffer(aw_transport *t, struct evbuffer *in, void *arg)
+{
+    aw_stream *s = arg;
+
+    if (s == NULL)
+        return;
+    if (evbuffer_add_buffer(s->buf, in) != 0) {
+        aw__loop_report(s->loop, -ENOMEM, NULL, NULL,
+                        "stream: out of memory, connection aborted");
+        aw_transport_abort(t);
+        return;
+    }
+    try_read(s);
+    if (!s->reading_paused && s->t != NULL &&
+        evbuffer_get_length(s->buf) > 2 * s->limit) {
         s->reading_paused = 1;
         aw_transport_pause_reading(t);
     }

@@ -18,4 +18,11 @@ aw_future *aw__create_server(aw_loop *loop, const char *host, int port,
                              void *arg, aw_destroy_fn arg_destroy, int flags,
                              int backlog);
 
+/* Deliver what arrives as the bufferevent's input buffer (to move it
+ * without a copy) rather than through data_received. */
+struct evbuffer;
+typedef void (*aw__buffer_sink_fn)(aw_transport *t, struct evbuffer *in,
+                                   void *arg);
+void aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink);
+
 #endif /* AWAIT_TRANSPORT_INTERNAL_H */

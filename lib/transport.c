@@ -45,6 +45,7 @@ struct aw_transport {
     aw_server *server;
     aw_transport *srv_prev, *srv_next;
     aw_future *connecting; /* the create_connection future, while pending */
+    aw__buffer_sink_fn sink;
     size_t high, low;
     unsigned refs;
     int fd;
@@ -246,6 +247,12 @@ readcb(struct bufferevent *bev, void *arg)
     size_t n;
 
     aw_transport_ref(t);
+    if (t->sink != NULL) {
+        if (t->reading)
+            t->sink(t, in, t->user);
+        aw_transport_unref(t);
+        return;
+    }
     while (t->bev == bev && t->reading &&
            (n = evbuffer_get_contiguous_space(in)) > 0) {
         unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
@@ -492,6 +499,12 @@ int
 aw_transport_fd(const aw_transport *t)
 {
     return t != NULL ? t->fd : -1;
+}
+
+void
+aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink)
+{
+    t->sink = sink;
 }
 
 void

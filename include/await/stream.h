@@ -18,13 +18,18 @@ extern "C" {
 
 /* ---- bytes ------------------------------------------------------------------------ */
 
-/* An immutable run of bytes, as reads return them; always followed by a
- * NUL that is not counted, so that a line can be printed as is. */
+/* An immutable run of bytes, as reads return them (kept in the buffers
+ * they arrived in: a read copies nothing but what spans two buffers). */
 typedef struct aw_bytes aw_bytes;
 
+/* aw_bytes_new - a copy of data (NULL out of memory). */
 AW_EXTERN aw_bytes *aw_bytes_new(const void *data, size_t len);
 AW_EXTERN size_t aw_bytes_len(const aw_bytes *b);
+/* aw_bytes_data - the len bytes, contiguous; not NUL-terminated. */
 AW_EXTERN const char *aw_bytes_data(const aw_bytes *b);
+/* aw_bytes_cstr - the same followed by a NUL (not counted in len), for
+ * text; NULL out of memory. */
+AW_EXTERN const char *aw_bytes_cstr(aw_bytes *b);
 AW_EXTERN void aw_bytes_free(aw_bytes *b);
 
 /* ---- streams ----------------------------------------------------------------------- */
