@@ -123,7 +123,7 @@ bytes_destroy(void *p)
 
 /* ---- the stream ------------------------------------------------------------------ */
 
-enum rkind { R_READ, R_EXACT, R_UNTIL };
+enum rkind { R_READ, R_EXACT, R_UNTIL, R_LINE };
 
 struct aw_stream {
     aw_loop *loop;
@@ -301,6 +301,8 @@ try_read(aw_stream *s)
             fail_read(s, AW_ELIMIT, "separator not found within the limit");
         } else if (s->eof && s->error != 0) {
             fail_read(s, s->error, "connection lost");
+        } else if (s->eof && s->rkind == R_LINE) {
+            finish_read(s, len); /* the last line, maybe empty (asyncio) */
         } else if (s->eof) {
             incomplete(s, 0);
         }
@@ -326,7 +328,7 @@ start_read(aw_stream *s, int kind, size_t n, const void *sep, size_t seplen)
     if (s->reader != NULL)
         return aw__future_failed_new(s->loop, AW_EBUSY,
                                      aw__format("another read is waiting"));
-    if (kind == R_UNTIL) {
+    if (kind == R_UNTIL || kind == R_LINE) {
         char *copy = aw__malloc(seplen);
 
         if (copy == NULL)
@@ -370,7 +372,7 @@ aw_stream_readuntil(aw_stream *s, const void *sep, size_t seplen)
 aw_future *
 aw_stream_readline(aw_stream *s)
 {
-    return aw_stream_readuntil(s, "\n", 1);
+    return start_read(s, R_LINE, 0, "\n", 1);
 }
 
 aw_bytes *

@@ -1,7 +1,9 @@
 /* awdemo.c: a short guided run of libawait, printing what happens: the
  * loop's callbacks, timers, a reader on a pipe and a signal; futures with
  * then/catch/finally, gather and wait_for; tasks in parallel, a task group
- * with a failing child, a timeout, and the dump of pending tasks. */
+ * with a failing child, a timeout, and the dump of pending tasks; an echo
+ * server and its clients over loopback. */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -354,11 +356,143 @@ demo_tasks(void)
     return rc == 0 ? 0 : 1;
 }
 
+/* ---- networking --------------------------------------------------------------- */
+
+struct conn {
+    aw_stream *s;
+    aw_bytes *line;
+    int id;
+};
+
+static void
+conn_free(void *p)
+{
+    struct conn *c = p;
+
+    aw_stream_unref(c->s);
+    free(c);
+}
+
+/* The server side: one task per client, echoing lines in upper case. */
+static AW_TASK(shout_back, struct conn *c)
+{
+    char out[128];
+    size_t i, n;
+
+    AW_BEGIN();
+    for (;;) {
+        AW_AWAIT(aw_stream_readline(c->s), &c->line);
+        if (aw_bytes_len(c->line) == 0)
+            break; /* the client is gone */
+        n = aw_bytes_len(c->line) < sizeof(out) ? aw_bytes_len(c->line)
+                                                : sizeof(out);
+        for (i = 0; i < n; i++)
+            out[i] = (char)toupper((unsigned char)aw_bytes_data(c->line)[i]);
+        aw_stream_write(c->s, out, n);
+        AW_AWAIT(aw_stream_drain(c->s), NULL);
+    }
+    AW_FINALLY();
+    aw_stream_close(c->s);
+    AW_END();
+}
+
+static void
+on_client(aw_stream *s, void *arg)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+
+    c->s = s;
+    aw_future_unref(aw_task_new(arg, shout_back, c, conn_free));
+}
+
+/* A client: connect, say a line, print the answer. */
+struct client {
+    int port, id;
+    aw_stream *s;
+    aw_bytes *reply;
+};
+
+static void
+client_free(void *p)
+{
+    struct client *c = p;
+
+    aw_stream_unref(c->s);
+    free(c);
+}
+
+static AW_TASK(talk, struct client *c)
+{
+    char line[128];
+
+    AW_BEGIN();
+    AW_AWAIT(aw_open_connection(aw_task_loop(AW_SELF()), "127.0.0.1", c->port),
+             (void **)&c->s);
+    aw_stream_ref(c->s); /* keep it past the future that owned it */
+    snprintf(line, sizeof(line), "hello from client %d\n", c->id);
+    aw_stream_write(c->s, line, strlen(line));
+    AW_AWAIT(aw_stream_readline(c->s), &c->reply);
+    snprintf(line, sizeof(line), "client %d got: %.*s", c->id,
+             (int)aw_bytes_len(c->reply) - 1, aw_bytes_data(c->reply));
+    say(aw_task_loop(AW_SELF()), line);
+    aw_stream_close(c->s);
+    AW_END();
+}
+
+static int
+demo_network(void)
+{
+    aw_future *f, *all, *clients[3];
+    aw_server *srv;
+    void *p = NULL;
+    char line[96];
+    int i, rc;
+
+    printf("== Networking\n");
+    if ((rc = aw_loop_new(&demo)) != 0)
+        return 1;
+    t0 = aw_loop_time(demo);
+    f = aw_start_server(demo, "127.0.0.1", 0, on_client, demo, 0, 0);
+    if (aw_loop_run_until_complete(demo, f) != 0) {
+        fprintf(stderr, "awdemo: %s\n", aw_future_message(f));
+        return 1;
+    }
+    aw_future_take_result(f, &p, NULL);
+    aw_future_unref(f);
+    srv = p;
+    snprintf(line, sizeof(line), "server: listening on 127.0.0.1:%d",
+             aw_server_port(srv));
+    say(demo, line);
+    for (i = 0; i < 3; i++) {
+        struct client *c = calloc(1, sizeof(*c));
+
+        c->port = aw_server_port(srv);
+        c->id = i + 1;
+        clients[i] = aw_task_new(demo, talk, c, client_free);
+    }
+    all = aw_gather(demo, 3, clients, 0);
+    aw_loop_run_until_complete(demo, all);
+    aw_future_unref(all);
+    aw_server_close(srv);
+    f = aw_server_wait_closed(srv);
+    aw_loop_run_until_complete(demo, f);
+    aw_future_unref(f);
+    say(demo, "server: closed, every connection ended");
+    while (aw_all_tasks(demo, NULL, 0) > 0)
+        aw_loop_run_once(demo, 0);
+    aw_server_free(srv);
+    aw_loop_run_once(demo, AW_RUN_NOWAIT);
+    rc = aw_loop_free(demo);
+    printf("  loop closed: %s\n", rc == 0 ? "cleanly" : aw_strerror(rc));
+    return rc == 0 ? 0 : 1;
+}
+
 int
 main(void)
 {
     printf("libawait %s demo\n", aw_version());
-    if (demo_loop() != 0 || demo_futures() != 0 || demo_tasks() != 0)
+    if (demo_loop() != 0 || demo_futures() != 0 || demo_tasks() != 0 ||
+        demo_network() != 0)
         return 1;
     return 0;
 }

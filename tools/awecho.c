@@ -39,20 +39,12 @@ static AW_TASK(echo_client, struct client *c)
     AW_BEGIN();
     for (;;) {
         AW_TRY_AWAIT(c->rc, aw_stream_readline(c->s), &c->line);
-        if (c->rc == AW_EINCOMPLETE) {
-            /* End of file: echo the last line, without its newline. */
-            aw_bytes *last = aw_stream_partial(c->s);
-
-            if (aw_bytes_len(last) > 0)
-                aw_stream_write(c->s, aw_bytes_data(last),
-                                aw_bytes_len(last));
-            aw_bytes_free(last);
-            break;
-        }
         if (c->rc == AW_ELIMIT) /* a line too long: echo what there is */
             AW_AWAIT(aw_stream_read(c->s, 65536), &c->line);
         else if (c->rc != 0)
             AW_RAISE(c->rc, NULL);
+        if (aw_bytes_len(c->line) == 0)
+            break; /* end of file */
         aw_stream_write(c->s, aw_bytes_data(c->line), aw_bytes_len(c->line));
         AW_AWAIT(aw_stream_drain(c->s), NULL);
     }

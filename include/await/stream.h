@@ -86,7 +86,8 @@ AW_EXTERN void aw_stream_unref(aw_stream *s);
  * aw_stream_readuntil - up to and including the separator.  AW_ELIMIT
  *   when the separator is not within the stream's limit (the data stays
  *   buffered); AW_EINCOMPLETE at end of file (partial as above).
- * aw_stream_readline - aw_stream_readuntil with "\n".
+ * aw_stream_readline - aw_stream_readuntil with "\n", except at end of
+ *   file: the last bytes without a newline, or empty bytes (asyncio).
  */
 AW_EXTERN aw_future *aw_stream_read(aw_stream *s, size_t n);
 AW_EXTERN aw_future *aw_stream_readexactly(aw_stream *s, size_t n);
