@@ -4,7 +4,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -480,6 +482,291 @@ START_TEST(connection_refused_and_bad_arguments)
 }
 END_TEST
 
+
+/* ---- more connections and faults --------------------------------------------- */
+
+static int
+raw_connect(int port)
+{
+    struct sockaddr_in sin;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((unsigned short)port);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    return fd;
+}
+
+START_TEST(thousand_concurrent_connections)
+{
+    int n = aw_test_slow() ? 100 : 1000, i, ok = 0;
+    struct rlimit rl;
+    aw_server *srv;
+    aw_future **ts, *all;
+    struct echo_client *c;
+
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if ((long)rl.rlim_cur < 2 * n + 100)
+        n = ((int)rl.rlim_cur - 100) / 2;
+    srv = start(ECHO);
+    ts = calloc((size_t)n, sizeof(*ts));
+    c = calloc((size_t)n, sizeof(*c));
+    for (i = 0; i < n; i++) {
+        c[i].s = dial(srv);
+        c[i].id = i;
+    }
+    /* Every connection open at once, then all talk concurrently. */
+    for (i = 0; i < n; i++)
+        ts[i] = aw_task_new(loop, echo_client_task, &c[i], NULL);
+    all = aw_gather(loop, (size_t)n, ts, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, all), 0);
+    aw_future_unref(all);
+    for (i = 0; i < n; i++) {
+        ok += c[i].rc == 1;
+        aw_stream_unref(c[i].s);
+    }
+    ck_assert_int_eq(ok, n);
+    free(ts);
+    free(c);
+    stop(srv);
+}
+END_TEST
+
+struct slow {
+    aw_stream *s;
+    const char *text;
+    size_t i;
+    double done_at;
+    aw_bytes *line;
+};
+
+static AW_TASK(slow_sender, struct slow *w)
+{
+    AW_BEGIN();
+    for (w->i = 0; w->text[w->i] != '\0'; w->i++) {
+        aw_stream_write(w->s, w->text + w->i, 1);
+        AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 0.003), NULL);
+    }
+    AW_AWAIT(aw_stream_readline(w->s), &w->line);
+    w->done_at = aw_loop_time(aw_task_loop(AW_SELF()));
+    AW_END();
+}
+
+static AW_TASK(fast_sender, struct slow *w)
+{
+    AW_BEGIN();
+    aw_stream_write(w->s, w->text, strlen(w->text));
+    AW_AWAIT(aw_stream_readline(w->s), &w->line);
+    w->done_at = aw_loop_time(aw_task_loop(AW_SELF()));
+    AW_END();
+}
+
+START_TEST(slow_client_does_not_hold_others_back)
+{
+    aw_server *srv = start(ECHO);
+    static struct slow slow, fast[5];
+    aw_future *ts[6], *all;
+    int i;
+
+    memset(&slow, 0, sizeof(slow));
+    slow.s = dial(srv);
+    slow.text = "one byte at a time\n";
+    ts[0] = aw_task_new(loop, slow_sender, &slow, NULL);
+    for (i = 0; i < 5; i++) {
+        memset(&fast[i], 0, sizeof(fast[i]));
+        fast[i].s = dial(srv);
+        fast[i].text = "quick\n";
+        ts[1 + i] = aw_task_new(loop, fast_sender, &fast[i], NULL);
+    }
+    all = aw_gather(loop, 6, ts, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, all), 0);
+    aw_future_unref(all);
+    for (i = 0; i < 5; i++) {
+        ck_assert(fast[i].done_at < slow.done_at); /* not behind it */
+        aw_stream_close(fast[i].s);
+        aw_stream_unref(fast[i].s);
+    }
+    aw_stream_close(slow.s);
+    aw_stream_unref(slow.s);
+    stop(srv);
+}
+END_TEST
+
+static int reset_rc;
+
+static AW_TASK(read_until_reset, struct handler *h)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(reset_rc, aw_stream_readexactly(h->s, 100), &h->line);
+    AW_END();
+}
+
+static void
+on_reset_client(aw_stream *s, void *arg)
+{
+    struct handler *h = calloc(1, sizeof(*h));
+
+    (void)arg;
+    h->s = s;
+    aw_future_unref(aw_task_new(loop, read_until_reset, h, handler_free));
+}
+
+START_TEST(peer_reset_mid_read)
+{
+    struct linger lg = {1, 0};
+    aw_future *f;
+    void *srv = NULL;
+    int fd;
+
+    reset_rc = 1;
+    f = aw_start_server(loop, "127.0.0.1", 0, on_reset_client, NULL, 0, 0);
+    aw_loop_run_until_complete(loop, f);
+    aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    fd = raw_connect(aw_server_port(srv));
+    ck_assert_int_eq(write(fd, "0123456789", 10), 10);
+    while (aw_all_tasks(loop, NULL, 0) == 0)
+        aw_loop_run_once(loop, 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd); /* an RST in the middle of the read */
+    while (aw_all_tasks(loop, NULL, 0) > 0)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(reset_rc, -ECONNRESET);
+    stop(srv);
+}
+END_TEST
+
+static AW_TASK(half_close_server, struct handler *h)
+{
+    AW_BEGIN();
+    for (;;) { /* read to the end of what the client sends */
+        AW_AWAIT(aw_stream_read(h->s, 100), &h->line);
+        if (aw_bytes_len(h->line) == 0)
+            break;
+        h->sent += aw_bytes_len(h->line);
+    }
+    /* The client can still read: answer after its EOF. */
+    aw_stream_write(h->s, "got it\n", 7);
+    AW_AWAIT(aw_stream_drain(h->s), NULL);
+    AW_FINALLY();
+    aw_stream_close(h->s);
+    AW_END();
+}
+
+static void
+on_half_client(aw_stream *s, void *arg)
+{
+    struct handler *h = calloc(1, sizeof(*h));
+
+    (void)arg;
+    h->s = s;
+    aw_future_unref(aw_task_new(loop, half_close_server, h, handler_free));
+}
+
+START_TEST(half_close_with_streams)
+{
+    aw_future *f;
+    void *srv = NULL, *s = NULL;
+
+    f = aw_start_server(loop, "127.0.0.1", 0, on_half_client, NULL, 0, 0);
+    aw_loop_run_until_complete(loop, f);
+    aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    f = aw_open_connection(loop, "127.0.0.1", aw_server_port(srv));
+    aw_loop_run_until_complete(loop, f);
+    aw_future_take_result(f, &s, NULL);
+    aw_future_unref(f);
+    aw_stream_write(s, "question", 8);
+    ck_assert_int_eq(aw_stream_write_eof(s), 0);
+    ck_assert_int_eq(aw_stream_write(s, "x", 1), AW_ECLOSED);
+    expect(aw_stream_readline(s), "got it\n");
+    expect(aw_stream_read(s, 10), ""); /* and then its EOF */
+    aw_stream_unref(s);
+    stop(srv);
+}
+END_TEST
+
+static int
+open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+
+    while (d != NULL && readdir(d) != NULL)
+        n++;
+    if (d != NULL)
+        closedir(d);
+    return n - 3; /* ., .. and the directory's own fd */
+}
+
+static struct {
+    volatile int calls;
+    char message[256];
+} accept_reports;
+
+static void
+note_report(aw_loop *l, const aw_exception_context *ctx, void *arg)
+{
+    (void)l;
+    (void)arg;
+    accept_reports.calls++;
+    snprintf(accept_reports.message, sizeof(accept_reports.message), "%s",
+             ctx->message);
+}
+
+START_TEST(listener_out_of_fds_keeps_serving)
+{
+    struct rlimit rl, low;
+    aw_server *srv;
+    int fds[3], i;
+    char buf[8];
+
+    memset(&accept_reports, 0, sizeof(accept_reports));
+    aw_loop_set_exception_handler(loop, note_report, NULL);
+    srv = start(ECHO);
+    for (i = 0; i < 3; i++)
+        fds[i] = raw_connect(aw_server_port(srv)); /* in the backlog */
+    getrlimit(RLIMIT_NOFILE, &rl);
+    low = rl;
+    low.rlim_cur = (rlim_t)open_fds() + 1; /* no room for accept */
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    aw_test_run_until(loop, &accept_reports.calls, 5);
+    if (accept_reports.calls == 0) {
+        /* Under valgrind the file limit is its own: nothing to see. */
+        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        for (i = 0; i < 3; i++)
+            close(fds[i]);
+        stop(srv);
+        return;
+    }
+    ck_assert_int_ge(accept_reports.calls, 1);
+    ck_assert_ptr_nonnull(strstr(accept_reports.message, "accept"));
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    /* Once fds are free again it accepts the clients waiting. */
+    for (i = 0; i < 3; i++)
+        ck_assert_int_eq(write(fds[i], "hi\n", 3), 3);
+    for (i = 0; i < 3; i++) {
+        ssize_t n = -1;
+
+        while (n < 0) {
+            aw_loop_run_once(loop, AW_RUN_NOWAIT);
+            n = recv(fds[i], buf, sizeof(buf), MSG_DONTWAIT);
+            if (n < 0)
+                usleep(1000);
+        }
+        ck_assert_int_eq(n, 3);
+        close(fds[i]);
+    }
+    stop(srv);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -496,6 +783,11 @@ aw_test_suite(void)
     tcase_add_test(tc, unix_stream_server_and_client);
     tcase_add_test(tc, getaddrinfo_localhost_and_ipv6_literal_and_cancel);
     tcase_add_test(tc, connection_refused_and_bad_arguments);
+    tcase_add_test(tc, thousand_concurrent_connections);
+    tcase_add_test(tc, slow_client_does_not_hold_others_back);
+    tcase_add_test(tc, peer_reset_mid_read);
+    tcase_add_test(tc, half_close_with_streams);
+    tcase_add_test(tc, listener_out_of_fds_keeps_serving);
     suite_add_tcase(s, tc);
     return s;
 }
