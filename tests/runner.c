@@ -86,6 +86,12 @@ aw_test_slow(void)
     return getenv("AW_TEST_SLOW") != NULL;
 }
 
+int
+aw_test_long(void)
+{
+    return getenv("AW_TEST_LONG") != NULL;
+}
+
 static void
 loop_setup(void)
 {

@@ -13,6 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <malloc.h>
+#include <signal.h>
+#include <sys/wait.h>
+
 #include <event2/util.h>
 
 #include "testutil.h"
@@ -767,6 +771,180 @@ START_TEST(listener_out_of_fds_keeps_serving)
 }
 END_TEST
 
+/* A writer pushing through drain to a reader that takes its time: the
+ * memory in use stays bounded whatever the size (1 GB in check-long). */
+static size_t slow_total, slow_got, heap_peak, heap_base;
+
+static size_t
+heap_now(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+
+    return mi.uordblks + mi.hblkhd;
+}
+
+struct pusher {
+    aw_stream *s;
+    size_t sent;
+};
+
+static AW_TASK(pusher_task, struct pusher *p)
+{
+    static char chunk[1 << 16];
+
+    AW_BEGIN();
+    while (p->sent < slow_total) {
+        aw_stream_write(p->s, chunk, sizeof(chunk));
+        p->sent += sizeof(chunk);
+        AW_AWAIT(aw_stream_drain(p->s), NULL);
+        if (heap_now() > heap_peak)
+            heap_peak = heap_now();
+    }
+    aw_stream_write_eof(p->s);
+    AW_END();
+}
+
+static AW_TASK(slow_reader_task, struct handler *h)
+{
+    AW_BEGIN();
+    for (;;) {
+        AW_AWAIT(aw_stream_read(h->s, 1 << 16), &h->line);
+        if (aw_bytes_len(h->line) == 0)
+            break;
+        slow_got += aw_bytes_len(h->line);
+        if ((slow_got >> 16) % 64 == 0) /* a pause every 4 MiB */
+            AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 0.001), NULL);
+    }
+    AW_FINALLY();
+    aw_stream_close(h->s);
+    AW_END();
+}
+
+static void
+on_slow_reader(aw_stream *s, void *arg)
+{
+    struct handler *h = calloc(1, sizeof(*h));
+
+    (void)arg;
+    h->s = s;
+    aw_future_unref(aw_task_new(loop, slow_reader_task, h, handler_free));
+}
+
+START_TEST(writer_to_slow_reader_keeps_memory_bounded)
+{
+    struct pusher p = {NULL, 0};
+    aw_future *f;
+    aw_task *t;
+    void *srv = NULL, *s = NULL;
+
+    slow_total = aw_test_long()   ? (size_t)1 << 30
+                 : aw_test_slow() ? (size_t)16 << 20
+                                  : (size_t)256 << 20;
+    slow_got = 0;
+    f = aw_start_server(loop, "127.0.0.1", 0, on_slow_reader, NULL, 0, 0);
+    aw_loop_run_until_complete(loop, f);
+    aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    f = aw_open_connection(loop, "127.0.0.1", aw_server_port(srv));
+    aw_loop_run_until_complete(loop, f);
+    aw_future_take_result(f, &s, NULL);
+    aw_future_unref(f);
+    p.s = s;
+    heap_base = heap_peak = heap_now();
+    t = aw_task_new(loop, pusher_task, &p, NULL);
+    while (slow_got < slow_total)
+        aw_loop_run_once(loop, 0);
+    aw_loop_run_until_complete(loop, t);
+    aw_future_unref(t);
+    ck_assert_int_eq(slow_got, slow_total);
+    /* The writer's and the reader's buffers: a few limits, not the
+     * transfer. */
+    ck_assert_msg(heap_peak - heap_base < (size_t)8 << 20,
+                  "heap grew by %zu bytes", heap_peak - heap_base);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    stop(srv);
+}
+END_TEST
+
+/* 10,000 idle connections (clients in a child process, so that the file
+ * limit is not shared); check-long only, 500 otherwise. */
+static long idle_count;
+
+static AW_TASK(idle_server_task, struct handler *h)
+{
+    AW_BEGIN();
+    idle_count++;
+    AW_AWAIT(aw_stream_readline(h->s), &h->line);
+    AW_FINALLY();
+    aw_stream_close(h->s);
+    AW_END();
+}
+
+static void
+on_idle_client(aw_stream *s, void *arg)
+{
+    struct handler *h = calloc(1, sizeof(*h));
+
+    (void)arg;
+    h->s = s;
+    aw_future_unref(aw_task_new(loop, idle_server_task, h, handler_free));
+}
+
+START_TEST(ten_thousand_idle_connections)
+{
+    long n = aw_test_long() ? 10000 : 500, i;
+    struct rlimit rl;
+    int sync[2], port;
+    aw_future *f;
+    void *srv = NULL;
+    pid_t child;
+    char c = 0;
+
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if ((long)rl.rlim_cur < n + 100)
+        n = (long)rl.rlim_cur - 100;
+    f = aw_start_server(loop, "127.0.0.1", 0, on_idle_client, NULL, 0, 4096);
+    aw_loop_run_until_complete(loop, f);
+    aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    port = aw_server_port(srv);
+    ck_assert_int_eq(pipe(sync), 0);
+    child = fork();
+    if (child == 0) {
+        for (i = 0; i < n; i++) {
+            struct sockaddr_in sin;
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+            memset(&sin, 0, sizeof(sin));
+            sin.sin_family = AF_INET;
+            sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            sin.sin_port = htons((unsigned short)port);
+            if (fd < 0 ||
+                connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0)
+                _exit(1);
+        }
+        if (read(sync[0], &c, 1) < 0)
+            _exit(1);
+        _exit(0); /* every connection closes: the server sees EOF */
+    }
+    idle_count = 0;
+    while (idle_count < n)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_all_tasks(loop, NULL, 0), (size_t)n);
+    ck_assert_int_eq(write(sync[1], "x", 1), 1);
+    waitpid(child, NULL, 0);
+    close(sync[0]);
+    close(sync[1]);
+    /* Every server task ends with the client's EOF, nothing left. */
+    while (aw_all_tasks(loop, NULL, 0) > 0)
+        aw_loop_run_once(loop, 0);
+    stop(srv);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -788,6 +966,8 @@ aw_test_suite(void)
     tcase_add_test(tc, peer_reset_mid_read);
     tcase_add_test(tc, half_close_with_streams);
     tcase_add_test(tc, listener_out_of_fds_keeps_serving);
+    tcase_add_test(tc, writer_to_slow_reader_keeps_memory_bounded);
+    tcase_add_test(tc, ten_thousand_idle_connections);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -30,6 +30,9 @@ void aw_test_fail_allocation(long n);
  * tests scale heavy loops down. */
 int aw_test_slow(void);
 
+/* Non-zero for `make check-long`: tests take the issues' full sizes. */
+int aw_test_long(void);
+
 /* Run the loop until *flag becomes non-zero or `seconds` pass; returns the
  * flag.  Uses a timer to stop the loop. */
 int aw_test_run_until(aw_loop *l, volatile int *flag, double seconds);
