@@ -1100,7 +1100,7 @@ bench_semaphore_contended(void)
 
 #define ECHO_CONNS 10
 #define ECHO_SIZE 1024
-#define ECHO_SECONDS 1.0
+#define ECHO_SECONDS 2.0
 #define STREAM_TOTAL ((size_t)1 << 30)
 #define CONNB_N 10000
 
