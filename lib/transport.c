@@ -67,6 +67,7 @@ struct aw_server {
     aw_transport *conns;
     size_t nconns;
     aw_future *closed_fut;
+    aw_future *serving; /* serve_forever's future */
     aw_handle *retry;
     aw_destroy_fn arg_destroy;
     int port;
@@ -157,6 +158,7 @@ unref_destroy(void *p)
 
 static void
 server_forget(aw_server *srv, aw_transport *t);
+static int serving_done(aw_future *f, void *arg);
 
 static int
 deliver_lost(aw_loop *loop, void *arg)
@@ -983,7 +985,42 @@ aw_server_close(aw_server *srv)
     if (srv->nconns == 0 && srv->closed_fut != NULL &&
         srv->closed_fut->state == AW_FUTURE_PENDING)
         aw_future_set_result(srv->closed_fut, NULL, NULL);
+    if (srv->serving != NULL && srv->serving->state == AW_FUTURE_PENDING) {
+        aw__future_detach(srv->serving, serving_done, srv);
+        aw_future_set_result(srv->serving, NULL, NULL);
+    }
     return 0;
+}
+
+/* serve_forever's future settled: cancelled, it closes the server. */
+static int
+serving_done(aw_future *f, void *arg)
+{
+    aw_server *srv = arg;
+
+    if (aw_future_cancelled(f))
+        aw_server_close(srv);
+    return 0;
+}
+
+aw_future *
+aw_server_serve_forever(aw_server *srv)
+{
+    if (srv == NULL)
+        return NULL;
+    if (srv->serving == NULL) {
+        srv->serving = aw_future_new(srv->loop);
+        if (srv->serving == NULL)
+            return aw__future_nomem(srv->loop);
+        if (srv->closed) {
+            aw_future_set_result(srv->serving, NULL, NULL);
+        } else if (aw__future_attach(srv->serving, serving_done, srv) != 0) {
+            aw_future_unref(srv->serving);
+            srv->serving = NULL;
+            return aw__future_nomem(srv->loop);
+        }
+    }
+    return aw_future_ref(srv->serving);
 }
 
 aw_future *
@@ -1015,6 +1052,9 @@ aw_server_free(aw_server *srv)
         srv->closed_fut->state == AW_FUTURE_PENDING)
         aw_future_cancel(srv->closed_fut, "server freed");
     aw_future_unref(srv->closed_fut);
+    if (srv->serving != NULL)
+        aw__future_detach(srv->serving, serving_done, srv);
+    aw_future_unref(srv->serving);
     if (srv->arg_destroy != NULL)
         srv->arg_destroy(srv->arg);
     aw__loop_track(srv->loop, -1);

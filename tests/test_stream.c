@@ -945,6 +945,45 @@ START_TEST(ten_thousand_idle_connections)
 }
 END_TEST
 
+struct server_task {
+    aw_server *srv;
+    int rc;
+};
+
+static AW_TASK(serving_task, struct server_task *st)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(st->rc, aw_server_serve_forever(st->srv), NULL);
+    AW_END();
+}
+
+START_TEST(serve_until_cancelled)
+{
+    struct server_task st = {NULL, 1};
+    aw_server *srv = start(ECHO);
+    aw_stream *s = dial(srv);
+    aw_task *t;
+    aw_future *f;
+
+    st.srv = srv;
+    t = aw_task_new(loop, serving_task, &st, NULL);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_stream_write(s, "still here\n", 11);
+    expect(aw_stream_readline(s), "still here\n");
+    aw_future_cancel(t, NULL);
+    aw_loop_run_until_complete(loop, t);
+    ck_assert_int_eq(st.rc, AW_ECANCELLED);
+    /* The server is closed: a new connection is refused. */
+    f = aw_open_connection(loop, "127.0.0.1", aw_server_port(srv));
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), -ECONNREFUSED);
+    aw_future_unref(f);
+    aw_future_unref(t);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    stop(srv);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -968,6 +1007,7 @@ aw_test_suite(void)
     tcase_add_test(tc, listener_out_of_fds_keeps_serving);
     tcase_add_test(tc, writer_to_slow_reader_keeps_memory_bounded);
     tcase_add_test(tc, ten_thousand_idle_connections);
+    tcase_add_test(tc, serve_until_cancelled);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -164,6 +164,11 @@ AW_EXTERN int aw_server_port(const aw_server *server);
 AW_EXTERN int aw_server_close(aw_server *server);
 AW_EXTERN aw_future *aw_server_wait_closed(aw_server *server);
 
+/* aw_server_serve_forever - a future that settles once the server is
+ * closed; cancelling it closes the server (asyncio's serve_forever: a
+ * task awaits it and serves until cancelled). */
+AW_EXTERN aw_future *aw_server_serve_forever(aw_server *server);
+
 /* aw_server_free - close it and release it (its connections go on). */
 AW_EXTERN void aw_server_free(aw_server *server);
 
