@@ -268,14 +268,16 @@ run_batch(aw_loop *loop, void *arg)
     return 0;
 }
 
-/* Settle: the state and outcome are set; schedule the callbacks. */
-void
-aw__future_settle(aw_future *f)
+/* Turn the pending callbacks (newest first) into the batch (in the order
+ * added), which holds a reference to f until it has run; 0 when there is
+ * nothing to run. */
+static int
+make_batch(aw_future *f)
 {
     struct cb *c = f->callbacks, *rev = NULL;
 
     if (c == NULL)
-        return;
+        return 0;
     while (c != NULL) {
         struct cb *next = c->next;
 
@@ -286,6 +288,15 @@ aw__future_settle(aw_future *f)
     f->callbacks = rev;
     f->flags |= F_BATCH;
     f->refs++;
+    return 1;
+}
+
+/* Settle: the state and outcome are set; schedule the callbacks. */
+void
+aw__future_settle(aw_future *f)
+{
+    if (!make_batch(f))
+        return;
     if (reserves(f)) {
         aw__loop_call_soon_reserved(f->loop, run_batch, f);
     } else if (aw_loop_call_soon(f->loop, run_batch, f, NULL) != 0) {
@@ -298,25 +309,13 @@ aw__future_settle(aw_future *f)
 void
 aw__future_settle_now(aw_future *f)
 {
-    struct cb *c = f->callbacks, *rev = NULL;
-
     if (f->flags & F_DEFERRED) {
         f->flags &= (uint8_t)~F_DEFERRED;
-        run_batch(f->loop, f); /* reversed and referenced already */
+        run_batch(f->loop, f); /* made already */
         return;
     }
-    if (c == NULL || (f->flags & F_BATCH))
+    if ((f->flags & F_BATCH) || !make_batch(f))
         return;
-    while (c != NULL) {
-        struct cb *next = c->next;
-
-        c->next = rev;
-        rev = c;
-        c = next;
-    }
-    f->callbacks = rev;
-    f->flags |= F_BATCH;
-    f->refs++;
     if (reserves(f))
         aw__loop_unreserve(f->loop);
     run_batch(f->loop, f);

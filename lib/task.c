@@ -450,38 +450,43 @@ resume_outcome(struct task *t, const char **msgp)
     return rc;
 }
 
-int
-aw_task__resumed(aw_task *task, void **out)
+/* AW_AWAIT resumes: 0 with the awaited future settled done, else 1 with
+ * its error staged and the coroutine sent to its cleanup. */
+static int
+resume_or_raise(struct task *t)
 {
-    struct task *t = T(task);
     const char *msg;
     int rc = resume_outcome(t, &msg);
 
-    if (rc == 0) {
-        if (out != NULL)
-            *out = t->awaiting->v.ptr;
+    if (rc == 0)
         return 0;
-    }
     stage_error(t, rc, msg != NULL ? aw__strdup(msg) : NULL);
     to_cleanup(t);
     return 1;
 }
 
 int
+aw_task__resumed(aw_task *task, void **out)
+{
+    struct task *t = T(task);
+
+    if (resume_or_raise(t))
+        return 1;
+    if (out != NULL)
+        *out = t->awaiting->v.ptr;
+    return 0;
+}
+
+int
 aw_task__resumed_int(aw_task *task, intptr_t *out)
 {
     struct task *t = T(task);
-    const char *msg;
-    int rc = resume_outcome(t, &msg);
 
-    if (rc == 0) {
-        if (out != NULL)
-            *out = t->awaiting->v.i;
-        return 0;
-    }
-    stage_error(t, rc, msg != NULL ? aw__strdup(msg) : NULL);
-    to_cleanup(t);
-    return 1;
+    if (resume_or_raise(t))
+        return 1;
+    if (out != NULL)
+        *out = t->awaiting->v.i;
+    return 0;
 }
 
 int
