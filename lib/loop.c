@@ -920,6 +920,10 @@ loop_init(aw_loop **loopp, struct event_base *base, int own_base)
     aw_loop *loop;
     int rc;
 
+    /* Idempotent.  Not for locks (our bases have none): libevent needs
+     * thread ids to tell whether a base is dispatching, and without them
+     * event_base_get_running_event() crashes on an idle base. */
+    evthread_use_pthreads();
     loop = aw__calloc(1, sizeof(*loop));
     if (loop == NULL)
         return -ENOMEM;
@@ -970,14 +974,16 @@ aw_loop_new(aw_loop **loopp)
 
     if (loopp == NULL)
         return -EINVAL;
-    /* Idempotent: makes the bases we create safe for libevent calls from
-     * other threads (the thread pool uses that). */
-    evthread_use_pthreads();
     cfg = event_config_new();
     if (cfg == NULL)
         return -ENOMEM;
     /* CLOCK_MONOTONIC rather than the coarse clock: timers fire on time. */
     event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+    /* One loop, one thread: the base is only touched from the loop's
+     * thread (other threads go through call_soon_threadsafe, which has
+     * its own lock and wakes the loop with an eventfd), so it needs no
+     * lock of its own. */
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     if (base == NULL)

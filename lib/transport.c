@@ -12,8 +12,10 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -34,6 +36,11 @@
 #define DEFAULT_LOW (16 * 1024)
 #define DEFAULT_BACKLOG 128
 #define ACCEPT_RETRY_DELAY 0.1
+/* libevent 2.1 reads at most 4 KiB per read event (EVBUFFER_MAX_READ);
+ * a read that got that much is topped up from the socket, up to 64 KiB
+ * in all, so a fast peer costs one wake-up per 64 KiB, not per 4 KiB. */
+#define BEV_READ_CAP 4096
+#define TOPUP_MAX (60 * 1024)
 
 enum tstate { T_CONNECTING, T_OPEN, T_CLOSING, T_LOST };
 
@@ -241,30 +248,85 @@ opened(aw_transport *t)
         t->proto->connection_made(t, t->user);
 }
 
+/* Read what else is waiting on the socket into in, up to TOPUP_MAX.
+ * Returns 0, or the socket's error (then the connection is lost once
+ * what was read has been delivered). */
+static int
+top_up(aw_transport *t, struct evbuffer *in)
+{
+    struct evbuffer_iovec v[2];
+    struct iovec iov[2];
+    size_t want, left;
+    ssize_t r;
+    int avail = 0, nv, i;
+
+    if (ioctl(t->fd, FIONREAD, &avail) != 0 || avail <= 0)
+        return 0; /* nothing waiting, or an end of file: libevent's turn */
+    want = avail < TOPUP_MAX ? (size_t)avail : TOPUP_MAX;
+    /* The bufferevent keeps the end of its input frozen but while it
+     * reads: so do we. */
+    evbuffer_unfreeze(in, 0);
+    nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
+    if (nv <= 0) {
+        evbuffer_freeze(in, 0);
+        return 0; /* out of memory: libevent reads it later */
+    }
+    for (i = 0, left = want; i < nv; i++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    do
+        r = readv(t->fd, iov, nv);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        int error = errno;
+
+        evbuffer_commit_space(in, v, 0);
+        evbuffer_freeze(in, 0);
+        return error == EAGAIN || error == EWOULDBLOCK ? 0 : -error;
+    }
+    for (i = 0, left = (size_t)r; i < nv; i++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(in, v, nv);
+    evbuffer_freeze(in, 0);
+    return 0;
+}
+
 static void
 readcb(struct bufferevent *bev, void *arg)
 {
     aw_transport *t = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    int error = 0;
     size_t n;
 
+    if (t->reading && t->fd >= 0 &&
+        evbuffer_get_length(in) >= BEV_READ_CAP)
+        error = top_up(t, in);
     aw_transport_ref(t);
     if (t->sink != NULL) {
         if (t->reading)
             t->sink(t, in, t->user);
-        aw_transport_unref(t);
-        return;
-    }
-    while (t->bev == bev && t->reading &&
-           (n = evbuffer_get_contiguous_space(in)) > 0) {
-        unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
+    } else {
+        while (t->bev == bev && t->reading &&
+               (n = evbuffer_get_contiguous_space(in)) > 0) {
+            unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
 
-        if (t->proto->data_received != NULL)
-            t->proto->data_received(t, p, n, t->user);
-        if (t->bev != bev)
-            break; /* lost in the callback: the buffer went with it */
-        evbuffer_drain(in, n);
+            if (t->proto->data_received != NULL)
+                t->proto->data_received(t, p, n, t->user);
+            if (t->bev != bev)
+                break; /* lost in the callback: the buffer went with it */
+            evbuffer_drain(in, n);
+        }
     }
+    if (error != 0 && t->bev == bev)
+        lose(t, error);
     aw_transport_unref(t);
 }
 

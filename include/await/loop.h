@@ -51,7 +51,9 @@ typedef void (*aw_exception_handler_fn)(aw_loop *loop,
  * On success stores the loop in *loopp (the caller owns it; end it with
  * aw_loop_close() and aw_loop_free()) and returns 0.  Returns -EINVAL for a
  * NULL loopp, -ENOMEM, or -EIO when libevent cannot create a base.
- * The base is created thread-aware (libevent_pthreads).
+ * The base has no lock of its own (EVENT_BASE_FLAG_NOLOCK): one loop, one
+ * thread; other threads reach the loop with aw_loop_call_soon_threadsafe().
+ * Creating a loop turns on libevent's thread support (evthread_use_pthreads).
  */
 AW_EXTERN int aw_loop_new(aw_loop **loopp);
 
