@@ -22,6 +22,7 @@ enum kind {
     K_TASK,  /* task.c */
     K_SLEEP, /* task.c */
     K_GRANT, /* sync.c, queue.c */
+    K_GROUP, /* task.c: a task group's wait */
     K_COUNT
 };
 
@@ -84,6 +85,7 @@ struct aw__future_ops {
 extern const struct aw__future_ops aw__task_ops;
 extern const struct aw__future_ops aw__sleep_ops;
 extern const struct aw__future_ops aw__grant_ops;
+extern const struct aw__future_ops aw__group_ops;
 
 /* A pending future of `kind`, one reference, counted on the loop. */
 aw_future *aw__future_alloc(aw_loop *loop, int kind);

@@ -124,6 +124,8 @@ kind_size(int kind)
         return aw__sleep_ops.size;
     case K_GRANT:
         return aw__grant_ops.size;
+    case K_GROUP:
+        return aw__group_ops.size;
     default:
         return sizeof(struct aw_future);
     }
@@ -137,6 +139,8 @@ outside_ops(int kind)
         return &aw__task_ops;
     case K_SLEEP:
         return &aw__sleep_ops;
+    case K_GROUP:
+        return &aw__group_ops;
     default:
         return &aw__grant_ops;
     }
@@ -734,6 +738,7 @@ cancel_one(aw_future *f, const char *msg)
     case K_TASK:
     case K_SLEEP:
     case K_GRANT:
+    case K_GROUP:
         outside_ops(f->kind)->cancel(f, msg);
         return NULL;
     default:
@@ -1937,6 +1942,7 @@ future_free(aw_future *f)
     case K_TASK:
     case K_SLEEP:
     case K_GRANT:
+    case K_GROUP:
         outside_ops(f->kind)->release(f);
         break;
     default:

@@ -78,8 +78,17 @@ struct aw_task_group {
     int error;
     char *error_msg;
     size_t nfailed;
-    int aborted;   /* a child failed */
-    int cancelled; /* cancelled as a whole */
+    char *cancel_msg; /* the wait's, for when the children have ended */
+    int aborted;      /* a child failed */
+    int cancelled;    /* cancelled as a whole */
+};
+
+/* The wait future: cancelled, it cancels the children and settles once
+ * they have ended (asyncio's TaskGroup waits for them too), so that the
+ * task awaiting it never goes on while its children still run. */
+struct group_wait {
+    aw_future base;
+    aw_task_group *group; /* NULL once the group is freed */
 };
 
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
@@ -1100,7 +1109,6 @@ aw_timeout_exit(aw_timeout *to)
 /* ---- task groups ---------------------------------------------------------------------- */
 
 static int group_on_child(aw_future *child, void *arg);
-static int group_on_waiter(aw_future *waiter, void *arg);
 
 static void
 group_settle(aw_task_group *g)
@@ -1115,10 +1123,15 @@ group_settle(aw_task_group *g)
             aw__format("%zu of %zu tasks failed; the first: %s", g->nfailed,
                        g->n, g->error_msg ? g->error_msg
                                           : aw_strerror(g->error)));
-    else if (g->cancelled)
-        aw__future_set_cancelled(w, NULL);
-    else
-        aw_future_set_result(w, NULL, NULL);
+    else if (g->cancelled) {
+        aw__future_set_cancelled(w, g->cancel_msg);
+        g->cancel_msg = NULL;
+    } else {
+        w->v.ptr = NULL; /* not settable by users: set it here */
+        w->o.destroy = NULL;
+        w->state = AW_FUTURE_DONE;
+        aw__future_settle(w);
+    }
 }
 
 static void
@@ -1130,6 +1143,31 @@ group_cancel_children(aw_task_group *g, const char *msg)
         if (g->children[i]->state == AW_FUTURE_PENDING)
             aw_future_cancel(g->children[i], msg);
 }
+
+static void
+group_wait_cancel(aw_future *f, const char *msg)
+{
+    aw_task_group *g = ((struct group_wait *)f)->group;
+
+    if (g == NULL || g->running == 0) {
+        aw__future_set_cancelled(f, msg != NULL ? aw__strdup(msg) : NULL);
+        return;
+    }
+    if (g->cancelled)
+        return; /* already waiting for the children */
+    g->cancelled = 1;
+    g->cancel_msg = msg != NULL ? aw__strdup(msg) : NULL;
+    group_cancel_children(g, msg);
+}
+
+static void
+group_wait_release(aw_future *f)
+{
+    (void)f; /* the group dropped its link first */
+}
+
+const struct aw__future_ops aw__group_ops = {
+    sizeof(struct group_wait), group_wait_cancel, group_wait_release, NULL};
 
 static int
 group_on_child(aw_future *child, void *arg)
@@ -1155,18 +1193,6 @@ group_on_child(aw_future *child, void *arg)
         }
     }
     group_settle(g);
-    return 0;
-}
-
-static int
-group_on_waiter(aw_future *waiter, void *arg)
-{
-    aw_task_group *g = arg;
-
-    if (waiter->state == AW_FUTURE_CANCELLED && g->running > 0) {
-        g->cancelled = 1;
-        group_cancel_children(g, aw_future_message(waiter));
-    }
     return 0;
 }
 
@@ -1233,14 +1259,11 @@ aw_task_group_wait(aw_task_group *g)
     if (g == NULL)
         return NULL;
     if (g->waiter == NULL) {
-        aw_future *w = aw_future_new(g->loop);
+        aw_future *w = aw__future_alloc(g->loop, K_GROUP);
 
         if (w == NULL)
             return aw__future_nomem(g->loop);
-        if (aw__future_attach(w, group_on_waiter, g) != 0) {
-            aw_future_unref(w);
-            return aw__future_nomem(g->loop);
-        }
+        ((struct group_wait *)w)->group = g;
         g->waiter = w;
         group_settle(g);
     }
@@ -1278,7 +1301,7 @@ aw_task_group_free(aw_task_group *g)
     for (i = 0; i < g->n; i++)
         aw__future_detach(g->children[i], group_on_child, g);
     if (g->waiter != NULL)
-        aw__future_detach(g->waiter, group_on_waiter, g);
+        ((struct group_wait *)g->waiter)->group = NULL;
     group_cancel_children(g, "task group freed");
     for (i = 0; i < g->n; i++)
         aw_future_unref(g->children[i]);
@@ -1288,6 +1311,7 @@ aw_task_group_free(aw_task_group *g)
     aw_future_unref(g->parent);
     aw__free(g->children);
     aw__free(g->error_msg);
+    aw__free(g->cancel_msg);
     aw__loop_track(g->loop, -1);
     aw__free(g);
 }

@@ -673,6 +673,50 @@ START_TEST(group_cancelled_from_outside)
 }
 END_TEST
 
+/* A child whose clean-up after a cancellation takes a while. */
+static AW_TASK(slow_to_cancel, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 0.01), NULL);
+    record(f->id);
+    AW_END();
+}
+
+static AW_TASK(group_of_slow_children, struct fr *f)
+{
+    AW_BEGIN();
+    f->g = aw_task_group_new(aw_task_loop(AW_SELF()), AW_SELF());
+    aw_task_group_spawn(f->g, slow_to_cancel, child(1, 0, 0), free_frame,
+                        NULL);
+    aw_task_group_spawn(f->g, slow_to_cancel, child(2, 0, 0), free_frame,
+                        NULL);
+    AW_AWAIT(aw_task_group_wait(f->g), NULL);
+    AW_FINALLY();
+    record(3); /* the parent goes on only once its children have ended */
+    aw_task_group_free(f->g);
+    AW_END();
+}
+
+/* asyncio's TaskGroup: a cancelled parent waits for its children. */
+START_TEST(group_cancelled_parent_waits_for_children)
+{
+    aw_task *t = spawn(group_of_slow_children, frame(NULL));
+    const int want[] = {1, 2, 3};
+
+    reset();
+    ck_assert_int_eq(aw_loop_run_once(loop, AW_RUN_NOWAIT), 0);
+    ck_assert_int_eq(aw_all_tasks(loop, NULL, 0), 3);
+    aw_future_cancel(t, "outside");
+    run(t);
+    ck_assert_int_eq(aw_future_cancelled(t), 1);
+    ck_assert_str_eq(aw_future_message(t), "outside");
+    assert_order(want, 3);
+    ck_assert_int_eq(aw_all_tasks(loop, NULL, 0), 0);
+    aw_future_unref(t);
+}
+END_TEST
+
 /* ---- timeouts ---------------------------------------------------------------------- */
 
 static AW_TASK(timed, struct fr *f)
@@ -1118,6 +1162,7 @@ aw_test_suite(void)
     tcase_add_test(tc, group_waits_for_all);
     tcase_add_test(tc, group_failure_cancels_siblings_collects_errors);
     tcase_add_test(tc, group_cancelled_from_outside);
+    tcase_add_test(tc, group_cancelled_parent_waits_for_children);
     tcase_add_test(tc, timeout_expires_and_is_catchable);
     tcase_add_test(tc, timeout_uncaught_fails_task);
     tcase_add_test(tc, timeout_moved_while_open);

@@ -178,9 +178,12 @@ AW_EXTERN int aw_task_group_spawn(aw_task_group *group, aw_task_fn fn,
  * (at once when there are none): a NULL result when none failed; failed
  * with the first failure's code and message, the number of failed
  * children in the message; cancelled when the group was cancelled.
- * Cancelling this future cancels the children (the group is cancelled).
- * Returns a reference; the same future each call.  Out of memory: the
- * shared -ENOMEM future.
+ * Cancelling this future cancels the children (the group is cancelled)
+ * and it settles once they have all ended: a parent task cancelled while
+ * it waits goes on only after its children, as with asyncio's TaskGroup.
+ * Only the group settles it (aw_future_set_* refuse).  Returns a
+ * reference; the same future each call.  Out of memory: the shared
+ * -ENOMEM future.
  */
 AW_EXTERN aw_future *aw_task_group_wait(aw_task_group *group);
 
