@@ -650,6 +650,24 @@ check_schedule(aw_loop *loop, aw_callback_fn fn)
     return 0;
 }
 
+/* A scheduled handle for fn(arg); the caller's reference too when
+ * handlep is not NULL. */
+static inline void
+handle_init(aw_loop *loop, aw_handle *h, aw_callback_fn fn, void *arg,
+            int is_timer, aw_handle **handlep)
+{
+    h->fn = fn;
+    h->arg = arg;
+    h->loop = loop;
+    h->state = HANDLE_SCHEDULED;
+    h->is_timer = is_timer;
+    h->refs = 1;
+    if (handlep != NULL) {
+        h->refs = 2;
+        *handlep = h;
+    }
+}
+
 int
 aw_loop_call_soon(aw_loop *loop, aw_callback_fn fn, void *arg,
                   aw_handle **handlep)
@@ -662,16 +680,7 @@ aw_loop_call_soon(aw_loop *loop, aw_callback_fn fn, void *arg,
     h = handle_alloc(loop);
     if (AW__UNLIKELY(h == NULL))
         return -ENOMEM;
-    h->fn = fn;
-    h->arg = arg;
-    h->loop = loop;
-    h->state = HANDLE_SCHEDULED;
-    h->is_timer = 0;
-    h->refs = 1;
-    if (handlep != NULL) {
-        h->refs = 2;
-        *handlep = h;
-    }
+    handle_init(loop, h, fn, arg, 0, handlep);
     loop->pending_callbacks++;
     ready_append(loop, h);
     ready_wake(loop);
@@ -692,12 +701,7 @@ aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn, void *arg,
     h = handle_alloc(loop);
     if (AW__UNLIKELY(h == NULL))
         return -ENOMEM;
-    h->fn = fn;
-    h->arg = arg;
-    h->loop = loop;
-    h->state = HANDLE_SCHEDULED;
-    h->is_timer = 1;
-    h->refs = 1;
+    handle_init(loop, h, fn, arg, 1, NULL);
     h->u.seq = loop->timer_seq++;
     if (AW__UNLIKELY(heap_push(loop, when, h) != 0)) {
         handle_release(loop, h);
@@ -1458,12 +1462,7 @@ aw__loop_call_soon_reserved(aw_loop *loop, aw_callback_fn fn, void *arg)
 
     loop->reserved_handles--;
     h = aw__pool_get(&loop->handles); /* cannot fail: it was reserved */
-    h->fn = fn;
-    h->arg = arg;
-    h->loop = loop;
-    h->state = HANDLE_SCHEDULED;
-    h->is_timer = 0;
-    h->refs = 1;
+    handle_init(loop, h, fn, arg, 0, NULL);
     loop->pending_callbacks++;
     ready_append(loop, h);
     ready_wake(loop);
