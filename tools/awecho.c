@@ -76,15 +76,18 @@ on_client(aw_stream *s, void *arg)
 static int
 on_signal(aw_loop *loop, void *arg)
 {
-    aw_task *tasks[1024];
-    size_t i, n;
+    size_t i, n = aw_all_tasks(loop, NULL, 0);
+    aw_task **tasks = calloc(n + 1, sizeof(*tasks));
 
     (void)arg;
     fprintf(stderr, "awecho: shutting down\n");
     aw_server_close(server);
-    n = aw_all_tasks(loop, tasks, 1024);
-    for (i = 0; i < n && i < 1024; i++)
-        aw_future_cancel(tasks[i], "shutdown");
+    if (tasks != NULL) {
+        n = aw_all_tasks(loop, tasks, n);
+        for (i = 0; i < n; i++)
+            aw_future_cancel(tasks[i], "shutdown");
+        free(tasks);
+    }
     aw_loop_remove_signal_handler(loop, SIGINT);
     aw_loop_remove_signal_handler(loop, SIGTERM);
     return aw_loop_stop(loop);

@@ -1,0 +1,250 @@
+/* test_awecho.c: tools/awecho, the echo daemon, run as a program and
+ * driven over its Unix socket and over TCP as `nc` would drive it. */
+#include "config.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define WAIT_MS 10000
+
+static const char *
+awecho_path(void)
+{
+    const char *p = getenv("AWECHO");
+
+    return p != NULL ? p : "tools/awecho";
+}
+
+/* Start awecho with args; its stderr comes out of *errfd. */
+static pid_t
+start(char *const argv[], int *errfd)
+{
+    int p[2];
+    pid_t pid;
+
+    ck_assert_int_eq(pipe(p), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+
+        /* Never outlive a test that failed, never hold the TAP pipe. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(null, 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        execv(awecho_path(), argv);
+        _exit(127);
+    }
+    close(p[1]);
+    *errfd = p[0];
+    return pid;
+}
+
+/* Read from fd until buf holds a line or WAIT_MS pass; returns the
+ * length (0 at end of file). */
+static size_t
+read_some(int fd, char *buf, size_t cap, int want_line)
+{
+    size_t len = 0;
+
+    while (len < cap - 1) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        ssize_t n;
+
+        ck_assert_msg(poll(&pfd, 1, WAIT_MS) == 1, "awecho said nothing");
+        n = read(fd, buf + len, cap - 1 - len);
+        ck_assert_int_ge(n, 0);
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (!want_line || memchr(buf, '\n', len) != NULL)
+            break;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+/* Read exactly n bytes (or fail). */
+static void
+read_exactly(int fd, char *buf, size_t n)
+{
+    size_t len = 0;
+
+    while (len < n) {
+        size_t got = read_some(fd, buf + len, n - len + 1, 0);
+
+        ck_assert_msg(got > 0, "end of file after %zu of %zu bytes", len, n);
+        len += got;
+    }
+}
+
+static void
+write_all(int fd, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+
+        ck_assert_int_gt(w, 0);
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+static int
+connect_unix(const char *path)
+{
+    struct sockaddr_un sun;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(fd, 0);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    return fd;
+}
+
+static int
+connect_tcp(int port)
+{
+    struct sockaddr_in sin;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(fd, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((unsigned short)port);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    return fd;
+}
+
+/* Send lines and a last one without a newline, half-close: everything
+ * comes back, then the end of file. */
+static void
+echo_session(int fd)
+{
+    static const char msg[] = "hello\nworld\nno newline";
+    char buf[64];
+
+    write_all(fd, msg, sizeof(msg) - 1);
+    ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+    read_exactly(fd, buf, sizeof(msg) - 1);
+    ck_assert_int_eq(memcmp(buf, msg, sizeof(msg) - 1), 0);
+    ck_assert_uint_eq(read_some(fd, buf, sizeof(buf), 0), 0);
+}
+
+/* Wait for the daemon's exit: status 0 (under ASan, 0 means no leak). */
+static void
+assert_clean_exit(pid_t pid)
+{
+    int status = 0, i;
+
+    for (i = 0; i < WAIT_MS / 10; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+        usleep(10000);
+    }
+    ck_assert_msg(i < WAIT_MS / 10, "awecho did not exit");
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "awecho ended with status %#x", status);
+}
+
+START_TEST(unix_socket_echo_and_sigterm)
+{
+    char path[64], line[256];
+    char *argv[] = {"awecho", "-v", "-u", path, NULL};
+    int errfd, idle, fd;
+    pid_t pid;
+
+    snprintf(path, sizeof(path), "/tmp/awecho-test.%ld", (long)getpid());
+    unlink(path);
+    pid = start(argv, &errfd);
+    read_some(errfd, line, sizeof(line), 1);
+    ck_assert_msg(strstr(line, "serving on") != NULL, "awecho: %s", line);
+    fd = connect_unix(path);
+    echo_session(fd);
+    close(fd);
+    idle = connect_unix(path); /* a client still connected at shutdown */
+    write_all(idle, "x\n", 2);
+    read_exactly(idle, line, 2);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    /* Its task is cancelled and its stream closed. */
+    ck_assert_uint_eq(read_some(idle, line, sizeof(line), 0), 0);
+    assert_clean_exit(pid);
+    ck_assert_int_eq(access(path, F_OK), -1); /* the socket file is gone */
+    close(idle);
+    close(errfd);
+}
+END_TEST
+
+START_TEST(tcp_echo_on_any_port_and_sigint)
+{
+    char line[256];
+    char *argv[] = {"awecho", "-h", "127.0.0.1", "-p", "0", NULL};
+    const char *colon;
+    int errfd, fd, i, port;
+    pid_t pid;
+
+    pid = start(argv, &errfd);
+    read_some(errfd, line, sizeof(line), 1);
+    colon = strrchr(line, ':');
+    ck_assert_msg(colon != NULL, "awecho: %s", line);
+    port = atoi(colon + 1);
+    ck_assert_int_gt(port, 0);
+    for (i = 0; i < 3; i++) { /* one client after another */
+        fd = connect_tcp(port);
+        echo_session(fd);
+        close(fd);
+    }
+    ck_assert_int_eq(kill(pid, SIGINT), 0);
+    assert_clean_exit(pid);
+    close(errfd);
+}
+END_TEST
+
+START_TEST(bad_option_exits_with_usage)
+{
+    char line[256];
+    char *argv[] = {"awecho", "-z", NULL};
+    int errfd, status = 0;
+    pid_t pid;
+
+    pid = start(argv, &errfd);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    read_exactly(errfd, line, 1);
+    read_some(errfd, line + 1, sizeof(line) - 1, 0); /* getopt's, then ours */
+    ck_assert_msg(strstr(line, "usage: awecho") != NULL, "%s", line);
+    close(errfd);
+}
+END_TEST
+
+Suite *
+aw_test_suite(void)
+{
+    Suite *s = suite_create("awecho");
+    TCase *tc = aw_test_tcase("awecho");
+
+    tcase_add_test(tc, unix_socket_echo_and_sigterm);
+    tcase_add_test(tc, tcp_echo_on_any_port_and_sigint);
+    tcase_add_test(tc, bad_option_exits_with_usage);
+    suite_add_tcase(s, tc);
+    return s;
+}
