@@ -773,7 +773,7 @@ END_TEST
 
 /* A writer pushing through drain to a reader that takes its time: the
  * memory in use stays bounded whatever the size (1 GB in check-long). */
-static size_t slow_total, slow_got, heap_peak, heap_base;
+static size_t slow_total, slow_got, slow_next_pause, heap_peak, heap_base;
 
 static size_t
 heap_now(void)
@@ -812,8 +812,10 @@ static AW_TASK(slow_reader_task, struct handler *h)
         if (aw_bytes_len(h->line) == 0)
             break;
         slow_got += aw_bytes_len(h->line);
-        if ((slow_got >> 16) % 64 == 0) /* a pause every 4 MiB */
+        if (slow_got >= slow_next_pause) { /* a pause every 4 MiB */
+            slow_next_pause += (size_t)4 << 20;
             AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 0.001), NULL);
+        }
     }
     AW_FINALLY();
     aw_stream_close(h->s);
@@ -841,6 +843,7 @@ START_TEST(writer_to_slow_reader_keeps_memory_bounded)
                  : aw_test_slow() ? (size_t)16 << 20
                                   : (size_t)256 << 20;
     slow_got = 0;
+    slow_next_pause = (size_t)4 << 20;
     f = aw_start_server(loop, "127.0.0.1", 0, on_slow_reader, NULL, 0, 0);
     aw_loop_run_until_complete(loop, f);
     aw_future_take_result(f, &srv, NULL);
