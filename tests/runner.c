@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "testutil.h"
 
@@ -92,9 +93,53 @@ aw_test_long(void)
     return getenv("AW_TEST_LONG") != NULL;
 }
 
+struct aw_test_log order;
+struct captured cap;
+
+void
+record(int id)
+{
+    if (order.n < AW_TEST_LOG_MAX)
+        order.items[order.n++] = id;
+}
+
+void
+assert_order(const int *want, int n)
+{
+    int i;
+
+    ck_assert_int_eq(order.n, n);
+    for (i = 0; i < n; i++)
+        ck_assert_msg(order.items[i] == want[i], "item %d: got %d, want %d",
+                      i, order.items[i], want[i]);
+}
+
+void
+capture_handler(aw_loop *l, const aw_exception_context *ctx, void *arg)
+{
+    struct captured *c = arg;
+
+    (void)l;
+    c->calls++;
+    c->code = ctx->code;
+    c->duration = ctx->duration;
+    c->callback = ctx->callback;
+    snprintf(c->message, sizeof(c->message), "%s", ctx->message);
+}
+
+void
+capture_reports(void)
+{
+    memset(&cap, 0, sizeof(cap));
+    ck_assert_int_eq(aw_loop_set_exception_handler(loop, capture_handler, &cap),
+                     0);
+}
+
 static void
 loop_setup(void)
 {
+    memset(&order, 0, sizeof(order));
+    memset(&cap, 0, sizeof(cap));
     aw_test_fail_allocation(0);
     setup_allocations = aw_test_live_allocations();
     ck_assert_int_eq(aw_loop_new(&loop), 0);

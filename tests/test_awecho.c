@@ -59,16 +59,16 @@ start(char *const argv[], int *errfd)
 /* Read from fd until buf holds a line or WAIT_MS pass; returns the
  * length (0 at end of file). */
 static size_t
-read_some(int fd, char *buf, size_t cap, int want_line)
+read_some(int fd, char *buf, size_t size, int want_line)
 {
     size_t len = 0;
 
-    while (len < cap - 1) {
+    while (len < size - 1) {
         struct pollfd pfd = {fd, POLLIN, 0};
         ssize_t n;
 
         ck_assert_msg(poll(&pfd, 1, WAIT_MS) == 1, "awecho said nothing");
-        n = read(fd, buf + len, cap - 1 - len);
+        n = read(fd, buf + len, size - 1 - len);
         ck_assert_int_ge(n, 0);
         if (n == 0)
             break;

@@ -14,31 +14,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-#define LOG_MAX 64
-
-static struct {
-    int n;
-    int items[LOG_MAX];
-} order;
-
-static void
-record(int id)
-{
-    if (order.n < LOG_MAX)
-        order.items[order.n++] = id;
-}
-
-static void
-assert_order(const int *want, int n)
-{
-    int i;
-
-    ck_assert_int_eq(order.n, n);
-    for (i = 0; i < n; i++)
-        ck_assert_msg(order.items[i] == want[i], "item %d: got %d, want %d",
-                      i, order.items[i], want[i]);
-}
-
 static int
 log_done(aw_future *f, void *arg)
 {
@@ -53,33 +28,6 @@ log_soon(aw_loop *l, void *arg)
     (void)l;
     record((int)(intptr_t)arg);
     return 0;
-}
-
-struct captured {
-    int calls;
-    int code;
-    char message[512];
-};
-
-static void
-capture_handler(aw_loop *l, const aw_exception_context *ctx, void *arg)
-{
-    struct captured *c = arg;
-
-    (void)l;
-    c->calls++;
-    c->code = ctx->code;
-    snprintf(c->message, sizeof(c->message), "%s", ctx->message);
-}
-
-static struct captured cap;
-
-static void
-capture_reports(void)
-{
-    memset(&cap, 0, sizeof(cap));
-    ck_assert_int_eq(aw_loop_set_exception_handler(loop, capture_handler, &cap),
-                     0);
 }
 
 /* A future settled by a timer after `delay` seconds: with `value`, or with

@@ -20,15 +20,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-#define LOG_MAX 64
-
-struct log {
-    int n;
-    int items[LOG_MAX];
-};
-
-static struct log order;
-
 struct entry {
     int id;
     int stop; /* stop the loop after recording */
@@ -39,8 +30,7 @@ record_cb(aw_loop *l, void *arg)
 {
     struct entry *e = arg;
 
-    if (order.n < LOG_MAX)
-        order.items[order.n++] = e->id;
+    record(e->id);
     if (e->stop)
         aw_loop_stop(l);
     return 0;
@@ -51,38 +41,6 @@ stop_cb(aw_loop *l, void *arg)
 {
     (void)arg;
     return aw_loop_stop(l);
-}
-
-static void
-assert_order(const int *want, int n)
-{
-    int i;
-
-    ck_assert_int_eq(order.n, n);
-    for (i = 0; i < n; i++)
-        ck_assert_msg(order.items[i] == want[i], "item %d: got %d, want %d",
-                      i, order.items[i], want[i]);
-}
-
-struct captured {
-    int calls;
-    int code;
-    double duration;
-    aw_callback_fn callback;
-    char message[512];
-};
-
-static void
-capture_handler(aw_loop *l, const aw_exception_context *ctx, void *arg)
-{
-    struct captured *c = arg;
-
-    (void)l;
-    c->calls++;
-    c->code = ctx->code;
-    c->duration = ctx->duration;
-    c->callback = ctx->callback;
-    snprintf(c->message, sizeof(c->message), "%s", ctx->message);
 }
 
 /* ---- call_soon ---------------------------------------------------------- */
@@ -358,13 +316,11 @@ close_inside_cb(aw_loop *l, void *arg)
 
 START_TEST(close_with_pending_work_reports_busy)
 {
-    struct captured cap = {0};
     struct entry a = {1, 1};
     aw_handle *h;
     int fds[2];
 
-    ck_assert_int_eq(aw_loop_set_exception_handler(loop, capture_handler, &cap),
-                     0);
+    capture_reports();
     ck_assert_int_eq(aw_loop_call_soon(loop, record_cb, &a, NULL), 0);
     ck_assert_int_eq(aw_loop_close(loop), AW_EBUSY);
     ck_assert_int_eq(cap.calls, 1);
@@ -818,11 +774,9 @@ aw_test_failing_callback(aw_loop *l, void *arg)
 
 START_TEST(exception_handler_receives_callback_failure)
 {
-    struct captured cap = {0};
     int token;
 
-    ck_assert_int_eq(aw_loop_set_exception_handler(loop, capture_handler, &cap),
-                     0);
+    capture_reports();
     ck_assert_int_eq(
         aw_loop_call_soon(loop, aw_test_failing_callback, &token, NULL), 0);
     ck_assert_int_eq(aw_loop_run_forever(loop), 0);
@@ -853,10 +807,8 @@ aw_test_slow_callback(aw_loop *l, void *arg)
 
 START_TEST(debug_mode_reports_slow_callback)
 {
-    struct captured cap = {0};
 
-    ck_assert_int_eq(aw_loop_set_exception_handler(loop, capture_handler, &cap),
-                     0);
+    capture_reports();
     /* Not in debug mode: no report. */
     ck_assert_int_eq(aw_loop_set_slow_callback_duration(loop, 0.01), 0);
     ck_assert_int_eq(

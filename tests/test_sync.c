@@ -10,31 +10,6 @@
 
 #include "testutil.h"
 
-#define LOG_MAX 64
-
-static struct {
-    int n;
-    int items[LOG_MAX];
-} order;
-
-static void
-record(int id)
-{
-    if (order.n < LOG_MAX)
-        order.items[order.n++] = id;
-}
-
-static void
-assert_order(const int *want, int n)
-{
-    int i;
-
-    ck_assert_int_eq(order.n, n);
-    for (i = 0; i < n; i++)
-        ck_assert_msg(order.items[i] == want[i], "item %d: got %d, want %d",
-                      i, order.items[i], want[i]);
-}
-
 /* What the test tasks share. */
 static struct {
     aw_lock *lock;

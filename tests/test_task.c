@@ -14,32 +14,7 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-#define LOG_MAX 64
-
-static struct {
-    int n;
-    int items[LOG_MAX];
-} order;
-
 static int cleanups, frames_freed;
-
-static void
-record(int id)
-{
-    if (order.n < LOG_MAX)
-        order.items[order.n++] = id;
-}
-
-static void
-assert_order(const int *want, int n)
-{
-    int i;
-
-    ck_assert_int_eq(order.n, n);
-    for (i = 0; i < n; i++)
-        ck_assert_msg(order.items[i] == want[i], "item %d: got %d, want %d",
-                      i, order.items[i], want[i]);
-}
 
 static void
 reset(void)
@@ -47,33 +22,6 @@ reset(void)
     memset(&order, 0, sizeof(order));
     cleanups = 0;
     frames_freed = 0;
-}
-
-struct captured {
-    int calls;
-    int code;
-    char message[512];
-};
-
-static struct captured cap;
-
-static void
-capture_handler(aw_loop *l, const aw_exception_context *ctx, void *arg)
-{
-    struct captured *c = arg;
-
-    (void)l;
-    c->calls++;
-    c->code = ctx->code;
-    snprintf(c->message, sizeof(c->message), "%s", ctx->message);
-}
-
-static void
-capture_reports(void)
-{
-    memset(&cap, 0, sizeof(cap));
-    ck_assert_int_eq(aw_loop_set_exception_handler(loop, capture_handler, &cap),
-                     0);
 }
 
 /* The frame every test task uses. */

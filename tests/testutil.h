@@ -37,4 +37,40 @@ int aw_test_long(void);
  * flag.  Uses a timer to stop the loop. */
 int aw_test_run_until(aw_loop *l, volatile int *flag, double seconds);
 
+/* ---- what happened, in order ---------------------------------------- */
+
+#define AW_TEST_LOG_MAX 64
+
+/* The ids record() appended; cleared before each test. */
+extern struct aw_test_log {
+    int n;
+    int items[AW_TEST_LOG_MAX];
+} order;
+
+/* Append id to order (past AW_TEST_LOG_MAX ids, drop it). */
+void record(int id);
+
+/* Fail unless order holds exactly the n ids of want, in that order. */
+void assert_order(const int *want, int n);
+
+/* ---- the loop's reports ------------------------------------------------ */
+
+/* What an exception handler was told last, and how many times. */
+struct captured {
+    int calls;
+    int code;
+    double duration;
+    aw_callback_fn callback;
+    char message[512];
+};
+
+/* capture_reports()'s; cleared before each test. */
+extern struct captured cap;
+
+/* An exception handler that stores into the struct captured at arg. */
+void capture_handler(aw_loop *l, const aw_exception_context *ctx, void *arg);
+
+/* Clear cap and send the test loop's reports there. */
+void capture_reports(void);
+
 #endif /* AWAIT_TESTUTIL_H */
