@@ -38,7 +38,8 @@
 #define ACCEPT_RETRY_DELAY 0.1
 /* libevent 2.1 reads at most 4 KiB per read event (EVBUFFER_MAX_READ);
  * a read that got that much is topped up from the socket, up to 64 KiB
- * in all, so a fast peer costs one wake-up per 64 KiB, not per 4 KiB. */
+ * in all, so a fast peer's data is taken in by as few wake-ups as it
+ * arrived in, not one per 4 KiB. */
 #define BEV_READ_CAP 4096
 #define TOPUP_MAX (60 * 1024)
 
