@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # autogen.sh: bootstrap the autotools build; --install-deps first installs the
 # Debian packages the build and tests need, and only those that are missing.
 set -e

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* await.h: the umbrella header; includes every libawait module. */
 #ifndef AWAIT_H
 #define AWAIT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* core-internal.h: the library's allocator and small helpers shared by the
  * modules.  Never installed. */
 #ifndef AWAIT_CORE_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* core.c: error names and descriptions, and the replaceable allocator that
  * every allocation in the library goes through. */
 #include "config.h"

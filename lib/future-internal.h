@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* future-internal.h: the future's layout and the helpers the modules
  * built on futures (tasks, sleep) share with future.c.  Never installed. */
 #ifndef AWAIT_FUTURE_INTERNAL_H

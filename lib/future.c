@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* future.c: futures, promise chaining and the combinators.
  *
  * A future is 48 bytes from the loop's pools.  Its done callbacks are a

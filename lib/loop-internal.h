@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* loop-internal.h: what the modules built on the loop share with it.
  * Never installed. */
 #ifndef AWAIT_LOOP_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* loop.c: the event loop.  asyncio's scheduling (ready queue, timer heap)
  * on top of a libevent event_base: one event drives the ready queue, one
  * timer event is armed for the earliest deadline, fds and signals map onto

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* queue.c: FIFO, LIFO and priority queues between tasks, with
  * task_done/join and shutdown (asyncio 3.13).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stream.c: streams (asyncio's StreamReader/StreamWriter) on transports,
  * servers that hand each client a stream, getaddrinfo as a future.
  *

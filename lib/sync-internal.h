@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sync-internal.h: grants, the waiters of sync.c's primitives and of
  * queue.c's queues.  Never installed. */
 #ifndef AWAIT_SYNC_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sync.c: Lock, Event, Condition, Semaphore, BoundedSemaphore, Barrier.
  *
  * Every waiter is a "grant": a future of kind K_GRANT on a FIFO list of its

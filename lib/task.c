@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* task.c: tasks (stackless coroutines over futures), sleep, task groups,
  * timeout scopes and the pending-task dump.
  *

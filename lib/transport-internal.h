@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* transport-internal.h: what stream.c shares with transport.c.  Never
  * installed. */
 #ifndef AWAIT_TRANSPORT_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* transport.c: transports and protocols on libevent bufferevents and
  * listeners (asyncio's selector transports).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* runner.c: the one Check runner, linked into every module's test program:
  * installs the counting allocator, runs the module's suite and prints TAP
  * for automake's tap driver. */

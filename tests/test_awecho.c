@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_awecho.c: tools/awecho, the echo daemon, run as a program and
  * driven over its Unix socket and over TCP as `nc` would drive it. */
 #include "config.h"

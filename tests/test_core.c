@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_core.c: error codes, their names and descriptions, the allocator
  * hook and the version. */
 #include "config.h"
@@ -25,8 +26,20 @@ START_TEST(every_library_code_has_name_and_text)
         for (j = 0; j < i; j++)
             ck_assert_int_ne(codes[i], codes[j]);
     }
-    ck_assert_str_eq(aw_err_name(AW_ECANCELLED), "AW_ECANCELLED");
-    ck_assert_str_eq(aw_strerror(AW_ETIMEDOUT), "operation timed out");
+    ck_assert_str_eq(aw_err_name(AW_EINVALSTATE), "AW_EINVALSTATE");
+    ck_assert_str_eq(aw_err_name(AW_EAI_NONAME), "AW_EAI_NONAME");
+}
+END_TEST
+
+/* One code per condition: where errno names it, the library's name is an
+ * alias of the errno value. */
+START_TEST(errno_conditions_are_errno_codes)
+{
+    ck_assert_int_eq(AW_ECANCELLED, -ECANCELED);
+    ck_assert_int_eq(AW_ETIMEDOUT, -ETIMEDOUT);
+    ck_assert_str_eq(aw_err_name(AW_ECANCELLED), "ECANCELED");
+    ck_assert_str_eq(aw_err_name(AW_ETIMEDOUT), "ETIMEDOUT");
+    ck_assert_str_eq(aw_strerror(AW_ETIMEDOUT), strerror(ETIMEDOUT));
 }
 END_TEST
 
@@ -76,6 +89,7 @@ aw_test_suite(void)
     TCase *tc = aw_test_tcase("core");
 
     tcase_add_test(tc, every_library_code_has_name_and_text);
+    tcase_add_test(tc, errno_conditions_are_errno_codes);
     tcase_add_test(tc, errno_codes_have_name_and_text);
     tcase_add_test(tc, unknown_codes_are_named_unknown);
     tcase_add_test(tc, replace_allocator_rejects_null);

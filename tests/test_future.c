@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_future.c: futures, chaining and the combinators, after CPython's
  * test_asyncio/test_futures.py and the gather/wait/wait_for/shield/
  * as_completed tests of test_tasks.py where they apply. */

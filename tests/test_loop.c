@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_loop.c: the event loop's behaviour, after CPython's
  * test_asyncio/test_base_events.py and test_events.py where they apply. */
 #include "config.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_queue.c: FIFO, LIFO and priority queues, after CPython's
  * test_asyncio/test_queues.py where it applies. */
 #include "config.h"

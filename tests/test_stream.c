@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_stream.c: streams over loopback TCP and Unix sockets, servers with
  * a task per client, getaddrinfo, after CPython's
  * test_asyncio/test_streams.py where it applies. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_sync.c: Lock, Event, Condition, Semaphore, BoundedSemaphore and
  * Barrier, after CPython's test_asyncio/test_locks.py where it applies. */
 #include "config.h"

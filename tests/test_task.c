@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_task.c: tasks, after CPython's test_asyncio/test_tasks.py,
  * test_taskgroups.py and test_timeouts.py where they apply. */
 #include "config.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_transport.c: transports and protocols over loopback TCP (IPv4 and
  * IPv6) and Unix sockets, after CPython's test_asyncio/test_events.py
  * and test_selector_events.py where they apply. */

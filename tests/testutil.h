@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* testutil.h: what every test file shares: the per-test loop fixture, the
  * counting allocator that finds leaks and fails chosen allocations, and
  * helpers to run the loop with a deadline. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* awbench.c: libawait's benchmarks.  Each figure is measured next to raw
  * libevent doing the same work in the same run (rounds alternate between
  * the two; the median of each side is kept) and reported as a ratio.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* awdemo.c: a short guided run of libawait, printing what happens: the
  * loop's callbacks, timers, a reader on a pipe and a signal; futures with
  * then/catch/finally, gather and wait_for; tasks in parallel, a task group

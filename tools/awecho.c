@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* awecho.c: an echo daemon written with streams and tasks, the first
  * example of a daemon built on libawait.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # hdr2man.awk: a section 3 man page from one public header, so that the
 # pages say what the header comments say and cannot drift from them.
 #
@@ -113,7 +114,7 @@ FNR == 1 {
 }
 
 indefine {
-    if (errmap && match($0, /XX\([A-Z]+, -?[0-9]+, ".*"\)/)) {
+    if (errmap && match($0, /XX\([A-Z_]+, -?[0-9]+, ".*"\)/)) {
         # The error table: XX(NAME, value, "text")
         e = substr($0, RSTART + 3, RLENGTH - 4)
         split(e, part, ", ")
@@ -150,6 +151,9 @@ function take_title(   i, t) {
     title = t
     ncom = 0
 }
+
+# The licence line is not documentation.
+/^\/\* SPDX-License-Identifier: .* \*\/$/ { next }
 
 # A subsection.
 /^\/\* ---- .* -+ \*\/$/ {
@@ -237,6 +241,7 @@ END {
     if (ndecl > 0)
         emit_decl()
     flush_comment()
+    print ".\\\" SPDX-License-Identifier: MIT"
     printf ".TH %s 3 %s \"libawait %s\" \"Library Functions Manual\"\n", \
         toupper(page), date, version
     print ".SH NAME"

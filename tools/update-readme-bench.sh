@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # update-readme-bench.sh: run tools/awbench and put its table, verbatim,
 # between the awbench markers of README.md (figures are never typed).
 set -e

@@ -1,8 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /* await/core.h: what every libawait module shares: error codes and their
  * names, the allocator hook, and the export macro. */
 #ifndef AWAIT_CORE_H
 #define AWAIT_CORE_H
 
+#include <errno.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -19,11 +21,12 @@ extern "C" {
  * Errors are values.  Every function that can fail returns 0 (or a count)
  * on success and a negative code on failure: either a negative errno value
  * (-EINVAL, -ENOMEM, -EBADF, ...) for system and argument errors, or one of
- * the library codes below.  aw_strerror() and aw_err_name() name them all.
+ * the library codes below.  One code per condition: where errno names the
+ * condition, the library's name is that errno value (AW_ECANCELLED is
+ * -ECANCELED, AW_ETIMEDOUT is -ETIMEDOUT, whether a timeout scope or the
+ * kernel timed out).  aw_strerror() and aw_err_name() name them all.
  */
 #define AW_ERRNO_MAP(XX)                                                     \
-    XX(CANCELLED, -3000, "operation was cancelled")                          \
-    XX(TIMEDOUT, -3001, "operation timed out")                               \
     XX(INVALSTATE, -3002, "invalid state for this operation")                \
     XX(INCOMPLETE, -3003, "incomplete read")                                 \
     XX(LIMIT, -3004, "limit overrun")                                        \
@@ -35,9 +38,20 @@ extern "C" {
     XX(FULL, -3010, "queue is full")                                         \
     XX(SHUTDOWN, -3011, "queue is shut down")                                \
     XX(BROKEN, -3012, "barrier is broken")                                   \
-    XX(WRONGTHREAD, -3013, "called from a thread that does not own the loop")
+    XX(WRONGTHREAD, -3013, "called from a thread that does not own the loop") \
+    XX(AI_NONAME, -3020, "name or service not known")                        \
+    XX(AI_AGAIN, -3021, "temporary failure in name resolution")              \
+    XX(AI_FAIL, -3022, "non-recoverable failure in name resolution")         \
+    XX(AI_FAMILY, -3023, "address family not supported for the name")       \
+    XX(AI_NODATA, -3024, "the name has no address of the requested family")  \
+    XX(AI_SERVICE, -3025, "service not available for the socket type")       \
+    XX(AI_BADFLAGS, -3026, "bad flags for name resolution")                  \
+    XX(AI_SOCKTYPE, -3027, "socket type not supported for the name")
 
 enum aw_errno {
+    /* The conditions errno already names (see above). */
+    AW_ECANCELLED = -ECANCELED, /* operation was cancelled */
+    AW_ETIMEDOUT = -ETIMEDOUT,  /* operation timed out */
 #define AW__ERRNO_ENUM(name, value, text) AW_E##name = (value),
     AW_ERRNO_MAP(AW__ERRNO_ENUM)
 #undef AW__ERRNO_ENUM

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* await/future.h: futures (asyncio.Future) and promise chaining
  * (then/catch/finally), plus the combinators: gather, all-settled, any,
  * race, wait, as-completed, wait_for and shield. */

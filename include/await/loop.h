@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* await/loop.h: the event loop, asyncio's loop.* on a libevent event_base:
  * a ready queue of callbacks, a timer heap, fd and signal watchers, a
  * thread-safe wake-up, an exception handler and a debug mode. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* await/queue.h: queues between tasks (asyncio.Queue, LifoQueue,
  * PriorityQueue), with task_done/join and shutdown. */
 #ifndef AWAIT_QUEUE_H

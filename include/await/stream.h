@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* await/stream.h: streams, the awaitable level of networking (asyncio's
  * StreamReader and StreamWriter in one object), servers that start a task
  * per client, and getaddrinfo as a future. */

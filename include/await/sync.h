@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* await/sync.h: synchronisation primitives for tasks and callbacks:
  * asyncio's Lock, Event, Condition, Semaphore, BoundedSemaphore and
  * Barrier.  Each waits through futures: a task awaits them, callback code

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* await/task.h: tasks, stackless coroutines that await futures
  * (asyncio.Task), with cancellation, task groups, timeout scopes, sleep,
  * and a dump of what every pending task waits for. */

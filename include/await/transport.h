@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* await/transport.h: transports and protocols, the callback-first level
  * of networking (asyncio's Transport and Protocol), on libevent
  * bufferevents and listeners: TCP over IPv4 and IPv6, Unix stream
