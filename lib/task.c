@@ -45,9 +45,11 @@ struct task_extra {
     void *user;
     char *cancel_msg;
     struct aw_timeout *scopes; /* open, newest first */
-    unsigned own_cancels;      /* of the cancel count: scopes', groups' */
-    unsigned own_pending;      /* own cancellations not delivered yet */
+    unsigned outside_pending;  /* others' cancellations not delivered */
+    unsigned own_pending;      /* scopes' and groups' not delivered */
+    unsigned deliveries;       /* cancellations delivered at awaits */
     int group_code;            /* a group cancelled us with this error */
+    int own_request;           /* task_cancel called by own_cancel */
 };
 
 struct task {
@@ -67,6 +69,7 @@ struct aw_timeout {
     double when;
     struct aw_timeout *next;
     int expired;
+    unsigned delivered; /* the delivery that told the task (0: none) */
 };
 
 struct aw_task_group {
@@ -82,6 +85,7 @@ struct aw_task_group {
     char *cancel_msg; /* the wait's, for when the children have ended */
     int aborted;      /* a child failed */
     int cancelled;    /* cancelled as a whole */
+    int parent_cancelled; /* we cancelled the parent: withdraw it once */
 };
 
 /* The wait future: cancelled, it cancels the children and settles once
@@ -271,6 +275,15 @@ task_finish(struct task *t)
     t->frame_free = NULL;
     timeout_free_all(t);
     fl = tflags(t);
+    if ((fl & T_MUST_CANCEL) && !(fl & T_STAGED_ERROR)) {
+        /* Cancelled after its last await and before it returned: it
+         * ends cancelled, its result dropped (asyncio's
+         * test_cancel_at_end). */
+        const char *m = t->extra != NULL ? t->extra->cancel_msg : NULL;
+
+        stage_error(t, AW_ECANCELLED, m != NULL ? aw__strdup(m) : NULL);
+        fl = tflags(t);
+    }
     if (fl & T_STAGED_ERROR) {
         f->state = f->code == AW_ECANCELLED ? AW_FUTURE_CANCELLED
                                             : AW_FUTURE_FAILED;
@@ -281,7 +294,8 @@ task_finish(struct task *t)
             f->v.ptr = NULL, f->o.destroy = NULL;
         f->state = AW_FUTURE_DONE;
     }
-    tclear(t, T_STAGED_RESULT | T_STAGED_LINK | T_STAGED_ERROR | T_RUNNING);
+    tclear(t, T_STAGED_RESULT | T_STAGED_LINK | T_STAGED_ERROR | T_RUNNING |
+                  T_MUST_CANCEL);
     t->site = NULL;
     list_remove(t);
     aw__future_settle(f);
@@ -373,8 +387,7 @@ aw_task__await(aw_task *task, aw_future *f, const struct aw__site *site)
 
     if (tflags(t) & T_EXPECT_RESUME) {
         misuse(t, "reached an await without resuming the last one");
-        if (f != task)
-            aw_future_unref(f);
+        aw_future_unref(f); /* taken over, whatever it is */
         f = aw__future_failed_new(loop, -EINVAL,
                                   aw__format("await misused at %s:%d",
                                              site->file, site->line));
@@ -391,8 +404,9 @@ aw_task__await(aw_task *task, aw_future *f, const struct aw__site *site)
                           : f == task ? "the task itself"
                                       : "a future of another loop";
 
-        if (f != NULL && f != task)
-            aw_future_unref(f);
+        /* The await took the caller's reference, even to the task
+         * itself (the loop holds another while it runs). */
+        aw_future_unref(f);
         f = aw__future_failed_new(loop, -EINVAL,
                                   aw__format("awaited %s at %s:%d", why,
                                              site->file, site->line));
@@ -441,21 +455,35 @@ resume_outcome(struct task *t, const char **msgp)
         rc = aw_future_error(f);
         *msgp = aw_future_message(f);
     }
-    if (rc == AW_ECANCELLED && x != NULL && x->own_pending > 0 &&
-        cancel_count(t) <= x->own_cancels) {
+    if (rc != AW_ECANCELLED || x == NULL)
+        return rc;
+    /* One delivery tells every request made so far; a cancellation from
+     * outside wins over the task's own (asyncio's timeout and TaskGroup
+     * see that the count is above theirs and let it through). */
+    if (x->own_pending > 0) {
         struct aw_timeout *s;
+        int timed_out = 0;
 
-        x->own_pending--;
-        for (s = x->scopes; s != NULL; s = s->next)
-            if (s->expired)
-                return AW_ETIMEDOUT;
-        if (x->group_code != 0) {
+        x->deliveries++;
+        x->own_pending = 0;
+        for (s = x->scopes; s != NULL; s = s->next) {
+            if (s->expired && s->delivered == 0) {
+                s->delivered = x->deliveries;
+                timed_out = 1;
+            }
+        }
+        if (x->outside_pending > 0) {
+            x->outside_pending = 0;
+        } else if (timed_out) {
+            rc = AW_ETIMEDOUT;
+            *msgp = NULL;
+        } else if (x->group_code != 0) {
             rc = x->group_code;
-            x->group_code = 0;
-            x->own_cancels--;
-            cancel_count_add(t, -1); /* the group's cancel is spent */
             *msgp = NULL;
         }
+        x->group_code = 0;
+    } else {
+        x->outside_pending = 0;
     }
     return rc;
 }
@@ -600,11 +628,12 @@ own_cancel(struct task *t, int group_code, const char *msg)
 
     if (x == NULL || t->base.state != AW_FUTURE_PENDING)
         return;
-    x->own_cancels++;
     x->own_pending++;
-    if (group_code != 0)
+    if (group_code != 0 && x->group_code == 0)
         x->group_code = group_code;
+    x->own_request = 1;
     aw_future_cancel(&t->base, msg);
+    x->own_request = 0;
 }
 
 static void
@@ -614,12 +643,14 @@ task_cancel(aw_future *f, const char *msg)
     struct task_extra *x;
 
     cancel_count_add(t, 1);
+    x = extra(t);
+    if (x != NULL && !x->own_request)
+        x->outside_pending++;
     if (!(tflags(t) & T_RUNNING) && (tflags(t) & T_EXPECT_RESUME) &&
         t->awaiting != NULL && t->awaiting->state == AW_FUTURE_PENDING &&
         aw_future_cancel(t->awaiting, msg) == 0)
         return; /* the cancellation comes back through the awaited */
     tset(t, T_MUST_CANCEL);
-    x = extra(t);
     if (x != NULL) {
         aw__free(x->cancel_msg);
         x->cancel_msg = msg != NULL ? aw__strdup(msg) : NULL;
@@ -803,6 +834,8 @@ aw_task_uncancel(aw_task *task)
     if (t == NULL)
         return -EINVAL;
     cancel_count_add(t, -1);
+    if (cancel_count(t) == 0)
+        tclear(t, T_MUST_CANCEL); /* nothing left to deliver (3.13) */
     return (int)cancel_count(t);
 }
 
@@ -1019,7 +1052,8 @@ aw_timeout_enter_at(aw_task *task, double when)
     struct task_extra *x;
     aw_timeout *to;
 
-    if (t == NULL || task->state != AW_FUTURE_PENDING || isnan(when))
+    if (t == NULL || task->state != AW_FUTURE_PENDING || isnan(when) ||
+        !(tflags(t) & T_RUNNING) || aw_current_task(task->loop) != task)
         return NULL;
     if ((x = extra(t)) == NULL || (to = aw__calloc(1, sizeof(*to))) == NULL)
         return NULL;
@@ -1094,14 +1128,27 @@ aw_timeout_exit(aw_timeout *to)
     timeout_unlink(to);
     if (to->expired) {
         struct task_extra *x = t->extra;
+        aw_timeout *s;
 
         rc = AW_ETIMEDOUT;
         /* Withdraw the scope's cancellation (asyncio's uncancel). */
-        if (x->own_cancels > 0)
-            x->own_cancels--;
-        if (x->own_pending > x->own_cancels)
-            x->own_pending = x->own_cancels;
         cancel_count_add(t, -1);
+        if (to->delivered == 0 && x->own_pending > 0)
+            x->own_pending--;
+        /* Scopes that expired with this one and were told by the same
+         * delivery still hold: their cancellation goes on to the next
+         * await (asyncio's CancelledError propagating to the outer
+         * timeout, test_nested_timeouts_loop_busy). */
+        for (s = x->scopes; s != NULL; s = s->next) {
+            if (s->expired && to->delivered != 0 &&
+                s->delivered == to->delivered) {
+                s->delivered = 0;
+                x->own_pending++;
+                tset(t, T_MUST_CANCEL);
+            }
+        }
+        if (x->own_pending == 0 && x->outside_pending == 0)
+            tclear(t, T_MUST_CANCEL); /* this scope's, undelivered */
     }
     aw__free(to);
     return rc;
@@ -1111,11 +1158,28 @@ aw_timeout_exit(aw_timeout *to)
 
 static int group_on_child(aw_future *child, void *arg);
 
+/* Withdraw the cancellation the group made of its parent (asyncio's
+ * TaskGroup calls uncancel() on exit), so that the parent's cancelling()
+ * count is what it was. */
+static void
+group_withdraw(aw_task_group *g)
+{
+    struct task *parent = as_task(g->parent);
+
+    if (!g->parent_cancelled)
+        return;
+    g->parent_cancelled = 0;
+    if (parent != NULL && parent->base.state == AW_FUTURE_PENDING)
+        aw_task_uncancel(&parent->base);
+}
+
 static void
 group_settle(aw_task_group *g)
 {
     aw_future *w = g->waiter;
 
+    if (g->running == 0)
+        group_withdraw(g);
     if (w == NULL || w->state != AW_FUTURE_PENDING || g->running > 0)
         return;
     if (g->aborted)
@@ -1189,8 +1253,10 @@ group_on_child(aw_future *child, void *arg)
             g->error_msg = m != NULL ? aw__strdup(m) : NULL;
             group_cancel_children(g, "a sibling task failed");
             if (parent != NULL && parent->base.state == AW_FUTURE_PENDING &&
-                (g->waiter == NULL || parent->awaiting != g->waiter))
+                (g->waiter == NULL || parent->awaiting != g->waiter)) {
+                g->parent_cancelled = 1;
                 own_cancel(parent, child->code, "a child task failed");
+            }
         }
     }
     group_settle(g);
@@ -1301,8 +1367,12 @@ aw_task_group_free(aw_task_group *g)
         return;
     for (i = 0; i < g->n; i++)
         aw__future_detach(g->children[i], group_on_child, g);
-    if (g->waiter != NULL)
+    group_withdraw(g);
+    if (g->waiter != NULL) {
         ((struct group_wait *)g->waiter)->group = NULL;
+        /* Its error is the children's, which the group collected. */
+        g->waiter->flags |= F_RETRIEVED;
+    }
     group_cancel_children(g, "task group freed");
     for (i = 0; i < g->n; i++)
         aw_future_unref(g->children[i]);

@@ -1086,6 +1086,302 @@ START_TEST(task_allocation_failures_leak_nothing)
 }
 END_TEST
 
+/* ---- misuse and asyncio's cancellation rules ------------------------------------------- */
+
+static AW_TASK(await_self, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_future_ref(AW_SELF()), NULL);
+    AW_END();
+}
+
+/* The await takes the reference it is given, even to the task itself:
+ * without that the task is never freed and the loop does not close. */
+START_TEST(await_self_releases_reference)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t = spawn_keep(await_self, f);
+
+    run(t);
+    ck_assert_int_eq(f->rc, -EINVAL);
+    ck_assert_int_eq(aw_future_error(t), 0);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
+static AW_TASK(enter_for_other, struct fr *f)
+{
+    AW_BEGIN();
+    f->p = aw_timeout_enter((aw_task *)f->in2, 1); /* not running: NULL */
+    f->in2 = NULL;
+    AW_END();
+}
+
+/* task.h: a scope is only for the task running now; anything else gets
+ * NULL (before, the scope was returned and freed under the caller when
+ * that task ended). */
+START_TEST(timeout_enter_refused_unless_running)
+{
+    aw_task *idle = spawn(try_await, frame(aw_future_new(loop)));
+    struct fr *f = frame(NULL);
+    aw_task *t;
+
+    ck_assert_ptr_null(aw_timeout_enter(idle, 1));    /* not started */
+    ck_assert_ptr_null(aw_timeout_enter_at(idle, 1)); /* from outside */
+    f->in2 = idle; /* borrowed by the task below */
+    t = spawn_keep(enter_for_other, f);
+    run(t);
+    ck_assert_ptr_null(f->p);
+    ck_assert_ptr_null(aw_timeout_enter(t, 1)); /* done */
+    aw_future_cancel(idle, NULL);
+    run(idle);
+    aw_future_unref(idle);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
+static AW_TASK(cancel_self_then_return, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 0), NULL);
+    f->rc = aw_future_cancel(AW_SELF(), "at end");
+    AW_RETURN_INT(12);
+    AW_END();
+}
+
+/* asyncio test_cancel_at_end: cancelled after its last await, the task
+ * ends cancelled, not with its return value. */
+START_TEST(cancel_at_end)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t = spawn_keep(cancel_self_then_return, f);
+
+    run(t);
+    ck_assert_int_eq(f->rc, 0);
+    ck_assert_int_eq(aw_future_cancelled(t), 1);
+    ck_assert_str_eq(aw_future_message(t), "at end");
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
+static AW_TASK(cancel_self_uncancel_return, struct fr *f)
+{
+    AW_BEGIN();
+    aw_future_cancel(AW_SELF(), NULL);
+    f->rc = aw_task_uncancel(AW_SELF());
+    AW_RETURN_INT(12);
+    AW_END();
+}
+
+/* asyncio 3.13: uncancel() down to zero withdraws the pending cancel. */
+START_TEST(uncancel_to_zero_withdraws_cancel_at_end)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t = spawn_keep(cancel_self_uncancel_return, f);
+    intptr_t v = 0;
+
+    run(t);
+    ck_assert_int_eq(f->rc, 0);
+    ck_assert_int_eq(aw_future_result_int(t, &v), 0);
+    ck_assert_int_eq(v, 12);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
+/* A parent that first caught a cancellation from outside (and did not
+ * withdraw it: its count stays 1), then runs a group whose child fails. */
+static AW_TASK(group_parent_after_cancel, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    f->value = aw_task_cancelling(AW_SELF());
+    f->g = aw_task_group_new(aw_task_loop(AW_SELF()), AW_SELF());
+    aw_task_group_spawn(f->g, fail_after, child(1, 0.002, -EIO), free_frame,
+                        NULL);
+    aw_task_group_spawn(f->g, fail_after, child(2, 10, 0), free_frame, NULL);
+    AW_TRY_AWAIT(f->rc2, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    AW_TRY_AWAIT(f->id, aw_task_group_wait(f->g), NULL);
+    f->delay = aw_task_cancelling(AW_SELF());
+    AW_FINALLY();
+    aw_task_group_free(f->g);
+    f->g = NULL;
+    AW_END();
+}
+
+/* asyncio 3.12+ TaskGroup: the group withdraws the cancellation it made
+ * of its parent (uncancel), and the body's await gets the child's error
+ * even when the task had caught a cancellation before. */
+START_TEST(group_uncancels_parent_and_reports_child_error)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t = spawn_keep(group_parent_after_cancel, f);
+
+    ck_assert_int_eq(aw_loop_run_once(loop, AW_RUN_NOWAIT), 0);
+    aw_future_cancel(t, NULL);
+    run(t);
+    ck_assert_int_eq(aw_future_error(t), 0);
+    ck_assert_int_eq(f->rc, AW_ECANCELLED);
+    ck_assert_int_eq(f->value, 1);
+    ck_assert_int_eq(f->rc2, -EIO); /* not AW_ECANCELLED */
+    ck_assert_int_eq(f->id, -EIO);
+    ck_assert(f->delay == 1.0); /* the group's own cancel withdrawn */
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
+static AW_TASK(group_alone_parent, struct fr *f)
+{
+    AW_BEGIN();
+    f->g = aw_task_group_new(aw_task_loop(AW_SELF()), AW_SELF());
+    aw_task_group_spawn(f->g, fail_after, child(1, 0.002, -EIO), free_frame,
+                        NULL);
+    AW_TRY_AWAIT(f->rc, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    f->value = aw_task_cancelling(AW_SELF());
+    AW_TRY_AWAIT(f->rc2, aw_task_group_wait(f->g), NULL);
+    f->delay = aw_task_cancelling(AW_SELF());
+    AW_FINALLY();
+    aw_task_group_free(f->g);
+    f->g = NULL;
+    AW_END();
+}
+
+START_TEST(group_cancel_of_parent_withdrawn)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t = spawn_keep(group_alone_parent, f);
+
+    run(t);
+    ck_assert_int_eq(f->rc, -EIO);
+    ck_assert_int_eq(f->value, 0); /* the only child ended: withdrawn */
+    ck_assert_int_eq(f->rc2, -EIO);
+    ck_assert(f->delay == 0.0);
+    ck_assert_int_eq(aw_task_cancelling(t), 0);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
+static AW_TASK(nested_groups_parent, struct fr *f)
+{
+    AW_BEGIN();
+    f->g = aw_task_group_new(aw_task_loop(AW_SELF()), AW_SELF());
+    aw_task_group_spawn(f->g, fail_after, child(1, 0.02, -EPIPE),
+                        free_frame, NULL);
+    f->p = aw_task_group_new(aw_task_loop(AW_SELF()), AW_SELF());
+    aw_task_group_spawn(f->p, fail_after, child(2, 0.002, -EIO), free_frame,
+                        NULL);
+    AW_TRY_AWAIT(f->rc, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    AW_TRY_AWAIT(f->rc2, aw_task_group_wait(f->p), NULL);
+    aw_task_group_free(f->p);
+    f->p = NULL;
+    AW_TRY_AWAIT(f->id, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    AW_TRY_AWAIT(f->value, aw_task_group_wait(f->g), NULL);
+    f->delay = aw_task_cancelling(AW_SELF());
+    AW_FINALLY();
+    aw_task_group_free(f->p);
+    aw_task_group_free(f->g);
+    AW_END();
+}
+
+/* Nested groups each report their own children's errors, and nothing is
+ * reported as never retrieved. */
+START_TEST(nested_groups_report_their_own_errors)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t;
+
+    capture_reports();
+    t = spawn_keep(nested_groups_parent, f);
+    run(t);
+    ck_assert_int_eq(aw_future_error(t), 0);
+    ck_assert_int_eq(f->rc, -EIO);  /* the inner group's child */
+    ck_assert_int_eq(f->rc2, -EIO);
+    ck_assert_int_eq(f->id, -EPIPE); /* the outer group's child */
+    ck_assert_int_eq((int)f->value, -EPIPE);
+    ck_assert(f->delay == 0.0);
+    aw_future_unref(t);
+    free(f);
+    ck_assert_int_eq(cap.calls, 0);
+}
+END_TEST
+
+static AW_TASK(timeout_after_caught_cancel, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    f->to = aw_timeout_enter(AW_SELF(), 0.002);
+    AW_TRY_AWAIT(f->rc2, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    f->id = aw_timeout_exit(f->to);
+    f->to = NULL;
+    AW_END();
+}
+
+/* After a task caught a cancellation (its count stays 1), an expiring
+ * timeout is still AW_ETIMEDOUT, at the await and at exit. */
+START_TEST(timeout_after_caught_cancellation)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t = spawn_keep(timeout_after_caught_cancel, f);
+
+    ck_assert_int_eq(aw_loop_run_once(loop, AW_RUN_NOWAIT), 0);
+    aw_future_cancel(t, NULL);
+    run(t);
+    ck_assert_int_eq(f->rc, AW_ECANCELLED);
+    ck_assert_int_eq(f->rc2, AW_ETIMEDOUT);
+    ck_assert_int_eq(f->id, AW_ETIMEDOUT);
+    ck_assert_int_eq(aw_task_cancelling(t), 1);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
+static AW_TASK(nested_busy, struct fr *f)
+{
+    AW_BEGIN();
+    f->to = aw_timeout_enter(AW_SELF(), 0.02);   /* outer */
+    f->to2 = aw_timeout_enter(AW_SELF(), 0.002); /* inner */
+    /* The loop is busy past both deadlines. */
+    {
+        double until = aw_loop_time(aw_task_loop(AW_SELF())) + 0.03;
+
+        while (aw_loop_time(aw_task_loop(AW_SELF())) < until)
+            ;
+    }
+    AW_TRY_AWAIT(f->rc, aw_sleep(aw_task_loop(AW_SELF()), 1), NULL);
+    f->rc2 = aw_timeout_exit(f->to2);
+    f->to2 = NULL;
+    /* The outer deadline still holds: this is interrupted too. */
+    AW_TRY_AWAIT(f->id, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    f->value = aw_timeout_exit(f->to);
+    f->to = NULL;
+    AW_END();
+}
+
+/* asyncio test_nested_timeouts_loop_busy. */
+START_TEST(nested_timeouts_loop_busy)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t = spawn_keep(nested_busy, f);
+    double t0 = aw_loop_time(loop);
+
+    run(t);
+    ck_assert_int_eq(f->rc, AW_ETIMEDOUT);
+    ck_assert_int_eq(f->rc2, AW_ETIMEDOUT);
+    ck_assert_int_eq(f->id, AW_ETIMEDOUT);
+    ck_assert_int_eq((int)f->value, AW_ETIMEDOUT);
+    ck_assert_int_eq(aw_future_error(t), 0); /* not cancelled at the end */
+    ck_assert_int_eq(aw_task_cancelling(t), 0);
+    ck_assert(aw_loop_time(loop) - t0 < 5);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1125,6 +1421,15 @@ aw_test_suite(void)
     tcase_add_test(tc, tasks_cancelled_at_random_awaits_leak_nothing);
     tcase_add_test(tc, sleep_result_and_bad_arguments);
     tcase_add_test(tc, task_allocation_failures_leak_nothing);
+    tcase_add_test(tc, await_self_releases_reference);
+    tcase_add_test(tc, timeout_enter_refused_unless_running);
+    tcase_add_test(tc, cancel_at_end);
+    tcase_add_test(tc, uncancel_to_zero_withdraws_cancel_at_end);
+    tcase_add_test(tc, group_uncancels_parent_and_reports_child_error);
+    tcase_add_test(tc, group_cancel_of_parent_withdrawn);
+    tcase_add_test(tc, nested_groups_report_their_own_errors);
+    tcase_add_test(tc, timeout_after_caught_cancellation);
+    tcase_add_test(tc, nested_timeouts_loop_busy);
     suite_add_tcase(s, tc);
     return s;
 }
