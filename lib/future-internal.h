@@ -42,7 +42,8 @@ enum xflag {
     X_FOLLOWING = 1 << 0,     /* a chain following what its step returned */
     X_RETURN_ERRORS = 1 << 1, /* gather: collect every outcome */
     X_TIMED_OUT = 1 << 2,     /* wait_for: the timeout cancelled the inner */
-    X_CANCEL_REQ = 1 << 3     /* wait_for: cancelled, waiting for the inner */
+    X_CANCEL_REQ = 1 << 3,    /* wait_for: cancelled, waiting for the inner */
+    X_DECIDED = 1 << 4        /* wait: met; its sets are made next pass */
 };
 
 struct cb {

@@ -748,6 +748,38 @@ cancel_one(aw_future *f, const char *msg)
     }
 }
 
+static int combo_decided(const struct combo *c);
+
+/* The outcome of the pending f is fixed by what it waits for, which has
+ * settled; only its delivery is still to come.  Cancelling it then does
+ * nothing (asyncio's gather refuses once every child is done). */
+static int
+decided(const aw_future *f)
+{
+    const struct chain *ch;
+
+    switch (f->kind) {
+    case K_THEN:
+    case K_CATCH:
+    case K_FINALLY:
+    case K_SHIELD:
+        ch = (const struct chain *)f;
+        return (f->kind == K_SHIELD || (f->xflags & X_FOLLOWING)) &&
+               ch->source != NULL && ch->source->state != AW_FUTURE_PENDING;
+    case K_GATHER:
+    case K_ANY:
+    case K_RACE:
+    case K_WAIT:
+        return combo_decided((const struct combo *)f);
+    case K_WAIT_FOR:
+        return ((const struct wait_for *)f)->inner != NULL &&
+               ((const struct wait_for *)f)->inner->state !=
+                   AW_FUTURE_PENDING;
+    default:
+        return 0;
+    }
+}
+
 int
 aw_future_cancel(aw_future *future, const char *msg)
 {
@@ -755,7 +787,7 @@ aw_future_cancel(aw_future *future, const char *msg)
 
     if (future == NULL)
         return -EINVAL;
-    if (future->state != AW_FUTURE_PENDING)
+    if (future->state != AW_FUTURE_PENDING || decided(future))
         return AW_EINVALSTATE;
     if (future->kind == K_WAIT_FOR && (future->xflags & X_CANCEL_REQ))
         return 0; /* already waiting for the inner future to end */
@@ -1375,6 +1407,71 @@ any_message(struct combo *c)
     return s;
 }
 
+/* Every input whose delivery is still to come has settled in a way that
+ * fixes c's outcome. */
+static int
+combo_decided(const struct combo *c)
+{
+    size_t i, settled = 0, done = 0, failed = 0;
+
+    if (c->base.xflags & X_DECIDED)
+        return 1;
+    if (c->in == NULL)
+        return 0;
+    for (i = 0; i < c->in->n; i++) {
+        int st = c->in->items[i]->state;
+
+        settled += st != AW_FUTURE_PENDING;
+        done += st == AW_FUTURE_DONE;
+        failed += st == AW_FUTURE_FAILED;
+    }
+    switch (c->base.kind) {
+    case K_GATHER:
+        return settled == c->in->n ||
+               (!(c->base.xflags & X_RETURN_ERRORS) && settled > done);
+    case K_ANY:
+        return done > 0 || settled == c->in->n;
+    case K_RACE:
+        return settled > 0;
+    default: /* K_WAIT */
+        return settled == c->in->n ||
+               (c->mode == AW_FIRST_COMPLETED && settled > 0) ||
+               (c->mode == AW_FIRST_ERROR && failed > 0);
+    }
+}
+
+static int
+wait_finish(aw_loop *loop, void *arg)
+{
+    struct combo *c = arg;
+
+    (void)loop;
+    if (c->base.state == AW_FUTURE_PENDING)
+        wait_settle(c);
+    aw_future_unref(&c->base);
+    return 0;
+}
+
+/* The wait's condition is met: make its sets a pass later, when its
+ * waiters run, so that they see every input done by then as done
+ * (asyncio's test_wait_really_done). */
+static void
+wait_decide(struct combo *c)
+{
+    if (c->base.xflags & X_DECIDED)
+        return;
+    if (c->base.callbacks == NULL) {
+        wait_settle(c); /* nobody waits to be told: now is when */
+        return;
+    }
+    c->base.xflags |= X_DECIDED;
+    c->base.refs++;
+    if (aw_loop_call_soon(c->base.loop, wait_finish, c, NULL) != 0) {
+        c->base.refs--;
+        wait_settle(c);
+    }
+}
+
 /* An input of c has settled (in the call, or through its callback). */
 static void
 combo_deliver(struct combo *c, aw_future *f)
@@ -1412,7 +1509,7 @@ combo_deliver(struct combo *c, aw_future *f)
         break;
     case K_WAIT:
         if (wait_met(c, f))
-            wait_settle(c);
+            wait_decide(c);
         break;
     default:
         break;

@@ -1551,6 +1551,135 @@ START_TEST(allocation_failures_anywhere_leak_nothing)
 }
 END_TEST
 
+/* ---- decided outcomes -------------------------------------------------------- */
+
+static aw_future *decided_target;
+static int decided_rc;
+
+static int
+cancel_target(aw_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    decided_rc = aw_future_cancel(decided_target, NULL);
+    return 0;
+}
+
+/* asyncio test_cancel_gather_1: once every child is done, cancelling the
+ * gather does nothing and says so, even before it was told. */
+START_TEST(cancel_gather_1)
+{
+    aw_future *child = aw_future_new(loop), *in[1], *g;
+    aw_future **items;
+    size_t n = 0;
+
+    /* Runs before the gather hears of the child: its callback is first. */
+    ck_assert_int_eq(aw_future_add_done_callback(child, cancel_target, NULL),
+                     0);
+    in[0] = aw_future_ref(child);
+    g = aw_gather(loop, 1, in, 0);
+    decided_target = g;
+    decided_rc = 1;
+    ck_assert_int_eq(aw_future_set_result_int(child, 42), 0);
+    run(g);
+    ck_assert_int_eq(decided_rc, AW_EINVALSTATE);
+    ck_assert_int_eq(aw_future_cancelled(g), 0);
+    ck_assert_int_eq(aw_future_result(g, (void **)&items), 0);
+    (void)aw_combinator_inputs(g, &n);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(int_result(items[0]), 42);
+    aw_future_unref(g);
+    aw_future_unref(child);
+}
+END_TEST
+
+/* The same for race, any, wait and wait_for: an outcome fixed by inputs
+ * that settled is kept. */
+START_TEST(cancel_refused_once_outcome_decided)
+{
+    aw_future *child, *in[2], *f;
+    int which;
+
+    for (which = 0; which < 4; which++) {
+        child = aw_future_new(loop);
+        ck_assert_int_eq(
+            aw_future_add_done_callback(child, cancel_target, NULL), 0);
+        in[0] = aw_future_ref(child);
+        in[1] = aw_future_new(loop);
+        switch (which) {
+        case 0:
+            f = aw_race(loop, 2, in);
+            break;
+        case 1:
+            f = aw_any(loop, 2, in);
+            break;
+        case 2:
+            f = aw_wait(loop, 2, in, AW_FIRST_COMPLETED, -1);
+            break;
+        default:
+            aw_future_unref(in[1]);
+            f = aw_wait_for(in[0], 10);
+            in[1] = NULL;
+            break;
+        }
+        decided_target = f;
+        decided_rc = 1;
+        ck_assert_int_eq(aw_future_set_result_int(child, 7), 0);
+        run(f);
+        ck_assert_int_eq(decided_rc, AW_EINVALSTATE);
+        ck_assert_int_eq(aw_future_error(f), 0);
+        if (in[1] != NULL) {
+            aw_future_cancel(in[1], NULL);
+            aw_future_unref(in[1]);
+        }
+        aw_future_unref(f);
+        aw_future_unref(child);
+        ck_assert_int_eq(aw_loop_run_once(loop, AW_RUN_NOWAIT), 0);
+    }
+}
+END_TEST
+
+static aw_future *really_b;
+
+static int
+set_a(aw_loop *l, void *arg)
+{
+    (void)l;
+    return aw_future_set_result_int(arg, 1);
+}
+
+static int
+set_b_later(aw_loop *l, void *arg)
+{
+    (void)arg;
+    /* Runs in the pass in which the wait hears of a. */
+    return aw_loop_call_soon(l, set_a, really_b, NULL);
+}
+
+/* asyncio test_wait_really_done: an input done by the time the waiter
+ * runs is in the done set, even if the wait heard of another first. */
+START_TEST(wait_really_done)
+{
+    aw_future *a = aw_future_new(loop), *b = aw_future_new(loop);
+    aw_future *in[2], *w;
+    aw_wait_sets *s;
+
+    really_b = b;
+    in[0] = aw_future_ref(b);
+    in[1] = aw_future_ref(a);
+    w = aw_wait(loop, 2, in, AW_FIRST_COMPLETED, -1);
+    ck_assert_int_eq(aw_loop_call_soon(loop, set_a, a, NULL), 0);
+    ck_assert_int_eq(aw_loop_call_soon(loop, set_b_later, NULL, NULL), 0);
+    run(w);
+    ck_assert_int_eq(aw_future_result(w, (void **)&s), 0);
+    ck_assert_int_eq(s->ndone, 2);
+    ck_assert_int_eq(s->npending, 0);
+    aw_future_unref(w);
+    aw_future_unref(a);
+    aw_future_unref(b);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1618,6 +1747,9 @@ aw_test_suite(void)
     tcase_add_test(tc, bad_arguments_return_einval);
     tcase_add_test(tc, out_of_memory_gives_shared_failed_future);
     tcase_add_test(tc, allocation_failures_anywhere_leak_nothing);
+    tcase_add_test(tc, cancel_gather_1);
+    tcase_add_test(tc, cancel_refused_once_outcome_decided);
+    tcase_add_test(tc, wait_really_done);
     suite_add_tcase(s, tc);
     return s;
 }
