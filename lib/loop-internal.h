@@ -40,6 +40,7 @@ struct aw__future_slots {
     void *tasks;    /* pending tasks (task.c) */
     void *current;  /* the task running now */
     size_t ntasks;
+    unsigned task_seq; /* tasks created: Task-1, Task-2, ... */
     void (*report_pending)(aw_loop *loop); /* close found work pending */
     void *dns;                              /* the resolver (transport.c) */
     void (*release_dns)(aw_loop *loop);     /* called when the loop closes */

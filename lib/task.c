@@ -173,14 +173,13 @@ stage_clear(struct task *t)
     tclear(t, T_STAGED_RESULT | T_STAGED_LINK | T_STAGED_ERROR);
     t->base.v.ptr = NULL;
     t->base.o.destroy = NULL;
-    t->base.code = 0;
 }
 
 static void
 stage_error(struct task *t, int code, char *msg)
 {
     stage_clear(t);
-    t->base.code = code;
+    t->base.o.p = (void *)(intptr_t)code; /* code holds the number */
     t->base.v.msg = msg;
     tset(t, T_STAGED_ERROR);
 }
@@ -285,6 +284,12 @@ task_finish(struct task *t)
         fl = tflags(t);
     }
     if (fl & T_STAGED_ERROR) {
+        /* The code takes the place of the task's number: keep the name
+         * that number makes. */
+        if (t->extra == NULL || t->extra->name == NULL)
+            (void)aw_task_name(f);
+        f->code = (int)(intptr_t)f->o.p;
+        f->o.p = NULL;
         f->state = f->code == AW_ECANCELLED ? AW_FUTURE_CANCELLED
                                             : AW_FUTURE_FAILED;
     } else {
@@ -703,6 +708,10 @@ aw_task_new(aw_loop *loop, aw_task_fn fn, void *frame,
     t->site = NULL;
     t->extra = NULL;
     t->prev = t->next = NULL;
+    /* Named Task-1, Task-2, ... per loop (asyncio), formatted only when
+     * asked: until then the number lives in the unused code field. */
+    t->base.code = (int)(++aw__loop_future_slots(loop)->task_seq &
+                         (unsigned)INT32_MAX);
     t->base.refs = 3; /* the caller's, the loop's, the first step's */
     if (aw_loop_call_soon(loop, task_step_cb, t, NULL) != 0) {
         t->base.refs = 1;
@@ -757,11 +766,15 @@ aw_task_name(aw_task *task)
 
     if (t == NULL)
         return NULL;
+    if (t->extra != NULL && t->extra->name != NULL)
+        return t->extra->name;
     x = extra(t);
     if (x == NULL)
         return "Task";
-    if (x->name == NULL)
-        x->name = aw__format("Task@%p", (void *)t);
+    /* Until it fails, a task's code field holds its number. */
+    if (t->base.state == AW_FUTURE_PENDING ||
+        t->base.state == AW_FUTURE_DONE)
+        x->name = aw__format("Task-%u", (unsigned)t->base.code);
     return x->name != NULL ? x->name : "Task";
 }
 

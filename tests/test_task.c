@@ -868,7 +868,7 @@ START_TEST(current_task_and_all_tasks)
     ck_assert_int_eq(aw_all_tasks(loop, all, 4), 0);
     ck_assert_int_eq(aw_task_set_name(t, "worker-1"), 0);
     ck_assert_str_eq(aw_task_name(t), "worker-1");
-    ck_assert_ptr_nonnull(strstr(aw_task_name(u), "Task@"));
+    ck_assert_str_eq(aw_task_name(u), "Task-2");
     ck_assert_int_eq(aw_task_set_user(t, f), 0);
     ck_assert_ptr_eq(aw_task_user(t), f);
     aw_future_unref(t);
@@ -1382,6 +1382,43 @@ START_TEST(nested_timeouts_loop_busy)
 }
 END_TEST
 
+static AW_TASK(fails_now, struct fr *f)
+{
+    AW_BEGIN();
+    (void)f;
+    AW_RAISE(-EIO, NULL);
+    AW_END();
+}
+
+/* asyncio names unnamed tasks Task-1, Task-2, ...; here per loop.  A task
+ * that failed keeps its name. */
+START_TEST(unnamed_tasks_numbered_per_loop)
+{
+    aw_task *a = spawn(who_am_i, frame(NULL));
+    aw_task *b = spawn(fails_now, frame(NULL));
+    aw_task *c = spawn(who_am_i, frame(NULL));
+    aw_loop *other;
+    aw_task *d;
+
+    ck_assert_str_eq(aw_task_name(a), "Task-1");
+    run(b);
+    ck_assert_int_eq(aw_future_error(b), -EIO);
+    ck_assert_str_eq(aw_task_name(b), "Task-2");
+    ck_assert_str_eq(aw_task_name(c), "Task-3");
+    ck_assert_int_eq(aw_loop_new(&other), 0);
+    d = aw_task_new(other, who_am_i, frame(NULL), free_frame);
+    ck_assert_str_eq(aw_task_name(d), "Task-1");
+    aw_future_cancel(d, NULL);
+    aw_loop_run_until_complete(other, d);
+    aw_future_unref(d);
+    ck_assert_int_eq(aw_loop_free(other), 0);
+    run(c);
+    aw_future_unref(a);
+    aw_future_unref(b);
+    aw_future_unref(c);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1430,6 +1467,7 @@ aw_test_suite(void)
     tcase_add_test(tc, nested_groups_report_their_own_errors);
     tcase_add_test(tc, timeout_after_caught_cancellation);
     tcase_add_test(tc, nested_timeouts_loop_busy);
+    tcase_add_test(tc, unnamed_tasks_numbered_per_loop);
     suite_add_tcase(s, tc);
     return s;
 }

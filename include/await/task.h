@@ -87,7 +87,8 @@ AW_EXTERN void *aw_task_frame(const aw_task *task);
 
 /*
  * aw_task_set_name / aw_task_name - a name for reports and dumps; the
- * default is "Task@<address>".  The name is copied.  set returns 0,
+ * default is "Task-N", N counting the tasks created on the loop from 1
+ * (asyncio).  The name is copied.  set returns 0,
  * -EINVAL, -ENOMEM.
  */
 AW_EXTERN int aw_task_set_name(aw_task *task, const char *name);
