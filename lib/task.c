@@ -533,6 +533,34 @@ aw_task__resumed_int(aw_task *task, intptr_t *out)
 }
 
 int
+aw_task__taken(aw_task *task, void **out)
+{
+    struct task *t = T(task);
+    const struct aw__site *site = t->site;
+    void *v = NULL;
+    int rc;
+
+    if (resume_or_raise(t))
+        return 1;
+    if (out == NULL)
+        return 0; /* nowhere to put it: it stays with the future */
+    rc = aw_future_take_result(t->awaiting, &v, NULL);
+    if (rc != 0) {
+        stage_error(t, rc,
+                    aw__format("the result awaited at %s:%d is shared: it "
+                               "cannot be taken",
+                               site != NULL && site->file != NULL
+                                   ? site->file
+                                   : "?",
+                               site != NULL ? site->line : 0));
+        to_cleanup(t);
+        return 1;
+    }
+    *out = v;
+    return 0;
+}
+
+int
 aw_task__try_resumed(aw_task *task, void **out)
 {
     struct task *t = T(task);

@@ -113,6 +113,7 @@ END_TEST
 struct pc {
     aw_queue *q;
     int id, n, i;
+    void *itemp;
     intptr_t item;
     unsigned char *seen;
     int *count;
@@ -132,9 +133,10 @@ static AW_TASK(consumer, struct pc *c)
 {
     AW_BEGIN();
     for (;;) {
-        AW_TRY_AWAIT(c->i, aw_queue_get(c->q), (void **)&c->item);
+        AW_TRY_AWAIT(c->i, aw_queue_get(c->q), &c->itemp);
         if (c->i == AW_ESHUTDOWN)
             break;
+        c->item = (intptr_t)c->itemp;
         /* No ck_assert per item: Check logs each one to a file. */
         if (c->i != 0 || c->seen[c->item] != 0)
             pipeline_errors++;

@@ -1419,6 +1419,51 @@ START_TEST(unnamed_tasks_numbered_per_loop)
 }
 END_TEST
 
+static int taken_destroyed;
+
+static void
+count_taken(void *p)
+{
+    (void)p;
+    taken_destroyed++;
+}
+
+static AW_TASK(takes, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT_TAKE(take(&f->in), &f->p);
+    f->value = taken_destroyed; /* the future was released: still 0 */
+    AW_AWAIT_TAKE(take(&f->in2), &f->p); /* shared: refused */
+    AW_FINALLY();
+    AW_END();
+}
+
+/* AW_AWAIT_TAKE hands the task the result with its reference: releasing
+ * the future does not destroy it.  A shared result cannot be taken. */
+START_TEST(await_take_hands_over_result)
+{
+    struct fr *f = frame(aw_future_resolved(loop, &taken_destroyed,
+                                            count_taken));
+    aw_future *src = aw_future_resolved(loop, f, count_taken), *in[1];
+    aw_task *t;
+
+    taken_destroyed = 0;
+    in[0] = aw_future_ref(src);
+    f->in2 = aw_race(loop, 1, in); /* its result is src's, shared */
+    t = spawn_keep(takes, f);
+    run(t);
+    ck_assert_int_eq(aw_future_error(t), AW_EINVALSTATE);
+    ck_assert_ptr_nonnull(strstr(aw_future_message(t), "cannot be taken"));
+    ck_assert_int_eq((int)f->value, 0);
+    ck_assert_ptr_eq(f->p, &taken_destroyed); /* ours now */
+    ck_assert_int_eq(taken_destroyed, 0);
+    aw_future_unref(src); /* destroys its own result, not ours */
+    ck_assert_int_eq(taken_destroyed, 1);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1468,6 +1513,7 @@ aw_test_suite(void)
     tcase_add_test(tc, timeout_after_caught_cancellation);
     tcase_add_test(tc, nested_timeouts_loop_busy);
     tcase_add_test(tc, unnamed_tasks_numbered_per_loop);
+    tcase_add_test(tc, await_take_hands_over_result);
     suite_add_tcase(s, tc);
     return s;
 }

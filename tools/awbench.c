@@ -1001,7 +1001,7 @@ bench_lock_uncontended(void)
 struct handoff {
     aw_queue *q;
     long i;
-    intptr_t item;
+    void *item;
     long sum;
 };
 
@@ -1017,8 +1017,8 @@ static AW_TASK(handoff_consumer, struct handoff *h)
 {
     AW_BEGIN();
     for (h->i = 0; h->i < HANDOFF_N; h->i++) {
-        AW_AWAIT(aw_queue_get(h->q), (void **)&h->item);
-        h->sum += (long)h->item;
+        AW_AWAIT(aw_queue_get(h->q), &h->item);
+        h->sum += (long)(intptr_t)h->item;
     }
     AW_END();
 }

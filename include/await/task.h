@@ -258,6 +258,40 @@ struct aw__site {
 #define AW__FALLTHROUGH ((void)0)
 #endif
 
+/* The out-parameter of AW_AWAIT, AW_AWAIT_TAKE and AW_TRY_AWAIT: NULL or
+ * a pointer to a pointer variable.  Anything else (the address of an int,
+ * of a struct, a pointer to a non-pointer) does not compile, instead of
+ * overwriting what lies next to it. */
+#if defined(__cplusplus)
+} /* extern "C" */
+extern "C++" {
+template <typename T>
+inline void **aw__out_ptr(T **out) { return reinterpret_cast<void **>(out); }
+inline void **aw__out_ptr(void **out) { return out; } /* NULL, nullptr */
+/* The frame pointer, converted to the type the coroutine declares. */
+struct aw__frame_ptr {
+    void *p;
+    template <typename T> operator T *() const { return static_cast<T *>(p); }
+};
+}
+extern "C" {
+#define AW__OUT(out) aw__out_ptr(out)
+#define AW__FRAME(frame) (aw__frame_ptr{frame})
+#elif defined(__GNUC__) || defined(__clang__)
+#define AW__OUT(out)                                                          \
+    ((void)sizeof(char[__builtin_classify_type(*__builtin_choose_expr(       \
+                           __builtin_types_compatible_p(__typeof__(out),     \
+                                                        void *),             \
+                           (void **)0, (out))) == 5                          \
+                           ? 1                                               \
+                           : -1]),                                           \
+     (void **)(out))
+#define AW__FRAME(frame) (frame)
+#else
+#define AW__OUT(out) ((void **)(out))
+#define AW__FRAME(frame) (frame)
+#endif
+
 /* AW_TASK(name, param) - define the coroutine `name` whose frame is the
  * parameter `param` (e.g. `struct fetch *f`).  May be preceded by
  * `static`. */
@@ -265,7 +299,7 @@ struct aw__site {
     int name##_aw__body(aw_task *aw__t, param);                              \
     static int name(aw_task *aw__t, void *aw__frame)                         \
     {                                                                        \
-        return name##_aw__body(aw__t, aw__frame);                            \
+        return name##_aw__body(aw__t, AW__FRAME(aw__frame));                 \
     }                                                                        \
     int name##_aw__body(aw_task *aw__t, param)
 
@@ -281,10 +315,10 @@ struct aw__site {
 /*
  * AW_AWAIT(future, out) - wait for future (the task takes over its
  * reference).  Its result goes to *out (a pointer to a pointer variable,
- * or NULL), borrowed until the next await: take it with
- * aw_future_take_result(AW_AWAITED(), ...) to keep it longer.  An error
- * or cancellation ends the task with it, through AW_FINALLY().  Even a
- * settled future is awaited through the loop once.
+ * or NULL: anything else does not compile), borrowed until the next
+ * await: use AW_AWAIT_TAKE to own it.  An error or cancellation ends the
+ * task with it, through AW_FINALLY().  Even a settled future is awaited
+ * through the loop once.
  */
 #define AW_AWAIT(future, out)                                                 \
     do {                                                                     \
@@ -293,7 +327,26 @@ struct aw__site {
             return AW__TASK_SUSPENDED;                                       \
         AW__FALLTHROUGH;                                                     \
     case __LINE__:                                                           \
-        if (aw_task__resumed(aw__t, (void **)(out)) != 0)                    \
+        if (aw_task__resumed(aw__t, AW__OUT(out)) != 0)                      \
+            goto aw__reenter;                                                \
+    } while (0)
+
+/*
+ * AW_AWAIT_TAKE(future, out) - AW_AWAIT that hands the result over with
+ * its reference: *out owns it (a stream, a server, bytes, a queue item:
+ * release it as the call that made the future says), and the future keeps
+ * nothing, so no aw_future_take_result() is needed after the await.  out
+ * must not be NULL.  A result shared with another future (a chain that
+ * followed it) cannot be taken: the task ends with AW_EINVALSTATE.
+ */
+#define AW_AWAIT_TAKE(future, out)                                            \
+    do {                                                                     \
+        static const struct aw__site aw__site = {__FILE__, __LINE__};         \
+        if (aw_task__await(aw__t, (future), &aw__site))                      \
+            return AW__TASK_SUSPENDED;                                       \
+        AW__FALLTHROUGH;                                                     \
+    case __LINE__:                                                           \
+        if (aw_task__taken(aw__t, AW__OUT(out)) != 0)                        \
             goto aw__reenter;                                                \
     } while (0)
 
@@ -325,7 +378,7 @@ struct aw__site {
             return AW__TASK_SUSPENDED;                                       \
         AW__FALLTHROUGH;                                                     \
     case __LINE__:                                                           \
-        (rc) = aw_task__try_resumed(aw__t, (void **)(out));                  \
+        (rc) = aw_task__try_resumed(aw__t, AW__OUT(out));                    \
     } while (0)
 
 /* AW_YIELD() - let the loop run other callbacks once (asyncio.sleep(0)). */
@@ -374,12 +427,15 @@ struct aw__site {
         goto aw__reenter;                                                    \
     return aw_task__end(aw__t)
 
-/* The macros' entry points: not for direct use. */
+/* The macros' entry points: not for direct use.  Programs call them
+ * through the macros, so they are part of the ABI like every other
+ * exported symbol: they keep their meaning across compatible releases. */
 AW_EXTERN int aw_task__resume_point(aw_task *task);
 AW_EXTERN int aw_task__await(aw_task *task, aw_future *future,
                              const struct aw__site *site);
 AW_EXTERN int aw_task__resumed(aw_task *task, void **out);
 AW_EXTERN int aw_task__resumed_int(aw_task *task, intptr_t *out);
+AW_EXTERN int aw_task__taken(aw_task *task, void **out);
 AW_EXTERN int aw_task__try_resumed(aw_task *task, void **out);
 AW_EXTERN aw_future *aw_task__awaited(aw_task *task);
 AW_EXTERN void aw_task__return(aw_task *task, void *value,
