@@ -75,8 +75,10 @@ struct aw_timeout {
 struct aw_task_group {
     aw_loop *loop;
     aw_future *parent;
-    aw_future **children;
+    aw_future **children; /* running or failed; NULL: released */
     size_t n, cap;
+    size_t holes; /* NULL entries in children */
+    size_t spawned;
     size_t running;
     aw_future *waiter;
     int error;
@@ -1227,7 +1229,7 @@ group_settle(aw_task_group *g)
         aw__future_set_failed(
             w, g->error,
             aw__format("%zu of %zu tasks failed; the first: %s", g->nfailed,
-                       g->n, g->error_msg ? g->error_msg
+                       g->spawned, g->error_msg ? g->error_msg
                                           : aw_strerror(g->error)));
     else if (g->cancelled) {
         aw__future_set_cancelled(w, g->cancel_msg);
@@ -1246,8 +1248,48 @@ group_cancel_children(aw_task_group *g, const char *msg)
     size_t i;
 
     for (i = 0; i < g->n; i++)
-        if (g->children[i]->state == AW_FUTURE_PENDING)
+        if (g->children[i] != NULL &&
+            g->children[i]->state == AW_FUTURE_PENDING)
             aw_future_cancel(g->children[i], msg);
+}
+
+/* Close the holes released children left, keeping the order. */
+static void
+group_compact(aw_task_group *g)
+{
+    size_t i, m;
+
+    if (g->holes == 0)
+        return;
+    for (i = 0, m = 0; i < g->n; i++)
+        if (g->children[i] != NULL)
+            g->children[m++] = g->children[i];
+    g->n = m;
+    g->holes = 0;
+}
+
+/* A child that ended without failing is released at once, so that a
+ * long-lived group running many short children stays small; failed
+ * children stay, for their errors to be collected. */
+static void
+group_release_child(aw_task_group *g, aw_future *child)
+{
+    size_t i;
+
+    for (i = g->n; i-- > 0;) {
+        if (g->children[i] == child) {
+            g->children[i] = NULL;
+            g->holes++;
+            if (i == g->n - 1) {
+                while (g->n > 0 && g->children[g->n - 1] == NULL) {
+                    g->n--;
+                    g->holes--;
+                }
+            }
+            aw_future_unref(child);
+            return;
+        }
+    }
 }
 
 static void
@@ -1300,6 +1342,8 @@ group_on_child(aw_future *child, void *arg)
             }
         }
     }
+    if (child->state != AW_FUTURE_FAILED || child->code == AW_ECANCELLED)
+        group_release_child(g, child);
     group_settle(g);
     return 0;
 }
@@ -1332,7 +1376,9 @@ aw_task_group_spawn(aw_task_group *g, aw_task_fn fn, void *frame,
         rc = -EINVAL;
     else if (g->aborted || g->cancelled)
         rc = AW_ESHUTDOWN;
-    else if (g->n == g->cap) {
+    else if (g->n == g->cap && g->holes > g->n / 2)
+        group_compact(g);
+    if (rc == 0 && g->n == g->cap) {
         size_t cap = g->cap ? 2 * g->cap : 8;
         aw_future **c = aw__reallocarray(g->children, cap, sizeof(*c));
 
@@ -1356,6 +1402,7 @@ aw_task_group_spawn(aw_task_group *g, aw_task_fn fn, void *frame,
     }
     g->children[g->n++] = t;
     g->running++;
+    g->spawned++;
     if (taskp != NULL)
         *taskp = aw_future_ref(t);
     return 0;
@@ -1383,6 +1430,7 @@ aw_task_group_children(const aw_task_group *g, size_t *n)
 {
     if (g == NULL)
         return NULL;
+    group_compact((aw_task_group *)g);
     if (n != NULL)
         *n = g->n;
     return g->children;
@@ -1407,7 +1455,8 @@ aw_task_group_free(aw_task_group *g)
     if (g == NULL)
         return;
     for (i = 0; i < g->n; i++)
-        aw__future_detach(g->children[i], group_on_child, g);
+        if (g->children[i] != NULL)
+            aw__future_detach(g->children[i], group_on_child, g);
     group_withdraw(g);
     if (g->waiter != NULL) {
         ((struct group_wait *)g->waiter)->group = NULL;

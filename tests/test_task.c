@@ -533,7 +533,7 @@ START_TEST(group_waits_for_all)
     ck_assert_int_eq(aw_future_error(w), 0);
     ck_assert_int_eq(order.n, 2);
     aw_task_group_children(g, &n);
-    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(n, 0); /* released as they ended */
     aw_future_unref(w);
     aw_task_group_free(g);
 }
@@ -569,10 +569,9 @@ START_TEST(group_failure_cancels_siblings_collects_errors)
     ck_assert_int_eq(f->rc2, -EIO); /* the first error */
     ck_assert_int_eq(aw_task_cancelling(t), 0);
     c = aw_task_group_children(f->g, &n);
-    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(n, 2); /* the cancelled third was released */
     ck_assert_int_eq(aw_future_error(c[0]), -EIO);
     ck_assert_int_eq(aw_future_error(c[1]), -EPIPE); /* collected too */
-    ck_assert_int_eq(aw_future_cancelled(c[2]), 1);
     w = aw_task_group_wait(f->g);
     ck_assert_ptr_nonnull(strstr(aw_future_message(w), "2 of 3"));
     aw_future_unref(w);
@@ -1464,6 +1463,50 @@ START_TEST(await_take_hands_over_result)
 }
 END_TEST
 
+static AW_TASK(quick_child, struct fr *f)
+{
+    AW_BEGIN();
+    (void)f;
+    AW_END();
+}
+
+static AW_TASK(long_lived_group, struct fr *f)
+{
+    AW_BEGIN();
+    f->g = aw_task_group_new(aw_task_loop(AW_SELF()), AW_SELF());
+    for (f->id = 0; f->id < (int)f->value; f->id++) {
+        if (f->id == 1000)
+            f->rc = (int)aw_test_live_allocations();
+        aw_task_group_spawn(f->g, quick_child, NULL, NULL,
+                            (aw_task **)&f->in);
+        AW_AWAIT(take(&f->in), NULL);
+    }
+    f->rc2 = (int)aw_test_live_allocations();
+    AW_AWAIT(aw_task_group_wait(f->g), NULL);
+    AW_FINALLY();
+    aw_task_group_free(f->g);
+    AW_END();
+}
+
+/* A group releases each child once it has ended: a long-lived group
+ * running a million short children one after another stays the size it
+ * had after the first thousand. */
+START_TEST(group_releases_children_as_they_end)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t;
+
+    f->value = aw_test_slow() ? 20000 : 1000000;
+    t = spawn_keep(long_lived_group, f);
+    run(t);
+    ck_assert_int_eq(aw_future_error(t), 0);
+    ck_assert_int_eq(f->rc2, f->rc); /* no allocation kept per child */
+    ck_assert_int_eq(aw_loop_run_once(loop, AW_RUN_NOWAIT), 0);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1514,6 +1557,7 @@ aw_test_suite(void)
     tcase_add_test(tc, nested_timeouts_loop_busy);
     tcase_add_test(tc, unnamed_tasks_numbered_per_loop);
     tcase_add_test(tc, await_take_hands_over_result);
+    tcase_add_test(tc, group_releases_children_as_they_end);
     suite_add_tcase(s, tc);
     return s;
 }

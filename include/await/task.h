@@ -150,8 +150,10 @@ AW_EXTERN int aw_task_dump(aw_loop *loop, FILE *out);
  * children and, when the group has a parent task that is awaiting
  * something else than the group's wait future, that await too: the
  * parent's await then returns the child's error code rather than
- * AW_ECANCELLED.  Every child stays readable through
- * aw_task_group_children() to collect each error.
+ * AW_ECANCELLED, and the group withdraws that cancellation once its
+ * children have ended (asyncio's uncancel), so the parent's
+ * aw_task_cancelling() count is what it was.  Every failed child stays
+ * readable through aw_task_group_children() to collect each error.
  *
  *     g = aw_task_group_new(loop, AW_SELF());
  *     aw_task_group_spawn(g, worker, w1, free, NULL);
@@ -189,7 +191,12 @@ AW_EXTERN int aw_task_group_spawn(aw_task_group *group, aw_task_fn fn,
  */
 AW_EXTERN aw_future *aw_task_group_wait(aw_task_group *group);
 
-/* aw_task_group_children - every child spawned, in order (borrowed). */
+/* aw_task_group_children - the children still running and those that
+ * failed, in the order spawned (borrowed: valid until the next call on
+ * the group).  A child that ended otherwise (done or cancelled) is
+ * released by the group as it ends, so that a group running many short
+ * children one after another stays small; keep the reference
+ * aw_task_group_spawn() can give to read it later. */
 AW_EXTERN aw_task *const *aw_task_group_children(const aw_task_group *group,
                                                  size_t *n);
 
