@@ -1121,22 +1121,23 @@ aw_timeout_enter(aw_task *task, double delay)
 }
 
 int
-aw_timeout_reschedule(aw_timeout *to, double delay)
+aw_timeout_reschedule(aw_timeout *to, double when)
 {
-    double when;
+    double old_when;
     aw_handle *old;
 
-    if (to == NULL || isnan(delay))
+    if (to == NULL || isnan(when))
         return -EINVAL;
     if (to->expired)
         return AW_EINVALSTATE;
-    when = delay < 0 || isinf(delay)
-               ? INFINITY
-               : aw_loop_time(to->task->base.loop) + delay;
+    if (isinf(when) && when < 0)
+        when = aw_loop_time(to->task->base.loop); /* long past: now */
     old = to->timer;
+    old_when = to->when;
     to->timer = NULL;
     if (timeout_arm(to, when) != 0) {
         to->timer = old;
+        to->when = old_when;
         return -ENOMEM;
     }
     if (old != NULL) {
@@ -1144,6 +1145,17 @@ aw_timeout_reschedule(aw_timeout *to, double delay)
         aw_handle_unref(old);
     }
     return 0;
+}
+
+int
+aw_timeout_reschedule_in(aw_timeout *to, double delay)
+{
+    if (to == NULL || isnan(delay))
+        return -EINVAL;
+    if (delay < 0 || isinf(delay))
+        return aw_timeout_reschedule(to, INFINITY);
+    return aw_timeout_reschedule(to, aw_loop_time(to->task->base.loop) +
+                                         delay);
 }
 
 double

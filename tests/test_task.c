@@ -725,12 +725,14 @@ static AW_TASK(timeout_moved, struct fr *f)
 {
     AW_BEGIN();
     f->to = aw_timeout_enter(AW_SELF(), 0.01);
-    ck_assert_int_eq(aw_timeout_reschedule(f->to, 5), 0);
+    ck_assert_int_eq(aw_timeout_reschedule_in(f->to, 5), 0);
     ck_assert(aw_timeout_when(f->to) > aw_loop_time(aw_task_loop(AW_SELF())) + 4);
     AW_TRY_AWAIT(f->rc, aw_sleep(aw_task_loop(AW_SELF()), 0.03), NULL);
-    ck_assert_int_eq(aw_timeout_reschedule(f->to, 0.005), 0);
+    ck_assert_int_eq(aw_timeout_reschedule(f->to, aw_loop_time(aw_task_loop(AW_SELF())) + 0.005), 0);
     AW_TRY_AWAIT(f->rc2, aw_sleep(aw_task_loop(AW_SELF()), 5), NULL);
     ck_assert_int_eq(aw_timeout_reschedule(f->to, 1), AW_EINVALSTATE);
+    ck_assert_int_eq(aw_timeout_reschedule_in(f->to, 1), AW_EINVALSTATE);
+    ck_assert_int_eq(aw_timeout_reschedule(NULL, 1), -EINVAL);
     aw_timeout_exit(f->to);
     AW_END();
 }
@@ -1507,6 +1509,42 @@ START_TEST(group_releases_children_as_they_end)
 }
 END_TEST
 
+static AW_TASK(reschedule_absolute, struct fr *f)
+{
+    AW_BEGIN();
+    f->to = aw_timeout_enter(AW_SELF(), -1); /* no deadline yet */
+    ck_assert(isinf(aw_timeout_when(f->to)));
+    f->delay = aw_loop_time(aw_task_loop(AW_SELF())) + 0.005;
+    ck_assert_int_eq(aw_timeout_reschedule(f->to, f->delay), 0);
+    ck_assert(aw_timeout_when(f->to) == f->delay); /* absolute, as given */
+    ck_assert_int_eq(aw_timeout_reschedule(f->to, NAN), -EINVAL);
+    ck_assert(aw_timeout_when(f->to) == f->delay);
+    AW_TRY_AWAIT(f->rc, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    f->rc2 = aw_timeout_exit(f->to);
+    f->to = aw_timeout_enter(AW_SELF(), 10);
+    /* A time already past: expired on the next pass. */
+    ck_assert_int_eq(aw_timeout_reschedule(f->to, 0), 0);
+    AW_TRY_AWAIT(f->id, aw_sleep(aw_task_loop(AW_SELF()), 10), NULL);
+    aw_timeout_exit(f->to);
+    f->to = NULL;
+    AW_END();
+}
+
+/* asyncio's Timeout.reschedule takes an absolute loop time. */
+START_TEST(timeout_reschedule_takes_loop_time)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t = spawn_keep(reschedule_absolute, f);
+
+    run(t);
+    ck_assert_int_eq(f->rc, AW_ETIMEDOUT);
+    ck_assert_int_eq(f->rc2, AW_ETIMEDOUT);
+    ck_assert_int_eq(f->id, AW_ETIMEDOUT);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1558,6 +1596,7 @@ aw_test_suite(void)
     tcase_add_test(tc, unnamed_tasks_numbered_per_loop);
     tcase_add_test(tc, await_take_hands_over_result);
     tcase_add_test(tc, group_releases_children_as_they_end);
+    tcase_add_test(tc, timeout_reschedule_takes_loop_time);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -230,9 +230,16 @@ typedef struct aw_timeout aw_timeout;
 AW_EXTERN aw_timeout *aw_timeout_enter(aw_task *task, double delay);
 AW_EXTERN aw_timeout *aw_timeout_enter_at(aw_task *task, double when);
 
-/* aw_timeout_reschedule - move the deadline while the scope is open and
- * not expired (delay < 0: no deadline).  0; -EINVAL; AW_EINVALSTATE. */
-AW_EXTERN int aw_timeout_reschedule(aw_timeout *timeout, double delay);
+/*
+ * aw_timeout_reschedule - move the deadline to loop time when (asyncio's
+ * Timeout.reschedule) while the scope is open and not expired: INFINITY
+ * for none; a time already past expires it on the next pass.
+ * aw_timeout_reschedule_in - the same, delay seconds from now (< 0 or
+ * infinite: no deadline).  Both return 0; -EINVAL (NULL, NaN); -ENOMEM
+ * (the deadline is unchanged); AW_EINVALSTATE once it expired.
+ */
+AW_EXTERN int aw_timeout_reschedule(aw_timeout *timeout, double when);
+AW_EXTERN int aw_timeout_reschedule_in(aw_timeout *timeout, double delay);
 
 /* aw_timeout_when - the deadline in loop time, INFINITY for none. */
 AW_EXTERN double aw_timeout_when(const aw_timeout *timeout);
