@@ -9,6 +9,10 @@
 
 #include "await/future.h"
 
+/* The kinds of future this layer defines.  The modules above define
+ * kinds of their own, numbered from K__FUTURE_KINDS by the registry
+ * (kinds-internal.h); this layer reaches them only through their
+ * operations table, never by name. */
 enum kind {
     K_PLAIN,
     K_THEN,
@@ -20,11 +24,7 @@ enum kind {
     K_RACE,
     K_WAIT,
     K_WAIT_FOR,
-    K_TASK,  /* task.c */
-    K_SLEEP, /* task.c */
-    K_GRANT, /* sync.c, queue.c */
-    K_GROUP, /* task.c: a task group's wait */
-    K_COUNT
+    K__FUTURE_KINDS
 };
 
 enum flag {
@@ -75,22 +75,50 @@ struct aw_future {
     uint32_t aux; /* kind's own (a task's flags and cancel count) */
 };
 
-/* Kinds defined outside future.c say how big they are, how they cancel
- * and what they release when freed. */
+/* What a kind of future does, registered by the module that owns it in
+ * the table aw__future_kinds (kinds.c), indexed by its kind. */
 struct aw__future_ops {
-    size_t size;
-    void (*cancel)(aw_future *f, const char *msg); /* f is pending */
-    void (*release)(aw_future *f); /* before the outcome is released */
-    void (*reclaim)(aw_future *f); /* an F_EMBEDDED one is done with */
+    const char *name; /* for reports: "gather", "task", ... */
+    uint8_t kind;     /* its index in aw__future_kinds */
+    uint8_t flags;    /* AW__OPS_* */
+    size_t size;      /* of the struct that starts with the future */
+    /* Cancel the pending f (not decided). */
+    void (*cancel)(aw_future *f, const char *msg);
+    /* 1 when the pending f's outcome is fixed, only its delivery still
+     * to come: cancelling it then does nothing.  NULL: never. */
+    int (*decided)(const aw_future *f);
+    /* Release what f holds, before its outcome is released.  NULL:
+     * nothing. */
+    void (*release)(aw_future *f);
+    /* An F_EMBEDDED f is done with (neither pooled nor counted). */
+    void (*reclaim)(aw_future *f);
 };
 
-extern const struct aw__future_ops aw__task_ops;
-extern const struct aw__future_ops aw__sleep_ops;
-extern const struct aw__future_ops aw__grant_ops;
-extern const struct aw__future_ops aw__group_ops;
+enum {
+    AW__OPS_NORESERVE = 1 << 0, /* settled from a callback of its own (a
+                                 * timer): no handle reserved for its
+                                 * callbacks */
+    AW__OPS_LEAF = 1 << 1       /* freeing it releases no other future */
+};
 
-/* A pending future of `kind`, one reference, counted on the loop. */
-aw_future *aw__future_alloc(aw_loop *loop, int kind);
+/* Every kind, by its number (kinds.c); at most AW__KINDS_MAX. */
+#define AW__KINDS_MAX 16
+extern const struct aw__future_ops *const aw__future_kinds[AW__KINDS_MAX];
+
+static inline const struct aw__future_ops *
+aw__future_ops(const aw_future *f)
+{
+    return aw__future_kinds[f->kind];
+}
+
+/* This layer's own kinds (future.c), for the registry. */
+extern const struct aw__future_ops aw__plain_ops, aw__then_ops,
+    aw__catch_ops, aw__finally_ops, aw__shield_ops, aw__gather_ops,
+    aw__any_ops, aw__race_ops, aw__wait_ops, aw__wait_for_ops;
+
+/* A pending future of the kind ops describes, one reference, counted on
+ * the loop. */
+aw_future *aw__future_alloc(aw_loop *loop, const struct aw__future_ops *ops);
 /* The loop's shared future failed with -ENOMEM. */
 aw_future *aw__future_nomem(aw_loop *loop);
 /* A future failed with code (AW_ECANCELLED: cancelled) and msg (owned). */
@@ -112,8 +140,8 @@ void aw__future_detach_node(aw_future *f, struct cb **nodep);
 void aw__future_settle(aw_future *f);
 /* The same, running the callbacks now: only from a loop callback that
  * is itself the event settling f (a timer firing); also runs a batch
- * deferred by aw__future_settle() when it could not schedule it (a
- * K_SLEEP future, which reserves no handle, out of memory). */
+ * deferred by aw__future_settle() when it could not schedule it (an
+ * AW__OPS_NORESERVE future, out of memory). */
 void aw__future_settle_now(aw_future *f);
 void aw__future_set_failed(aw_future *f, int code, char *msg);
 void aw__future_set_cancelled(aw_future *f, char *msg);

@@ -90,8 +90,11 @@ struct aw_as_completed {
 
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(struct aw_future) <= 48, "aw_future grew past 48");
-_Static_assert(sizeof(struct aw_future) <= sizeof(((struct aw__future_slots *)0)->nomem),
+_Static_assert(sizeof(struct aw_future) <= sizeof(((struct aw__future_slot *)0)->nomem),
                "no room for the shared -ENOMEM future");
+_Static_assert(AW__KINDS_MAX <= sizeof(((struct aw__future_slot *)0)->live) /
+                                    sizeof(size_t),
+               "no count for every kind");
 #endif
 
 static void future_free(aw_future *f);
@@ -103,62 +106,35 @@ static int as_completed_on_input(aw_future *input, void *arg);
 
 /* ---- small helpers --------------------------------------------------- */
 
-static size_t
-kind_size(int kind)
-{
-    switch (kind) {
-    case K_THEN:
-    case K_CATCH:
-    case K_FINALLY:
-    case K_SHIELD:
-        return sizeof(struct chain);
-    case K_GATHER:
-    case K_ANY:
-    case K_RACE:
-    case K_WAIT:
-        return sizeof(struct combo);
-    case K_WAIT_FOR:
-        return sizeof(struct wait_for);
-    case K_TASK:
-        return aw__task_ops.size;
-    case K_SLEEP:
-        return aw__sleep_ops.size;
-    case K_GRANT:
-        return aw__grant_ops.size;
-    case K_GROUP:
-        return aw__group_ops.size;
-    default:
-        return sizeof(struct aw_future);
-    }
-}
-
-static const struct aw__future_ops *
-outside_ops(int kind)
-{
-    switch (kind) {
-    case K_TASK:
-        return &aw__task_ops;
-    case K_SLEEP:
-        return &aw__sleep_ops;
-    case K_GROUP:
-        return &aw__group_ops;
-    default:
-        return &aw__grant_ops;
-    }
-}
-
-/* A sleep is settled by its timer, which runs the callbacks itself: it
- * needs no handle reserved for them. */
+/* A future settled by a callback of its own (a sleep's timer) runs its
+ * callbacks itself: it needs no handle reserved for them. */
 static inline int
 reserves(const aw_future *f)
 {
-    return f->kind != K_SLEEP;
+    return !(aw__future_ops(f)->flags & AW__OPS_NORESERVE);
 }
 
 static int
 is_combo(const aw_future *f)
 {
     return f->kind >= K_GATHER && f->kind <= K_WAIT;
+}
+
+static int
+chain_decided(const aw_future *f)
+{
+    const struct chain *ch = (const struct chain *)f;
+
+    return (f->kind == K_SHIELD || (f->xflags & X_FOLLOWING)) &&
+           ch->source != NULL && ch->source->state != AW_FUTURE_PENDING;
+}
+
+static int
+wait_for_decided(const aw_future *f)
+{
+    const struct wait_for *w = (const struct wait_for *)f;
+
+    return w->inner != NULL && w->inner->state != AW_FUTURE_PENDING;
 }
 
 char *
@@ -196,7 +172,7 @@ aw__format(const char *fmt, ...)
 aw_future *
 aw__future_nomem(aw_loop *loop)
 {
-    aw_future *f = (aw_future *)(void *)aw__loop_future_slots(loop)->nomem;
+    aw_future *f = (aw_future *)(void *)aw__loop_future_slot(loop)->nomem;
 
     if (f->loop == NULL) {
         memset(f, 0, sizeof(*f));
@@ -209,13 +185,21 @@ aw__future_nomem(aw_loop *loop)
     return f;
 }
 
+static void future_census(aw_loop *loop);
+
+static const struct aw__loop_hooks future_hooks = {.census = future_census};
+
 aw_future *
-aw__future_alloc(aw_loop *loop, int kind)
+aw__future_alloc(aw_loop *loop, const struct aw__future_ops *ops)
 {
-    aw_future *f = aw__loop_alloc(loop, kind_size(kind));
+    aw_future *f = aw__loop_alloc(loop, ops->size);
+    struct aw__future_slot *slot;
 
     if (AW__UNLIKELY(f == NULL))
         return NULL;
+    slot = aw__loop_future_slot(loop);
+    slot->live[ops->kind]++;
+    slot->hooks = &future_hooks;
     f->loop = loop;
     f->callbacks = NULL;
     f->v.ptr = NULL;
@@ -224,7 +208,7 @@ aw__future_alloc(aw_loop *loop, int kind)
     f->refs = 1;
     f->state = AW_FUTURE_PENDING;
     f->flags = 0;
-    f->kind = (uint8_t)kind;
+    f->kind = ops->kind;
     f->xflags = 0;
     f->aux = 0;
     aw__loop_track(loop, 1);
@@ -526,7 +510,7 @@ aw_future_new(aw_loop *loop)
 {
     if (!loop_usable(loop))
         return NULL;
-    return aw__future_alloc(loop, K_PLAIN);
+    return aw__future_alloc(loop, &aw__plain_ops);
 }
 
 aw_future *
@@ -539,7 +523,7 @@ aw_future_resolved(aw_loop *loop, void *result, aw_destroy_fn destroy)
             destroy(result);
         return NULL;
     }
-    f = aw__future_alloc(loop, K_PLAIN);
+    f = aw__future_alloc(loop, &aw__plain_ops);
     if (AW__UNLIKELY(f == NULL)) {
         if (destroy != NULL)
             destroy(result);
@@ -558,7 +542,7 @@ aw_future_resolved_int(aw_loop *loop, intptr_t result)
 
     if (!loop_usable(loop))
         return NULL;
-    f = aw__future_alloc(loop, K_PLAIN);
+    f = aw__future_alloc(loop, &aw__plain_ops);
     if (AW__UNLIKELY(f == NULL))
         return aw__future_nomem(loop);
     f->v.i = result;
@@ -569,7 +553,7 @@ aw_future_resolved_int(aw_loop *loop, intptr_t result)
 aw_future *
 aw__future_failed_new(aw_loop *loop, int code, char *msg)
 {
-    aw_future *f = aw__future_alloc(loop, K_PLAIN);
+    aw_future *f = aw__future_alloc(loop, &aw__plain_ops);
 
     if (AW__UNLIKELY(f == NULL)) {
         aw__free(msg);
@@ -611,25 +595,25 @@ aw_future_ref(aw_future *future)
 void
 aw_future_unref(aw_future *f)
 {
-    struct aw__future_slots *slots;
+    struct aw__future_slot *slots;
 
     if (f == NULL || (f->flags & F_IMMORTAL) || --f->refs != 0)
         return;
     if (f->state == AW_FUTURE_PENDING)
         free_pending_callbacks(f); /* nobody can settle it any more */
-    if ((f->kind == K_PLAIN || f->kind == K_SLEEP || f->kind == K_GRANT) &&
+    if ((aw__future_ops(f)->flags & AW__OPS_LEAF) &&
         !(f->flags & F_LINKED)) {
         future_free(f); /* releases no other future */
         return;
     }
-    slots = aw__loop_future_slots(f->loop);
-    f->callbacks = slots->reap;
+    slots = aw__loop_future_slot(f->loop);
+    f->callbacks = (struct cb *)(void *)slots->reap; /* the reap link */
     slots->reap = f;
     if (slots->reaping)
         return;
     slots->reaping = 1;
     while ((f = slots->reap) != NULL) {
-        slots->reap = (aw_future *)f->callbacks;
+        slots->reap = (aw_future *)(void *)f->callbacks;
         f->callbacks = NULL;
         future_free(f);
     }
@@ -733,22 +717,11 @@ cancel_one(aw_future *f, const char *msg)
             return src;
         aw_future_unref(src);
         return NULL;
-    case K_WAIT_FOR:
-        wait_for_cancel((struct wait_for *)f, msg);
-        return NULL;
-    case K_TASK:
-    case K_SLEEP:
-    case K_GRANT:
-    case K_GROUP:
-        outside_ops(f->kind)->cancel(f, msg);
-        return NULL;
     default:
-        combo_cancel((struct combo *)f, msg);
+        aw__future_ops(f)->cancel(f, msg);
         return NULL;
     }
 }
-
-static int combo_decided(const struct combo *c);
 
 /* The outcome of the pending f is fixed by what it waits for, which has
  * settled; only its delivery is still to come.  Cancelling it then does
@@ -756,28 +729,9 @@ static int combo_decided(const struct combo *c);
 static int
 decided(const aw_future *f)
 {
-    const struct chain *ch;
+    const struct aw__future_ops *ops = aw__future_ops(f);
 
-    switch (f->kind) {
-    case K_THEN:
-    case K_CATCH:
-    case K_FINALLY:
-    case K_SHIELD:
-        ch = (const struct chain *)f;
-        return (f->kind == K_SHIELD || (f->xflags & X_FOLLOWING)) &&
-               ch->source != NULL && ch->source->state != AW_FUTURE_PENDING;
-    case K_GATHER:
-    case K_ANY:
-    case K_RACE:
-    case K_WAIT:
-        return combo_decided((const struct combo *)f);
-    case K_WAIT_FOR:
-        return ((const struct wait_for *)f)->inner != NULL &&
-               ((const struct wait_for *)f)->inner->state !=
-                   AW_FUTURE_PENDING;
-    default:
-        return 0;
-    }
+    return ops->decided != NULL && ops->decided(f);
 }
 
 int
@@ -798,6 +752,20 @@ aw_future_cancel(aw_future *future, const char *msg)
         aw_future_unref(cur);
     }
     return 0;
+}
+
+/* The cancel operation of plain futures and chains: cancel_one, then up
+ * the chain. */
+static void
+plain_cancel(aw_future *f, const char *msg)
+{
+    aw_future *up = cancel_one(f, msg), *cur;
+
+    while (up != NULL) {
+        cur = up;
+        up = cancel_one(cur, msg);
+        aw_future_unref(cur);
+    }
 }
 
 /* ---- reading -------------------------------------------------------------- */
@@ -1106,7 +1074,7 @@ chain_new(aw_future *src, int kind, aw_then_fn then, aw_finally_fn fin,
         return aw__future_failed_new(loop, -EINVAL,
                              aw__format("chain step function is NULL"));
     }
-    ch = (struct chain *)aw__future_alloc(loop, kind);
+    ch = (struct chain *)aw__future_alloc(loop, aw__future_kinds[kind]);
     if (AW__UNLIKELY(ch == NULL)) {
         aw_future_unref(src);
         return aw__future_nomem(loop);
@@ -1410,8 +1378,9 @@ any_message(struct combo *c)
 /* Every input whose delivery is still to come has settled in a way that
  * fixes c's outcome. */
 static int
-combo_decided(const struct combo *c)
+combo_decided(const aw_future *f)
 {
+    const struct combo *c = (const struct combo *)f;
     size_t i, settled = 0, done = 0, failed = 0;
 
     if (c->base.xflags & X_DECIDED)
@@ -1545,7 +1514,7 @@ combo_new(aw_loop *loop, int kind, size_t n, aw_future **futures, int unique,
     struct inputs *in;
     size_t i;
 
-    c = (struct combo *)aw__future_alloc(loop, kind);
+    c = (struct combo *)aw__future_alloc(loop, aw__future_kinds[kind]);
     if (c == NULL) {
         unref_all(n, futures);
         return aw__future_nomem(loop);
@@ -1784,7 +1753,7 @@ aw_wait_for(aw_future *future, double timeout)
     }
     if (future->state != AW_FUTURE_PENDING || timeout < 0 || isinf(timeout))
         return future; /* nothing to time: the future is its own outcome */
-    w = (struct wait_for *)aw__future_alloc(loop, K_WAIT_FOR);
+    w = (struct wait_for *)aw__future_alloc(loop, &aw__wait_for_ops);
     if (w == NULL) {
         aw_future_unref(future);
         return aw__future_nomem(loop);
@@ -2037,14 +2006,15 @@ future_free(aw_future *f)
         break;
     case K_PLAIN:
         break;
-    case K_TASK:
-    case K_SLEEP:
-    case K_GRANT:
-    case K_GROUP:
-        outside_ops(f->kind)->release(f);
+    case K_GATHER:
+    case K_ANY:
+    case K_RACE:
+    case K_WAIT:
+        combo_release((struct combo *)f);
         break;
     default:
-        combo_release((struct combo *)f);
+        if (aw__future_ops(f)->release != NULL)
+            aw__future_ops(f)->release(f);
         break;
     }
     switch (f->state) {
@@ -2066,9 +2036,67 @@ future_free(aw_future *f)
         break;
     }
     if (f->flags & F_EMBEDDED) {
-        outside_ops(f->kind)->reclaim(f); /* neither pooled nor counted */
+        aw__future_ops(f)->reclaim(f); /* neither pooled nor counted */
         return;
     }
+    aw__loop_future_slot(loop)->live[f->kind]--;
     aw__loop_track(loop, -1);
-    aw__loop_free(loop, f, kind_size(f->kind));
+    aw__loop_free(loop, f, aw__future_ops(f)->size);
 }
+
+/* Close found work outstanding: how many futures of each kind are still
+ * referenced (pending tasks are named one by one by their module). */
+static void
+future_census(aw_loop *loop)
+{
+    struct aw__future_slot *slot = aw__loop_future_slot(loop);
+    size_t k;
+
+    for (k = 0; k < AW__KINDS_MAX; k++) {
+        if (slot->live[k] == 0 || aw__future_kinds[k] == NULL)
+            continue;
+        aw__loop_report(loop, AW_EBUSY, NULL, NULL,
+                        "%zu %s future%s still referenced at loop close",
+                        slot->live[k], aw__future_kinds[k]->name,
+                        slot->live[k] == 1 ? "" : "s");
+    }
+}
+
+/* ---- this layer's kinds ------------------------------------------------------- */
+
+static void
+combo_cancel_op(aw_future *f, const char *msg)
+{
+    combo_cancel((struct combo *)f, msg);
+}
+
+static void
+wait_for_cancel_op(aw_future *f, const char *msg)
+{
+    wait_for_cancel((struct wait_for *)f, msg);
+}
+
+/* Chains cancel through cancel_one, which walks up a chain without
+ * recursing; their release is future_free's own. */
+#define CHAIN_OPS(id, label)                                                 \
+    {.name = label, .kind = id, .size = sizeof(struct chain),                \
+     .cancel = plain_cancel, .decided = chain_decided}
+#define COMBO_OPS(id, label)                                                 \
+    {.name = label, .kind = id, .size = sizeof(struct combo),                \
+     .cancel = combo_cancel_op, .decided = combo_decided}
+
+const struct aw__future_ops aw__plain_ops = {
+    .name = "plain", .kind = K_PLAIN, .flags = AW__OPS_LEAF,
+    .size = sizeof(struct aw_future), .cancel = plain_cancel};
+const struct aw__future_ops aw__then_ops = CHAIN_OPS(K_THEN, "then");
+const struct aw__future_ops aw__catch_ops = CHAIN_OPS(K_CATCH, "catch");
+const struct aw__future_ops aw__finally_ops =
+    CHAIN_OPS(K_FINALLY, "finally");
+const struct aw__future_ops aw__shield_ops = CHAIN_OPS(K_SHIELD, "shield");
+const struct aw__future_ops aw__gather_ops = COMBO_OPS(K_GATHER, "gather");
+const struct aw__future_ops aw__any_ops = COMBO_OPS(K_ANY, "any");
+const struct aw__future_ops aw__race_ops = COMBO_OPS(K_RACE, "race");
+const struct aw__future_ops aw__wait_ops = COMBO_OPS(K_WAIT, "wait");
+const struct aw__future_ops aw__wait_for_ops = {
+    .name = "wait_for", .kind = K_WAIT_FOR, .size = sizeof(struct wait_for),
+    .cancel = wait_for_cancel_op, .decided = wait_for_decided};

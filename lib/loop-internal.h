@@ -32,19 +32,55 @@ int aw__loop_reserve(aw_loop *loop);
 void aw__loop_unreserve(aw_loop *loop);
 void aw__loop_call_soon_reserved(aw_loop *loop, aw_callback_fn fn, void *arg);
 
-/* What the future module keeps per loop; the loop only zeroes it. */
-struct aw__future_slots {
-    void *reap;  /* futures whose last reference went, to be freed */
-    int reaping; /* a free is under way: queue on reap, do not recurse */
-    void *nomem[8]; /* storage of the shared -ENOMEM future */
-    void *tasks;    /* pending tasks (task.c) */
-    void *current;  /* the task running now */
-    size_t ntasks;
-    unsigned task_seq; /* tasks created: Task-1, Task-2, ... */
-    void (*report_pending)(aw_loop *loop); /* close found work pending */
-    void *dns;                              /* the resolver (transport.c) */
-    void (*release_dns)(aw_loop *loop);     /* called when the loop closes */
+/* ---- each module's per-loop state ------------------------------------
+ * The modules built on the loop keep their per-loop state in a typed slot
+ * of their own inside the loop, zeroed when the loop is created.  A module
+ * that must hear of the loop's events sets `hooks` in its slot. */
+
+struct aw__loop_hooks {
+    /* Close found work outstanding: report each of the module's live
+     * objects through aw__loop_report(), so that the report names them. */
+    void (*census)(aw_loop *loop);
+    /* The loop closes: release the module's per-loop resources. */
+    void (*release)(aw_loop *loop);
+    /* Debug mode found the callback that just ran slow: describe what of
+     * the module's ran in it into buf; 0 when nothing did. */
+    int (*describe_slow)(aw_loop *loop, char *buf, size_t size);
 };
-struct aw__future_slots *aw__loop_future_slots(aw_loop *loop);
+
+/* future.c */
+struct aw__future_slot {
+    struct aw_future *reap; /* futures whose last reference went: freed */
+    int reaping;      /* a free is under way: queue on reap, do not recurse */
+    void *nomem[8];   /* storage of the shared -ENOMEM future */
+    size_t live[16];  /* live futures by kind (future-internal.h) */
+    const struct aw__loop_hooks *hooks;
+};
+
+/* task.c */
+struct aw__task;
+struct aw__task_slot {
+    struct aw__task *tasks;   /* pending, newest first */
+    struct aw__task *current; /* running now */
+    size_t ntasks;
+    unsigned seq;             /* tasks created: Task-1, Task-2, ... */
+    int timing;          /* debug mode: time each step */
+    double slowest_time; /* the longest step in the callback running */
+    char slowest[192];   /* and what it was; "" for none yet */
+    const struct aw__loop_hooks *hooks;
+};
+
+/* transport.c */
+struct evdns_base;
+struct aw_transport;
+struct aw__net_slot {
+    struct evdns_base *dns;          /* the resolver, made on first use */
+    struct aw_transport *transports; /* open, for the census */
+    const struct aw__loop_hooks *hooks;
+};
+
+struct aw__future_slot *aw__loop_future_slot(aw_loop *loop);
+struct aw__task_slot *aw__loop_task_slot(aw_loop *loop);
+struct aw__net_slot *aw__loop_net_slot(aw_loop *loop);
 
 #endif /* AWAIT_LOOP_INTERNAL_H */

@@ -127,7 +127,9 @@ struct aw_loop {
     int ts_closed;
 
     size_t live_objects; /* futures, tasks, ... of the modules above */
-    struct aw__future_slots future_slots;
+    struct aw__future_slot future_slot; /* each module's, typed */
+    struct aw__task_slot task_slot;
+    struct aw__net_slot net_slot;
 
     aw_exception_handler_fn exc_fn;
     void *exc_arg;
@@ -314,6 +316,7 @@ aw_loop_set_debug(aw_loop *loop, int enabled)
     if (loop == NULL)
         return -EINVAL;
     loop->debug = enabled != 0;
+    loop->task_slot.timing = loop->debug;
     return 0;
 }
 
@@ -334,6 +337,22 @@ aw_loop_set_slow_callback_duration(aw_loop *loop, double seconds)
 
 /* ---- running callbacks -------------------------------------------------- */
 
+/* What ran in a slow callback, in the words of the module that ran it
+ * (a task step: the task's name and where it awaits now). */
+static int
+describe_slow(aw_loop *loop, char *buf, size_t size)
+{
+    const struct aw__loop_hooks *h[] = {loop->task_slot.hooks,
+                                        loop->net_slot.hooks};
+    size_t i;
+
+    for (i = 0; i < sizeof(h) / sizeof(h[0]); i++)
+        if (h[i] != NULL && h[i]->describe_slow != NULL &&
+            h[i]->describe_slow(loop, buf, size))
+            return 1;
+    return 0;
+}
+
 static void
 run_callback_debug(aw_loop *loop, aw_callback_fn fn, void *arg, int rc,
                    double t0)
@@ -344,9 +363,14 @@ run_callback_debug(aw_loop *loop, aw_callback_fn fn, void *arg, int rc,
         aw_exception_context ctx;
         char name[256], message[320];
 
-        aw_callback_name(fn, name, sizeof(name));
+        if (!describe_slow(loop, name, sizeof(name))) {
+            char cb[200];
+
+            aw_callback_name(fn, cb, sizeof(cb));
+            snprintf(name, sizeof(name), "callback %s", cb);
+        }
         snprintf(message, sizeof(message),
-                 "Executing callback %s took %.3f seconds", name, dt);
+                 "Executing %s took %.3f seconds", name, dt);
         memset(&ctx, 0, sizeof(ctx));
         ctx.message = message;
         ctx.callback = fn;
@@ -374,6 +398,9 @@ run_callback(aw_loop *loop, aw_callback_fn fn, void *arg)
     if (AW__UNLIKELY(loop->debug)) {
         double t0 = now_monotonic();
 
+        /* The task module times the steps this callback runs. */
+        loop->task_slot.slowest[0] = '\0';
+        loop->task_slot.slowest_time = 0;
         rc = fn(loop, arg);
         run_callback_debug(loop, fn, arg, rc, t0);
     } else {
@@ -876,8 +903,12 @@ loop_release_resources(aw_loop *loop)
 {
     int i;
 
-    if (loop->future_slots.release_dns != NULL)
-        loop->future_slots.release_dns(loop);
+    if (loop->net_slot.hooks != NULL && loop->net_slot.hooks->release)
+        loop->net_slot.hooks->release(loop);
+    if (loop->task_slot.hooks != NULL && loop->task_slot.hooks->release)
+        loop->task_slot.hooks->release(loop);
+    if (loop->future_slot.hooks != NULL && loop->future_slot.hooks->release)
+        loop->future_slot.hooks->release(loop);
     if (loop->ready_ev)
         event_free(loop->ready_ev);
     if (loop->timer_ev)
@@ -1124,6 +1155,20 @@ outstanding_threadsafe(aw_loop *loop)
     return n;
 }
 
+/* Each module names its live objects, from the top down. */
+static void
+census(aw_loop *loop)
+{
+    const struct aw__loop_hooks *h[] = {loop->net_slot.hooks,
+                                        loop->task_slot.hooks,
+                                        loop->future_slot.hooks};
+    size_t i;
+
+    for (i = 0; i < sizeof(h) / sizeof(h[0]); i++)
+        if (h[i] != NULL && h[i]->census != NULL)
+            h[i]->census(loop);
+}
+
 int
 aw_loop_close(aw_loop *loop)
 {
@@ -1154,8 +1199,7 @@ aw_loop_close(aw_loop *loop)
     held = loop->handles.live - loop->heap_len;
     if (loop->pending_callbacks || ts || loop->io_active ||
         loop->signals_active || held || loop->live_objects) {
-        if (loop->future_slots.report_pending != NULL)
-            loop->future_slots.report_pending(loop);
+        census(loop);
         aw__loop_report(loop, AW_EBUSY, NULL, NULL,
                         "loop not closed: %zu callbacks and timers, %zu "
                         "thread-safe calls, %zu fd watchers, %zu signal "
@@ -1415,10 +1459,22 @@ aw__loop_track(aw_loop *loop, long delta)
     loop->live_objects += (size_t)delta;
 }
 
-struct aw__future_slots *
-aw__loop_future_slots(aw_loop *loop)
+struct aw__future_slot *
+aw__loop_future_slot(aw_loop *loop)
 {
-    return &loop->future_slots;
+    return &loop->future_slot;
+}
+
+struct aw__task_slot *
+aw__loop_task_slot(aw_loop *loop)
+{
+    return &loop->task_slot;
+}
+
+struct aw__net_slot *
+aw__loop_net_slot(aw_loop *loop)
+{
+    return &loop->net_slot;
 }
 
 void *

@@ -5,6 +5,7 @@
 #define AWAIT_SYNC_INTERNAL_H
 
 #include "future-internal.h"
+#include "kinds-internal.h"
 
 struct grant;
 

@@ -70,7 +70,7 @@ aw__grantq_pop(struct grantq *q)
 struct grant *
 aw__grant_new(aw_loop *loop, const struct grant_class *cls, void *owner)
 {
-    struct grant *g = (struct grant *)aw__future_alloc(loop, K_GRANT);
+    struct grant *g = (struct grant *)aw__future_alloc(loop, &aw__grant_ops);
 
     if (g == NULL)
         return NULL;
@@ -120,7 +120,9 @@ grant_release(aw_future *f)
 static void grant_reclaim(aw_future *f);
 
 const struct aw__future_ops aw__grant_ops = {
-    sizeof(struct grant), grant_cancel, grant_release, grant_reclaim};
+    .name = "grant", .kind = K_GRANT, .flags = AW__OPS_LEAF,
+    .size = sizeof(struct grant), .cancel = grant_cancel,
+    .release = grant_release, .reclaim = grant_reclaim};
 
 /* Cancel every waiter of a primitive being freed. */
 void
@@ -145,7 +147,7 @@ nomem(aw_loop *loop)
 
 struct aw_lock {
     aw_loop *loop;
-    struct aw__future_slots *slots; /* the loop's: its running task */
+    struct aw__task_slot *tasks; /* the loop's: its running task */
     struct grantq waiters;
     struct grant *holder; /* the grant the lock is held for, if any */
     aw_future *owner;     /* the task holding it, if a task does */
@@ -160,7 +162,7 @@ struct aw_lock {
 static inline aw_future *
 lock_current(const aw_lock *l)
 {
-    return l->slots->current;
+    return (aw_future *)(void *)l->tasks->current;
 }
 
 /* The lock's own grant came back. */
@@ -251,7 +253,7 @@ aw_lock_new(aw_loop *loop)
     if (l == NULL)
         return NULL;
     l->loop = loop;
-    l->slots = aw__loop_future_slots(loop);
+    l->tasks = aw__loop_task_slot(loop);
     l->fast.base.loop = loop;
     l->fast.base.state = AW_FUTURE_DONE;
     l->fast.base.kind = K_GRANT;

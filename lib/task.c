@@ -22,10 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "await/task.h"
 #include "core-internal.h"
 #include "future-internal.h"
+#include "kinds-internal.h"
 #include "loop-internal.h"
 
 enum tflag {
@@ -52,7 +54,7 @@ struct task_extra {
     int own_request;           /* task_cancel called by own_cancel */
 };
 
-struct task {
+struct aw__task {
     aw_future base;
     aw_task_fn fn;
     void *frame;
@@ -60,11 +62,11 @@ struct task {
     aw_future *awaiting; /* awaited, or last awaited (its result is lent) */
     const struct aw__site *site;
     struct task_extra *extra;
-    struct task *prev, *next; /* the loop's pending tasks */
+    struct aw__task *prev, *next; /* the loop's pending tasks */
 };
 
 struct aw_timeout {
-    struct task *task;
+    struct aw__task *task;
     aw_handle *timer;
     double when;
     struct aw_timeout *next;
@@ -99,40 +101,40 @@ struct group_wait {
 };
 
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
-_Static_assert(sizeof(struct task) <= 112, "a task grew past 112 bytes");
+_Static_assert(sizeof(struct aw__task) <= 112, "a task grew past 112 bytes");
 #endif
 
 static const struct aw__site site_finally = {NULL, AW__RESUME_FINALLY};
 static const struct aw__site site_end = {NULL, -2};
 
-#define T(fut) ((struct task *)(void *)(fut))
+#define T(fut) ((struct aw__task *)(void *)(fut))
 
 static inline unsigned
-tflags(const struct task *t)
+tflags(const struct aw__task *t)
 {
     return t->base.aux & 0xffffu;
 }
 
 static inline void
-tset(struct task *t, unsigned f)
+tset(struct aw__task *t, unsigned f)
 {
     t->base.aux |= f;
 }
 
 static inline void
-tclear(struct task *t, unsigned f)
+tclear(struct aw__task *t, unsigned f)
 {
     t->base.aux &= ~(uint32_t)f;
 }
 
 static inline unsigned
-cancel_count(const struct task *t)
+cancel_count(const struct aw__task *t)
 {
     return t->base.aux >> 16;
 }
 
 static inline void
-cancel_count_add(struct task *t, int delta)
+cancel_count_add(struct aw__task *t, int delta)
 {
     unsigned n = cancel_count(t);
 
@@ -146,14 +148,14 @@ cancel_count_add(struct task *t, int delta)
 static int task_wakeup(aw_future *f, void *arg);
 
 static struct task_extra *
-extra(struct task *t)
+extra(struct aw__task *t)
 {
     if (t->extra == NULL)
         t->extra = aw__calloc(1, sizeof(*t->extra));
     return t->extra;
 }
 
-static struct task *
+static struct aw__task *
 as_task(const aw_future *f)
 {
     return f != NULL && f->kind == K_TASK ? T(f) : NULL;
@@ -162,7 +164,7 @@ as_task(const aw_future *f)
 /* ---- the outcome staged while running ------------------------------------------ */
 
 static void
-stage_clear(struct task *t)
+stage_clear(struct aw__task *t)
 {
     unsigned fl = tflags(t);
 
@@ -178,7 +180,7 @@ stage_clear(struct task *t)
 }
 
 static void
-stage_error(struct task *t, int code, char *msg)
+stage_error(struct aw__task *t, int code, char *msg)
 {
     stage_clear(t);
     t->base.o.p = (void *)(intptr_t)code; /* code holds the number */
@@ -189,7 +191,7 @@ stage_error(struct task *t, int code, char *msg)
 /* Where the coroutine goes after an error or a return: the cleanup, or,
  * from the cleanup, the end. */
 static void
-to_cleanup(struct task *t)
+to_cleanup(struct aw__task *t)
 {
     t->site = (tflags(t) & T_IN_FINALLY) ? &site_end : &site_finally;
 }
@@ -197,7 +199,7 @@ to_cleanup(struct task *t)
 /* ---- the loop's list of pending tasks ---------------------------------------- */
 
 static const char *
-where(struct task *t, char *buf, size_t size)
+where(struct aw__task *t, char *buf, size_t size)
 {
     unsigned fl = tflags(t);
 
@@ -216,7 +218,7 @@ where(struct task *t, char *buf, size_t size)
 static void
 report_pending(aw_loop *loop)
 {
-    struct task *t = aw__loop_future_slots(loop)->tasks;
+    struct aw__task *t = aw__loop_task_slot(loop)->tasks;
     char buf[256];
 
     for (; t != NULL; t = t->next)
@@ -225,10 +227,25 @@ report_pending(aw_loop *loop)
                         aw_task_name(&t->base), where(t, buf, sizeof(buf)));
 }
 
-static void
-list_add(struct task *t)
+/* Debug mode: the longest task step of the callback that was slow. */
+static int
+describe_slow(aw_loop *loop, char *buf, size_t size)
 {
-    struct aw__future_slots *s = aw__loop_future_slots(t->base.loop);
+    struct aw__task_slot *s = aw__loop_task_slot(loop);
+
+    if (s->slowest[0] == '\0')
+        return 0;
+    snprintf(buf, size, "%s", s->slowest);
+    return 1;
+}
+
+static const struct aw__loop_hooks task_hooks = {
+    .census = report_pending, .describe_slow = describe_slow};
+
+static void
+list_add(struct aw__task *t)
+{
+    struct aw__task_slot *s = aw__loop_task_slot(t->base.loop);
 
     t->prev = NULL;
     t->next = s->tasks;
@@ -236,13 +253,13 @@ list_add(struct task *t)
         t->next->prev = t;
     s->tasks = t;
     s->ntasks++;
-    s->report_pending = report_pending;
+    s->hooks = &task_hooks;
 }
 
 static void
-list_remove(struct task *t)
+list_remove(struct aw__task *t)
 {
-    struct aw__future_slots *s = aw__loop_future_slots(t->base.loop);
+    struct aw__task_slot *s = aw__loop_task_slot(t->base.loop);
 
     if (t->prev != NULL)
         t->prev->next = t->next;
@@ -256,10 +273,10 @@ list_remove(struct task *t)
 
 /* ---- running ---------------------------------------------------------------------- */
 
-static void timeout_free_all(struct task *t);
+static void timeout_free_all(struct aw__task *t);
 
 static void
-task_finish(struct task *t)
+task_finish(struct aw__task *t)
 {
     aw_future *f = &t->base;
     unsigned fl;
@@ -310,7 +327,7 @@ task_finish(struct task *t)
 }
 
 static void
-misuse(struct task *t, const char *what)
+misuse(struct aw__task *t, const char *what)
 {
     char buf[256];
 
@@ -321,11 +338,37 @@ misuse(struct task *t, const char *what)
                     where(t, buf, sizeof(buf)));
 }
 
-static void
-task_step(struct task *t)
+static double
+step_clock(void)
 {
-    struct aw__future_slots *slots = aw__loop_future_slots(t->base.loop);
-    void *saved = slots->current;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Debug mode: keep the longest step of the callback running, named, for
+ * the loop's slow-callback report. */
+static void
+step_timed(struct aw__task_slot *s, struct aw__task *t, int rc, double dt)
+{
+    char buf[160];
+
+    if (dt < s->slowest_time)
+        return;
+    s->slowest_time = dt;
+    snprintf(s->slowest, sizeof(s->slowest), "task %s (its step %s)",
+             aw_task_name(&t->base),
+             rc == AW__TASK_SUSPENDED ? where(t, buf, sizeof(buf))
+                                      : "ended the task");
+}
+
+static void
+task_step(struct aw__task *t)
+{
+    struct aw__task_slot *slots = aw__loop_task_slot(t->base.loop);
+    struct aw__task *saved = slots->current;
+    double t0 = 0;
     int rc;
 
     if (t->base.state != AW_FUTURE_PENDING)
@@ -345,8 +388,12 @@ task_step(struct task *t)
             return;
         }
     }
+    if (AW__UNLIKELY(slots->timing))
+        t0 = step_clock();
     rc = t->fn(&t->base, t->frame);
     tclear(t, T_RUNNING);
+    if (AW__UNLIKELY(slots->timing))
+        step_timed(slots, t, rc, step_clock() - t0);
     slots->current = saved;
     if (rc == AW__TASK_SUSPENDED && !(tflags(t) & T_WAITING)) {
         misuse(t, "suspended without awaiting");
@@ -368,7 +415,7 @@ task_wakeup(aw_future *f, void *arg)
 static int
 task_step_cb(aw_loop *loop, void *arg)
 {
-    struct task *t = arg;
+    struct aw__task *t = arg;
 
     (void)loop;
     task_step(t);
@@ -389,7 +436,7 @@ aw_task__resume_point(aw_task *task)
 int
 aw_task__await(aw_task *task, aw_future *f, const struct aw__site *site)
 {
-    struct task *t = T(task);
+    struct aw__task *t = T(task);
     aw_loop *loop = task->loop;
 
     if (tflags(t) & T_EXPECT_RESUME) {
@@ -445,7 +492,7 @@ aw_task__await(aw_task *task, aw_future *f, const struct aw__site *site)
 /* The outcome of the await the task resumes at, with the cancellations
  * of its own scopes and groups told apart from others'. */
 static int
-resume_outcome(struct task *t, const char **msgp)
+resume_outcome(struct aw__task *t, const char **msgp)
 {
     aw_future *f = t->awaiting;
     struct task_extra *x = t->extra;
@@ -498,7 +545,7 @@ resume_outcome(struct task *t, const char **msgp)
 /* AW_AWAIT resumes: 0 with the awaited future settled done, else 1 with
  * its error staged and the coroutine sent to its cleanup. */
 static int
-resume_or_raise(struct task *t)
+resume_or_raise(struct aw__task *t)
 {
     const char *msg;
     int rc = resume_outcome(t, &msg);
@@ -513,7 +560,7 @@ resume_or_raise(struct task *t)
 int
 aw_task__resumed(aw_task *task, void **out)
 {
-    struct task *t = T(task);
+    struct aw__task *t = T(task);
 
     if (resume_or_raise(t))
         return 1;
@@ -525,7 +572,7 @@ aw_task__resumed(aw_task *task, void **out)
 int
 aw_task__resumed_int(aw_task *task, intptr_t *out)
 {
-    struct task *t = T(task);
+    struct aw__task *t = T(task);
 
     if (resume_or_raise(t))
         return 1;
@@ -537,7 +584,7 @@ aw_task__resumed_int(aw_task *task, intptr_t *out)
 int
 aw_task__taken(aw_task *task, void **out)
 {
-    struct task *t = T(task);
+    struct aw__task *t = T(task);
     const struct aw__site *site = t->site;
     void *v = NULL;
     int rc;
@@ -565,7 +612,7 @@ aw_task__taken(aw_task *task, void **out)
 int
 aw_task__try_resumed(aw_task *task, void **out)
 {
-    struct task *t = T(task);
+    struct aw__task *t = T(task);
     const char *msg;
     int rc = resume_outcome(t, &msg);
 
@@ -583,7 +630,7 @@ aw_task__awaited(aw_task *task)
 void
 aw_task__return(aw_task *task, void *value, aw_destroy_fn destroy)
 {
-    struct task *t = T(task);
+    struct aw__task *t = T(task);
 
     stage_clear(t);
     t->base.v.ptr = value;
@@ -595,7 +642,7 @@ aw_task__return(aw_task *task, void *value, aw_destroy_fn destroy)
 void
 aw_task__return_int(aw_task *task, intptr_t value)
 {
-    struct task *t = T(task);
+    struct aw__task *t = T(task);
 
     stage_clear(t);
     t->base.v.i = value;
@@ -605,7 +652,7 @@ aw_task__return_int(aw_task *task, intptr_t value)
 
 /* End with the result of the settled src, shared. */
 static void
-return_shared(struct task *t, aw_future *src)
+return_shared(struct aw__task *t, aw_future *src)
 {
     aw_future *owner = (src->flags & F_LINKED) ? src->o.link : src;
 
@@ -619,7 +666,7 @@ return_shared(struct task *t, aw_future *src)
 void
 aw_task__raise(aw_task *task, int code, const char *fmt, ...)
 {
-    struct task *t = T(task);
+    struct aw__task *t = T(task);
     va_list ap;
     char *msg;
 
@@ -644,7 +691,7 @@ aw_task__enter_finally(aw_task *task)
 int
 aw_task__end(aw_task *task)
 {
-    struct task *t = T(task);
+    struct aw__task *t = T(task);
 
     if (tflags(t) & T_EXPECT_RESUME) {
         misuse(t, "ended without resuming its last await");
@@ -657,7 +704,7 @@ aw_task__end(aw_task *task)
 /* ---- the task as a future ----------------------------------------------------------- */
 
 static void
-own_cancel(struct task *t, int group_code, const char *msg)
+own_cancel(struct aw__task *t, int group_code, const char *msg)
 {
     struct task_extra *x = extra(t);
 
@@ -674,7 +721,7 @@ own_cancel(struct task *t, int group_code, const char *msg)
 static void
 task_cancel(aw_future *f, const char *msg)
 {
-    struct task *t = T(f);
+    struct aw__task *t = T(f);
     struct task_extra *x;
 
     cancel_count_add(t, 1);
@@ -695,7 +742,7 @@ task_cancel(aw_future *f, const char *msg)
 static void
 task_release(aw_future *f)
 {
-    struct task *t = T(f);
+    struct aw__task *t = T(f);
 
     if (f->state == AW_FUTURE_PENDING) {
         /* Only when creation failed: it never ran. */
@@ -711,21 +758,22 @@ task_release(aw_future *f)
     }
 }
 
-const struct aw__future_ops aw__task_ops = {sizeof(struct task), task_cancel,
-                                            task_release, NULL};
+const struct aw__future_ops aw__task_ops = {
+    .name = "task", .kind = K_TASK, .size = sizeof(struct aw__task),
+    .cancel = task_cancel, .release = task_release};
 
 aw_task *
 aw_task_new(aw_loop *loop, aw_task_fn fn, void *frame,
             aw_destroy_fn frame_free)
 {
-    struct task *t;
+    struct aw__task *t;
 
     if (loop == NULL || fn == NULL || aw_loop_is_closed(loop)) {
         if (frame_free != NULL)
             frame_free(frame);
         return NULL;
     }
-    t = (struct task *)aw__future_alloc(loop, K_TASK);
+    t = (struct aw__task *)aw__future_alloc(loop, &aw__task_ops);
     if (t == NULL) {
         if (frame_free != NULL)
             frame_free(frame);
@@ -740,7 +788,7 @@ aw_task_new(aw_loop *loop, aw_task_fn fn, void *frame,
     t->prev = t->next = NULL;
     /* Named Task-1, Task-2, ... per loop (asyncio), formatted only when
      * asked: until then the number lives in the unused code field. */
-    t->base.code = (int)(++aw__loop_future_slots(loop)->task_seq &
+    t->base.code = (int)(++aw__loop_task_slot(loop)->seq &
                          (unsigned)INT32_MAX);
     t->base.refs = 3; /* the caller's, the loop's, the first step's */
     if (aw_loop_call_soon(loop, task_step_cb, t, NULL) != 0) {
@@ -767,7 +815,7 @@ aw_task_loop(const aw_task *task)
 void *
 aw_task_frame(const aw_task *task)
 {
-    struct task *t = as_task(task);
+    struct aw__task *t = as_task(task);
 
     return t != NULL ? t->frame : NULL;
 }
@@ -775,7 +823,7 @@ aw_task_frame(const aw_task *task)
 int
 aw_task_set_name(aw_task *task, const char *name)
 {
-    struct task *t = as_task(task);
+    struct aw__task *t = as_task(task);
     struct task_extra *x;
     char *copy;
 
@@ -791,7 +839,7 @@ aw_task_set_name(aw_task *task, const char *name)
 const char *
 aw_task_name(aw_task *task)
 {
-    struct task *t = as_task(task);
+    struct aw__task *t = as_task(task);
     struct task_extra *x;
 
     if (t == NULL)
@@ -811,7 +859,7 @@ aw_task_name(aw_task *task)
 int
 aw_task_set_user(aw_task *task, void *user)
 {
-    struct task *t = as_task(task);
+    struct aw__task *t = as_task(task);
     struct task_extra *x;
 
     if (t == NULL)
@@ -827,7 +875,7 @@ aw_task_set_user(aw_task *task, void *user)
 void *
 aw_task_user(const aw_task *task)
 {
-    struct task *t = as_task(task);
+    struct aw__task *t = as_task(task);
 
     return t != NULL && t->extra != NULL ? t->extra->user : NULL;
 }
@@ -835,25 +883,25 @@ aw_task_user(const aw_task *task)
 aw_task *
 aw_current_task(aw_loop *loop)
 {
-    struct task *t;
+    struct aw__task *t;
 
     if (loop == NULL)
         return NULL;
-    t = aw__loop_future_slots(loop)->current;
+    t = aw__loop_task_slot(loop)->current;
     return t != NULL ? &t->base : NULL;
 }
 
 size_t
 aw_all_tasks(aw_loop *loop, aw_task **out, size_t max)
 {
-    struct task *t;
+    struct aw__task *t;
     size_t i = 0;
 
     if (loop == NULL)
         return 0;
     if (out == NULL || max == 0)
-        return aw__loop_future_slots(loop)->ntasks;
-    for (t = aw__loop_future_slots(loop)->tasks; t != NULL; t = t->next) {
+        return aw__loop_task_slot(loop)->ntasks;
+    for (t = aw__loop_task_slot(loop)->tasks; t != NULL; t = t->next) {
         if (i < max)
             out[i] = &t->base;
         i++;
@@ -864,7 +912,7 @@ aw_all_tasks(aw_loop *loop, aw_task **out, size_t max)
 int
 aw_task_cancelling(const aw_task *task)
 {
-    struct task *t = as_task(task);
+    struct aw__task *t = as_task(task);
 
     return t != NULL ? (int)cancel_count(t) : -EINVAL;
 }
@@ -872,7 +920,7 @@ aw_task_cancelling(const aw_task *task)
 int
 aw_task_uncancel(aw_task *task)
 {
-    struct task *t = as_task(task);
+    struct aw__task *t = as_task(task);
 
     if (t == NULL)
         return -EINVAL;
@@ -885,13 +933,13 @@ aw_task_uncancel(aw_task *task)
 int
 aw_task_dump(aw_loop *loop, FILE *out)
 {
-    struct task *t;
+    struct aw__task *t;
     char buf[256];
     int n = 0;
 
     if (loop == NULL || out == NULL)
         return -EINVAL;
-    for (t = aw__loop_future_slots(loop)->tasks; t != NULL; t = t->next) {
+    for (t = aw__loop_task_slot(loop)->tasks; t != NULL; t = t->next) {
         fprintf(out, "%s: %s", aw_task_name(&t->base),
                 where(t, buf, sizeof(buf)));
         if (cancel_count(t) > 0)
@@ -992,8 +1040,12 @@ sleep_release(aw_future *f)
     sleep_stop_timer(f);
 }
 
-const struct aw__future_ops aw__sleep_ops = {sizeof(aw_future), sleep_cancel,
-                                             sleep_release, NULL};
+/* A sleep's timer runs its callbacks (no handle reserved for them), and
+ * freeing it releases no other future. */
+const struct aw__future_ops aw__sleep_ops = {
+    .name = "sleep", .kind = K_SLEEP,
+    .flags = AW__OPS_NORESERVE | AW__OPS_LEAF, .size = sizeof(aw_future),
+    .cancel = sleep_cancel, .release = sleep_release};
 
 aw_future *
 aw_sleep_result(aw_loop *loop, double delay, void *result)
@@ -1006,7 +1058,7 @@ aw_sleep_result(aw_loop *loop, double delay, void *result)
     if (isnan(delay))
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_sleep: delay is NaN"));
-    f = aw__future_alloc(loop, K_SLEEP);
+    f = aw__future_alloc(loop, &aw__sleep_ops);
     if (f == NULL)
         return aw__future_nomem(loop);
     f->v.ptr = result;
@@ -1074,7 +1126,7 @@ timeout_unlink(aw_timeout *to)
 }
 
 static void
-timeout_free_all(struct task *t)
+timeout_free_all(struct aw__task *t)
 {
     aw_timeout *to, *next;
 
@@ -1091,7 +1143,7 @@ timeout_free_all(struct task *t)
 aw_timeout *
 aw_timeout_enter_at(aw_task *task, double when)
 {
-    struct task *t = as_task(task);
+    struct aw__task *t = as_task(task);
     struct task_extra *x;
     aw_timeout *to;
 
@@ -1173,7 +1225,7 @@ aw_timeout_expired(const aw_timeout *to)
 int
 aw_timeout_exit(aw_timeout *to)
 {
-    struct task *t;
+    struct aw__task *t;
     int rc = 0;
 
     if (to == NULL)
@@ -1219,7 +1271,7 @@ static int group_on_child(aw_future *child, void *arg);
 static void
 group_withdraw(aw_task_group *g)
 {
-    struct task *parent = as_task(g->parent);
+    struct aw__task *parent = as_task(g->parent);
 
     if (!g->parent_cancelled)
         return;
@@ -1327,7 +1379,9 @@ group_wait_release(aw_future *f)
 }
 
 const struct aw__future_ops aw__group_ops = {
-    sizeof(struct group_wait), group_wait_cancel, group_wait_release, NULL};
+    .name = "task group wait", .kind = K_GROUP,
+    .size = sizeof(struct group_wait), .cancel = group_wait_cancel,
+    .release = group_wait_release};
 
 static int
 group_on_child(aw_future *child, void *arg)
@@ -1341,7 +1395,7 @@ group_on_child(aw_future *child, void *arg)
         child->flags |= F_RETRIEVED; /* collected by the group */
         g->nfailed++;
         if (!g->aborted) {
-            struct task *parent = as_task(g->parent);
+            struct aw__task *parent = as_task(g->parent);
 
             g->aborted = 1;
             g->error = child->code;
@@ -1426,7 +1480,7 @@ aw_task_group_wait(aw_task_group *g)
     if (g == NULL)
         return NULL;
     if (g->waiter == NULL) {
-        aw_future *w = aw__future_alloc(g->loop, K_GROUP);
+        aw_future *w = aw__future_alloc(g->loop, &aw__group_ops);
 
         if (w == NULL)
             return aw__future_nomem(g->loop);

@@ -88,17 +88,19 @@ struct aw_server {
 static void
 dns_release(aw_loop *loop)
 {
-    struct aw__future_slots *s = aw__loop_future_slots(loop);
+    struct aw__net_slot *s = aw__loop_net_slot(loop);
 
     if (s->dns != NULL)
         evdns_base_free(s->dns, 1);
     s->dns = NULL;
 }
 
+static const struct aw__loop_hooks net_hooks = {.release = dns_release};
+
 struct evdns_base *
 aw__loop_dns(aw_loop *loop)
 {
-    struct aw__future_slots *s = aw__loop_future_slots(loop);
+    struct aw__net_slot *s = aw__loop_net_slot(loop);
 
     if (s->dns == NULL) {
         s->dns = evdns_base_new(aw_loop_get_base(loop),
@@ -108,7 +110,7 @@ aw__loop_dns(aw_loop *loop)
             s->dns = evdns_base_new(aw_loop_get_base(loop),
                                     EVDNS_BASE_DISABLE_WHEN_INACTIVE);
         if (s->dns != NULL)
-            s->release_dns = dns_release;
+            s->hooks = &net_hooks;
     }
     return s->dns;
 }

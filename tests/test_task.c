@@ -1545,6 +1545,43 @@ START_TEST(timeout_reschedule_takes_loop_time)
 }
 END_TEST
 
+static AW_TASK(slow_step, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 0), NULL);
+    {
+        double until = aw_loop_time(aw_task_loop(AW_SELF())) + 0.02;
+
+        while (aw_loop_time(aw_task_loop(AW_SELF())) < until)
+            ;
+    }
+    f->id = __LINE__ + 1;
+    AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 0), NULL);
+    AW_END();
+}
+
+/* Debug mode: a slow callback that was a task step is reported by the
+ * task's name and the await it went on to, not by a code address. */
+START_TEST(slow_step_report_names_task)
+{
+    struct fr *f = frame(NULL);
+    aw_task *t = spawn_keep(slow_step, f);
+    char where[64];
+
+    ck_assert_int_eq(aw_task_set_name(t, "slowpoke"), 0);
+    ck_assert_int_eq(aw_loop_set_debug(loop, 1), 0);
+    ck_assert_int_eq(aw_loop_set_slow_callback_duration(loop, 0.01), 0);
+    capture_reports();
+    run(t);
+    ck_assert_int_ge(cap.calls, 1);
+    ck_assert_ptr_nonnull(strstr(cap.message, "task slowpoke"));
+    snprintf(where, sizeof(where), "test_task.c:%d", f->id);
+    ck_assert_msg(strstr(cap.message, where) != NULL, "%s", cap.message);
+    aw_future_unref(t);
+    free(f);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1597,6 +1634,7 @@ aw_test_suite(void)
     tcase_add_test(tc, await_take_hands_over_result);
     tcase_add_test(tc, group_releases_children_as_they_end);
     tcase_add_test(tc, timeout_reschedule_takes_loop_time);
+    tcase_add_test(tc, slow_step_report_names_task);
     suite_add_tcase(s, tc);
     return s;
 }
