@@ -1702,6 +1702,84 @@ START_TEST(wait_really_done)
 }
 END_TEST
 
+/* ---- references taken on every path ------------------------------------------- */
+
+static aw_future *
+tracked(void)
+{
+    return aw_future_resolved(loop, &destroyed, count_destroy);
+}
+
+static aw_future *
+never_step(aw_future *settled, void *arg)
+{
+    (void)arg;
+    return aw_future_ref(settled);
+}
+
+/* Each call documented to take over the caller's reference releases it on
+ * its error paths too: the input's result is destroyed once the returned
+ * future goes, and the loop closes. */
+START_TEST(taking_calls_release_input_on_error)
+{
+    aw_future *in[2], *r;
+    aw_loop *other;
+    int i;
+
+    ck_assert_int_eq(aw_loop_new(&other), 0);
+    for (i = 0; i < 11; i++) {
+        reset();
+        in[0] = tracked();
+        in[1] = NULL;
+        switch (i) {
+        case 0:
+            r = aw_then(in[0], NULL, NULL);
+            break;
+        case 1:
+            r = aw_catch(in[0], NULL, NULL);
+            break;
+        case 2:
+            r = aw_finally(in[0], NULL, NULL);
+            break;
+        case 3:
+            r = aw_gather(loop, 2, in, 0); /* a NULL input */
+            break;
+        case 4:
+            r = aw_gather(loop, 1, in, 0x100); /* unknown flags */
+            break;
+        case 5:
+            r = aw_wait(loop, 1, in, 99, -1); /* unknown mode */
+            break;
+        case 6:
+            r = aw_wait(loop, 1, in, AW_FIRST_COMPLETED, NAN);
+            break;
+        case 7:
+            r = aw_wait_for(in[0], NAN);
+            break;
+        case 8:
+            in[1] = aw_future_new(other); /* of another loop */
+            r = aw_race(loop, 2, in);
+            break;
+        case 9:
+            r = aw_then(in[0], never_step, NULL);
+            aw_future_cancel(r, NULL); /* before the step ran */
+            break;
+        default:
+            ck_assert_ptr_null(aw_as_completed_new(loop, 1, in, NAN));
+            r = NULL;
+            break;
+        }
+        if (r != NULL) {
+            ck_assert_int_ne(aw_future_error(r), 0);
+            aw_future_unref(r);
+        }
+        ck_assert_int_eq(aw_loop_run_once(loop, AW_RUN_NOWAIT), 0);
+        ck_assert_msg(destroyed == 1, "call %d kept its input", i);
+    }
+    ck_assert_int_eq(aw_loop_free(other), 0);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1772,6 +1850,7 @@ aw_test_suite(void)
     tcase_add_test(tc, cancel_gather_1);
     tcase_add_test(tc, cancel_refused_once_outcome_decided);
     tcase_add_test(tc, wait_really_done);
+    tcase_add_test(tc, taking_calls_release_input_on_error);
     suite_add_tcase(s, tc);
     return s;
 }
