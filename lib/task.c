@@ -39,7 +39,9 @@ enum tflag {
     T_STAGED_LINK = 1 << 5,   /* ... shared: o.link owns it */
     T_STAGED_ERROR = 1 << 6,  /* code/v.msg hold the error to end with */
     T_EXPECT_RESUME = 1 << 7, /* suspended at an await, not resumed yet */
-    T_WAITING = 1 << 8        /* this step suspended */
+    T_WAITING = 1 << 8,       /* this step suspended */
+    T_OUTSIDE = 1 << 9,       /* a cancel from outside, not delivered */
+    T_OWN_REQUEST = 1 << 10   /* task_cancel called by own_cancel */
 };
 
 struct task_extra {
@@ -47,11 +49,9 @@ struct task_extra {
     void *user;
     char *cancel_msg;
     struct aw_timeout *scopes; /* open, newest first */
-    unsigned outside_pending;  /* others' cancellations not delivered */
     unsigned own_pending;      /* scopes' and groups' not delivered */
     unsigned deliveries;       /* cancellations delivered at awaits */
     int group_code;            /* a group cancelled us with this error */
-    int own_request;           /* task_cancel called by own_cancel */
 };
 
 struct aw__task {
@@ -303,12 +303,12 @@ task_finish(struct aw__task *t)
         fl = tflags(t);
     }
     if (fl & T_STAGED_ERROR) {
-        /* The code takes the place of the task's number: keep the name
-         * that number makes. */
-        if (t->extra == NULL || t->extra->name == NULL)
-            (void)aw_task_name(f);
-        f->code = (int)(intptr_t)f->o.p;
-        f->o.p = NULL;
+        /* The code takes the place of the task's number, which moves to
+         * o, unused by a failed future. */
+        int code = (int)(intptr_t)f->o.p;
+
+        f->o.p = (void *)(uintptr_t)(unsigned)f->code;
+        f->code = code;
         f->state = f->code == AW_ECANCELLED ? AW_FUTURE_CANCELLED
                                             : AW_FUTURE_FAILED;
     } else {
@@ -509,8 +509,12 @@ resume_outcome(struct aw__task *t, const char **msgp)
         rc = aw_future_error(f);
         *msgp = aw_future_message(f);
     }
-    if (rc != AW_ECANCELLED || x == NULL)
+    if (rc != AW_ECANCELLED)
         return rc;
+    if (x == NULL) {
+        tclear(t, T_OUTSIDE); /* delivered */
+        return rc;
+    }
     /* One delivery tells every request made so far; a cancellation from
      * outside wins over the task's own (asyncio's timeout and TaskGroup
      * see that the count is above theirs and let it through). */
@@ -526,8 +530,8 @@ resume_outcome(struct aw__task *t, const char **msgp)
                 timed_out = 1;
             }
         }
-        if (x->outside_pending > 0) {
-            x->outside_pending = 0;
+        if (tflags(t) & T_OUTSIDE) {
+            tclear(t, T_OUTSIDE);
         } else if (timed_out) {
             rc = AW_ETIMEDOUT;
             *msgp = NULL;
@@ -537,7 +541,7 @@ resume_outcome(struct aw__task *t, const char **msgp)
         }
         x->group_code = 0;
     } else {
-        x->outside_pending = 0;
+        tclear(t, T_OUTSIDE);
     }
     return rc;
 }
@@ -713,9 +717,9 @@ own_cancel(struct aw__task *t, int group_code, const char *msg)
     x->own_pending++;
     if (group_code != 0 && x->group_code == 0)
         x->group_code = group_code;
-    x->own_request = 1;
+    tset(t, T_OWN_REQUEST);
     aw_future_cancel(&t->base, msg);
-    x->own_request = 0;
+    tclear(t, T_OWN_REQUEST);
 }
 
 static void
@@ -725,14 +729,14 @@ task_cancel(aw_future *f, const char *msg)
     struct task_extra *x;
 
     cancel_count_add(t, 1);
-    x = extra(t);
-    if (x != NULL && !x->own_request)
-        x->outside_pending++;
+    if (!(tflags(t) & T_OWN_REQUEST))
+        tset(t, T_OUTSIDE);
     if (!(tflags(t) & T_RUNNING) && (tflags(t) & T_EXPECT_RESUME) &&
         t->awaiting != NULL && t->awaiting->state == AW_FUTURE_PENDING &&
         aw_future_cancel(t->awaiting, msg) == 0)
         return; /* the cancellation comes back through the awaited */
     tset(t, T_MUST_CANCEL);
+    x = extra(t);
     if (x != NULL) {
         aw__free(x->cancel_msg);
         x->cancel_msg = msg != NULL ? aw__strdup(msg) : NULL;
@@ -849,10 +853,12 @@ aw_task_name(aw_task *task)
     x = extra(t);
     if (x == NULL)
         return "Task";
-    /* Until it fails, a task's code field holds its number. */
-    if (t->base.state == AW_FUTURE_PENDING ||
-        t->base.state == AW_FUTURE_DONE)
-        x->name = aw__format("Task-%u", (unsigned)t->base.code);
+    /* A task's code field holds its number until it fails; then o. */
+    x->name = aw__format("Task-%u",
+                         t->base.state == AW_FUTURE_PENDING ||
+                                 t->base.state == AW_FUTURE_DONE
+                             ? (unsigned)t->base.code
+                             : (unsigned)(uintptr_t)t->base.o.p);
     return x->name != NULL ? x->name : "Task";
 }
 
@@ -1254,7 +1260,7 @@ aw_timeout_exit(aw_timeout *to)
                 tset(t, T_MUST_CANCEL);
             }
         }
-        if (x->own_pending == 0 && x->outside_pending == 0)
+        if (x->own_pending == 0 && !(tflags(t) & T_OUTSIDE))
             tclear(t, T_MUST_CANCEL); /* this scope's, undelivered */
     }
     aw__free(to);
