@@ -16,9 +16,6 @@ void aw__loop_report(aw_loop *loop, int code, aw_callback_fn fn, void *arg,
 #endif
     ;
 
-/* Count objects (futures, tasks, ...) alive on the loop: a loop does not
- * close while any is alive.  delta is +1 or -1. */
-void aw__loop_track(aw_loop *loop, long delta);
 
 /* Per-loop pooled memory for small objects (size classes of 16 bytes up
  * to 256; larger sizes go to the allocator).  Free with the same size. */
@@ -79,8 +76,45 @@ struct aw__net_slot {
     const struct aw__loop_hooks *hooks;
 };
 
-struct aw__future_slot *aw__loop_future_slot(aw_loop *loop);
-struct aw__task_slot *aw__loop_task_slot(aw_loop *loop);
-struct aw__net_slot *aw__loop_net_slot(aw_loop *loop);
+/* The start of every loop: the objects alive and the slots, reached
+ * without a call on the hot paths. */
+struct aw__loop_head {
+    size_t live_objects; /* futures, tasks, ... of the modules above */
+    struct aw__future_slot future;
+    struct aw__task_slot task;
+    struct aw__net_slot net;
+};
+
+static inline struct aw__loop_head *
+aw__loop_head(aw_loop *loop)
+{
+    return (struct aw__loop_head *)(void *)loop;
+}
+
+static inline struct aw__future_slot *
+aw__loop_future_slot(aw_loop *loop)
+{
+    return &aw__loop_head(loop)->future;
+}
+
+static inline struct aw__task_slot *
+aw__loop_task_slot(aw_loop *loop)
+{
+    return &aw__loop_head(loop)->task;
+}
+
+static inline struct aw__net_slot *
+aw__loop_net_slot(aw_loop *loop)
+{
+    return &aw__loop_head(loop)->net;
+}
+
+/* Count objects (futures, tasks, ...) alive on the loop: a loop does not
+ * close while any is alive.  delta is +1 or -1. */
+static inline void
+aw__loop_track(aw_loop *loop, long delta)
+{
+    aw__loop_head(loop)->live_objects += (size_t)delta;
+}
 
 #endif /* AWAIT_LOOP_INTERNAL_H */

@@ -7,6 +7,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
@@ -93,6 +94,8 @@ struct ts_call {
 };
 
 struct aw_loop {
+    /* First, so that the modules reach their slots without a call. */
+    struct aw__loop_head head;
     struct event_base *base;
     struct event *ready_ev; /* runs the ready queue */
     struct event *timer_ev; /* armed for the earliest timer */
@@ -126,10 +129,6 @@ struct aw_loop {
     int ts_wake_pending;
     int ts_closed;
 
-    size_t live_objects; /* futures, tasks, ... of the modules above */
-    struct aw__future_slot future_slot; /* each module's, typed */
-    struct aw__task_slot task_slot;
-    struct aw__net_slot net_slot;
 
     aw_exception_handler_fn exc_fn;
     void *exc_arg;
@@ -144,6 +143,11 @@ struct aw_loop {
     unsigned ready_armed : 1;
     unsigned debug : 1;
 };
+
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(offsetof(struct aw_loop, head) == 0,
+               "the slots must open the loop (loop-internal.h)");
+#endif
 
 static __thread aw_loop *running_loop;
 
@@ -316,7 +320,7 @@ aw_loop_set_debug(aw_loop *loop, int enabled)
     if (loop == NULL)
         return -EINVAL;
     loop->debug = enabled != 0;
-    loop->task_slot.timing = loop->debug;
+    loop->head.task.timing = loop->debug;
     return 0;
 }
 
@@ -342,8 +346,8 @@ aw_loop_set_slow_callback_duration(aw_loop *loop, double seconds)
 static int
 describe_slow(aw_loop *loop, char *buf, size_t size)
 {
-    const struct aw__loop_hooks *h[] = {loop->task_slot.hooks,
-                                        loop->net_slot.hooks};
+    const struct aw__loop_hooks *h[] = {loop->head.task.hooks,
+                                        loop->head.net.hooks};
     size_t i;
 
     for (i = 0; i < sizeof(h) / sizeof(h[0]); i++)
@@ -399,8 +403,8 @@ run_callback(aw_loop *loop, aw_callback_fn fn, void *arg)
         double t0 = now_monotonic();
 
         /* The task module times the steps this callback runs. */
-        loop->task_slot.slowest[0] = '\0';
-        loop->task_slot.slowest_time = 0;
+        loop->head.task.slowest[0] = '\0';
+        loop->head.task.slowest_time = 0;
         rc = fn(loop, arg);
         run_callback_debug(loop, fn, arg, rc, t0);
     } else {
@@ -903,12 +907,12 @@ loop_release_resources(aw_loop *loop)
 {
     int i;
 
-    if (loop->net_slot.hooks != NULL && loop->net_slot.hooks->release)
-        loop->net_slot.hooks->release(loop);
-    if (loop->task_slot.hooks != NULL && loop->task_slot.hooks->release)
-        loop->task_slot.hooks->release(loop);
-    if (loop->future_slot.hooks != NULL && loop->future_slot.hooks->release)
-        loop->future_slot.hooks->release(loop);
+    if (loop->head.net.hooks != NULL && loop->head.net.hooks->release)
+        loop->head.net.hooks->release(loop);
+    if (loop->head.task.hooks != NULL && loop->head.task.hooks->release)
+        loop->head.task.hooks->release(loop);
+    if (loop->head.future.hooks != NULL && loop->head.future.hooks->release)
+        loop->head.future.hooks->release(loop);
     if (loop->ready_ev)
         event_free(loop->ready_ev);
     if (loop->timer_ev)
@@ -1159,9 +1163,9 @@ outstanding_threadsafe(aw_loop *loop)
 static void
 census(aw_loop *loop)
 {
-    const struct aw__loop_hooks *h[] = {loop->net_slot.hooks,
-                                        loop->task_slot.hooks,
-                                        loop->future_slot.hooks};
+    const struct aw__loop_hooks *h[] = {loop->head.net.hooks,
+                                        loop->head.task.hooks,
+                                        loop->head.future.hooks};
     size_t i;
 
     for (i = 0; i < sizeof(h) / sizeof(h[0]); i++)
@@ -1198,7 +1202,7 @@ aw_loop_close(aw_loop *loop)
     ts = outstanding_threadsafe(loop);
     held = loop->handles.live - loop->heap_len;
     if (loop->pending_callbacks || ts || loop->io_active ||
-        loop->signals_active || held || loop->live_objects) {
+        loop->signals_active || held || loop->head.live_objects) {
         census(loop);
         aw__loop_report(loop, AW_EBUSY, NULL, NULL,
                         "loop not closed: %zu callbacks and timers, %zu "
@@ -1206,7 +1210,7 @@ aw_loop_close(aw_loop *loop)
                         "handlers pending; %zu handles and %zu objects "
                         "still referenced",
                         loop->pending_callbacks, ts, loop->io_active,
-                        loop->signals_active, held, loop->live_objects);
+                        loop->signals_active, held, loop->head.live_objects);
         return AW_EBUSY;
     }
     pthread_mutex_lock(&loop->ts_lock);
@@ -1452,30 +1456,6 @@ aw_loop_remove_signal_handler(aw_loop *loop, int signum)
 }
 
 /* ---- for the modules above --------------------------------------------- */
-
-void
-aw__loop_track(aw_loop *loop, long delta)
-{
-    loop->live_objects += (size_t)delta;
-}
-
-struct aw__future_slot *
-aw__loop_future_slot(aw_loop *loop)
-{
-    return &loop->future_slot;
-}
-
-struct aw__task_slot *
-aw__loop_task_slot(aw_loop *loop)
-{
-    return &loop->task_slot;
-}
-
-struct aw__net_slot *
-aw__loop_net_slot(aw_loop *loop)
-{
-    return &loop->net_slot;
-}
 
 void *
 aw__loop_alloc(aw_loop *loop, size_t size)
