@@ -174,7 +174,11 @@ START_TEST(maxsize_blocks_and_releases)
     g = aw_queue_get(q);
     ck_assert_int_eq(aw_future_result(g, &item), 0);
     ck_assert_int_eq(NUM(item), 1);
-    ck_assert_int_eq(aw_future_done(p3), 1); /* room made: in */
+    ck_assert_int_eq(aw_future_done(p3), 1); /* room made: its slot */
+    ck_assert_int_eq(aw_queue_full(q), 1);    /* reserved for it */
+    ck_assert_int_eq(aw_queue_put_nowait(q, ITEM(4)), AW_EFULL);
+    ck_assert_int_eq(aw_queue_qsize(q), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* p3 held: taken, in */
     ck_assert_int_eq(aw_queue_qsize(q), 2);
     aw_future_unref(g);
     ck_assert_int_eq(get_now(q), 2);
@@ -305,6 +309,109 @@ START_TEST(put_cancelled_destroys_item_and_free_destroys_rest)
 }
 END_TEST
 
+/* ---- freeing while futures are held ------------------------------------------------- */
+
+static aw_queue *shared_q;
+
+static AW_TASK(blocked_producer, struct pc *p)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(p->i, aw_queue_put(shared_q, ITEM(p->id)), NULL);
+    record(p->i);
+    AW_END();
+}
+
+static AW_TASK(shutdown_and_free, struct pc *p)
+{
+    AW_BEGIN();
+    (void)p;
+    aw_queue_shutdown(shared_q, 0);
+    aw_queue_free(shared_q);
+    AW_END();
+}
+
+START_TEST(queue_shut_down_and_freed_under_producer)
+{
+    static const int want[] = {AW_ESHUTDOWN};
+    aw_task *p, *k;
+
+    memset(&order, 0, sizeof(order));
+    destroyed = 0;
+    shared_q = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, count_destroy);
+    aw_queue_put_nowait(shared_q, ITEM(1));
+    p = aw_task_new(loop, blocked_producer, pc(NULL, 2, 0, NULL, NULL), free);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    k = aw_task_new(loop, shutdown_and_free, pc(NULL, 0, 0, NULL, NULL),
+                    free);
+    drain();
+    assert_order(want, 1);
+    ck_assert_int_eq(destroyed, 2); /* 1 left in it, 2 never put */
+    aw_future_unref(p);
+    aw_future_unref(k);
+}
+END_TEST
+
+START_TEST(queue_free_then_release_futures)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, count_destroy);
+    aw_queue *s = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, count_destroy);
+    aw_future *slot, *waiting, *refused, *got, *unread, *join, *getter;
+    void *item;
+
+    destroyed = 0;
+    /* q: a put handed a slot, a put waiting, gets read and unread. */
+    aw_queue_put_nowait(q, ITEM(1));
+    slot = aw_queue_put(q, ITEM(2));
+    waiting = aw_queue_put(q, ITEM(3));
+    got = aw_queue_get(q); /* 1; slot handed to 2 */
+    ck_assert_int_eq(aw_future_result(got, &item), 0);
+    ck_assert_int_eq(aw_future_done(slot), 1);
+    join = aw_queue_join(q);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* 2 in */
+    unread = aw_queue_get(q);
+    ck_assert_int_eq(aw_future_done(unread), 1);
+    getter = aw_queue_get(q); /* 3 comes after the pass */
+    /* s: a put refused by the shutdown. */
+    aw_queue_put_nowait(s, ITEM(4));
+    refused = aw_queue_put(s, ITEM(5));
+    aw_queue_shutdown(s, 0);
+    ck_assert_int_eq(aw_future_error(refused), AW_ESHUTDOWN);
+    aw_queue_free(q);
+    aw_queue_free(s);
+    ck_assert_int_eq(aw_future_cancelled(join), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(got);
+    aw_future_unref(unread); /* no queue to go back to: destroyed */
+    aw_future_unref(refused);
+    aw_future_unref(join);
+    aw_future_unref(getter);
+    aw_future_unref(waiting);
+    aw_future_unref(slot); /* the last: q's memory goes */
+    ck_assert_int_eq(destroyed, 5); /* each once, 1 with got (not taken) */
+}
+END_TEST
+
+START_TEST(queue_release_futures_then_free)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, NULL);
+    aw_future *slot, *got, *join, *getter;
+
+    aw_queue_put_nowait(q, ITEM(1));
+    slot = aw_queue_put(q, ITEM(2));
+    got = aw_queue_get(q);
+    join = aw_queue_join(q);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_future_error(got), 0);
+    aw_future_unref(got);
+    aw_future_unref(slot);
+    aw_future_unref(join);
+    getter = aw_queue_get(q);
+    aw_future_unref(getter); /* unread: 2 goes back */
+    ck_assert_int_eq(aw_queue_qsize(q), 1);
+    aw_queue_free(q);
+}
+END_TEST
+
 START_TEST(pipeline_4_producers_4_consumers_every_item_once)
 {
     int per = aw_test_slow() ? 5000 : 250000, i, count = 0;
@@ -365,6 +472,9 @@ aw_test_suite(void)
     tcase_add_test(tc, shutdown_immediate);
     tcase_add_test(tc, get_cancelled_after_grant_keeps_item);
     tcase_add_test(tc, put_cancelled_destroys_item_and_free_destroys_rest);
+    tcase_add_test(tc, queue_shut_down_and_freed_under_producer);
+    tcase_add_test(tc, queue_free_then_release_futures);
+    tcase_add_test(tc, queue_release_futures_then_free);
     tcase_add_test(tc, pipeline_4_producers_4_consumers_every_item_once);
     suite_add_tcase(s, tc);
     return s;

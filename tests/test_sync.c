@@ -244,6 +244,272 @@ START_TEST(lock_from_callbacks)
 }
 END_TEST
 
+/* ---- freeing while futures are held ------------------------------------------------- */
+
+/* A task that frees the lock in its cleanup, after handing it on. */
+static AW_TASK(lock_freer, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(ctx.lock), NULL);
+    AW_YIELD();
+    f->rc = aw_lock_release(ctx.lock); /* granted to the next waiter */
+    AW_FINALLY();
+    aw_lock_free(ctx.lock);
+    AW_END();
+}
+
+static AW_TASK(lock_after_free, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(ctx.lock), NULL);
+    record(f->id);
+    f->rc = aw_lock_release(ctx.lock); /* the lock is gone */
+    record(f->rc);
+    AW_END();
+}
+
+START_TEST(lock_freed_in_finally_after_grant)
+{
+    static const int want[] = {2, -EINVAL};
+    aw_task *a, *b;
+
+    reset();
+    ctx.lock = aw_lock_new(loop);
+    a = spawn(lock_freer, 1);
+    b = spawn(lock_after_free, 2);
+    drain();
+    assert_order(want, 2);
+    ck_assert_int_eq(aw_future_error(a), 0);
+    ck_assert_int_eq(aw_future_error(b), 0);
+    aw_future_unref(a);
+    aw_future_unref(b);
+}
+END_TEST
+
+START_TEST(lock_free_then_release_futures)
+{
+    aw_future *fast, *held, *granted, *waiting;
+
+    /* Freed first: every kind of future it gave is released after. */
+    ctx.lock = aw_lock_new(loop);
+    fast = aw_lock_acquire(ctx.lock); /* the lock's own grant */
+    held = aw_lock_acquire(ctx.lock);
+    granted = aw_lock_acquire(ctx.lock);
+    waiting = aw_lock_acquire(ctx.lock);
+    ck_assert_int_eq(aw_future_error(fast), 0);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0); /* to held */
+    ck_assert_int_eq(aw_future_error(held), 0);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0); /* to granted */
+    ck_assert_int_eq(aw_future_done(granted), 1);
+    aw_lock_free(ctx.lock);
+    ck_assert_int_eq(aw_future_cancelled(waiting), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(fast);
+    aw_future_unref(granted); /* unread: nothing to hand on */
+    aw_future_unref(waiting);
+    aw_future_unref(held); /* the last: the lock's memory goes */
+}
+END_TEST
+
+START_TEST(lock_release_futures_then_free)
+{
+    aw_future *fast, *held, *waiting;
+
+    ctx.lock = aw_lock_new(loop);
+    fast = aw_lock_acquire(ctx.lock);
+    held = aw_lock_acquire(ctx.lock);
+    waiting = aw_lock_acquire(ctx.lock);
+    ck_assert_int_eq(aw_future_error(fast), 0);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0);
+    ck_assert_int_eq(aw_future_error(held), 0);
+    aw_future_unref(fast);
+    aw_future_unref(held);
+    aw_future_unref(waiting);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+/* A freed lock keeps its memory for the futures, and takes nothing new. */
+START_TEST(lock_freed_refuses_new_operations)
+{
+    aw_future *held, *again;
+
+    ctx.lock = aw_lock_new(loop);
+    held = aw_lock_acquire(ctx.lock);
+    aw_lock_free(ctx.lock);
+    again = aw_lock_acquire(ctx.lock);
+    ck_assert_int_eq(aw_future_error(again), -EINVAL);
+    ck_assert_int_eq(aw_lock_try_acquire(ctx.lock), -EINVAL);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), -EINVAL);
+    aw_lock_free(ctx.lock); /* a second free: nothing */
+    aw_future_unref(again);
+    aw_future_unref(held);
+}
+END_TEST
+
+/* Drop old (NULL: none) and hold l again, from this callback code. */
+static aw_future *
+relock(aw_lock *l, aw_future *old)
+{
+    aw_future *f;
+
+    aw_future_unref(old);
+    f = aw_lock_acquire(l);
+    ck_assert_int_eq(aw_future_error(f), 0);
+    return f;
+}
+
+START_TEST(condition_free_then_release_futures)
+{
+    aw_lock *lock;
+    aw_future *hold, *done, *w1, *w2;
+
+    /* Over a lock of the caller's: condition freed, then lock, then
+     * the futures. */
+    lock = aw_lock_new(loop);
+    ctx.cond = aw_condition_new(loop, lock);
+    hold = relock(lock, NULL);
+    done = aw_condition_wait(ctx.cond); /* lock let go */
+    hold = relock(lock, hold);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), 1);
+    ck_assert_int_eq(aw_lock_release(lock), 0); /* done re-acquires */
+    ck_assert_int_eq(aw_future_error(done), 0);
+    ck_assert_int_eq(aw_lock_release(lock), 0);
+    hold = relock(lock, hold);
+    w1 = aw_condition_wait(ctx.cond); /* waits for a notify */
+    hold = relock(lock, hold);
+    w2 = aw_condition_wait(ctx.cond);
+    hold = relock(lock, hold);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), 1); /* w1 queued */
+    aw_condition_free(ctx.cond);
+    aw_lock_free(lock);
+    ck_assert_int_eq(aw_future_cancelled(w1), 1);
+    ck_assert_int_eq(aw_future_cancelled(w2), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(done);
+    aw_future_unref(w1);
+    aw_future_unref(w2);
+    aw_future_unref(hold);
+}
+END_TEST
+
+START_TEST(condition_release_futures_then_free)
+{
+    aw_future *hold, *done, *w;
+
+    ctx.cond = aw_condition_new(loop, NULL);
+    hold = relock(aw_condition_lock(ctx.cond), NULL);
+    done = aw_condition_wait(ctx.cond);
+    hold = relock(aw_condition_lock(ctx.cond), hold);
+    aw_condition_notify_all(ctx.cond);
+    aw_lock_release(aw_condition_lock(ctx.cond));
+    ck_assert_int_eq(aw_future_error(done), 0); /* held again */
+    w = aw_condition_wait(ctx.cond); /* lets go, waits for a notify */
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(w);
+    aw_future_unref(done);
+    aw_future_unref(hold);
+    /* The lock is released by nobody: freeing is still fine. */
+    aw_condition_free(ctx.cond);
+    /* A lock freed first, its condition after. */
+    {
+        aw_lock *lock = aw_lock_new(loop);
+        aw_condition *c = aw_condition_new(loop, lock);
+
+        aw_lock_free(lock);
+        w = aw_condition_wait(c);
+        ck_assert_int_eq(aw_future_error(w), -EINVAL);
+        aw_future_unref(w);
+        aw_condition_free(c);
+    }
+}
+END_TEST
+
+START_TEST(semaphore_free_then_release_futures)
+{
+    aw_future *read, *granted, *waiting;
+
+    ctx.sem = aw_semaphore_new_bounded(loop, 1);
+    read = aw_semaphore_acquire(ctx.sem);
+    granted = aw_semaphore_acquire(ctx.sem);
+    waiting = aw_semaphore_acquire(ctx.sem);
+    ck_assert_int_eq(aw_future_error(read), 0);
+    ck_assert_int_eq(aw_semaphore_release(ctx.sem), 0); /* to granted */
+    aw_semaphore_free(ctx.sem);
+    ck_assert_int_eq(aw_future_cancelled(waiting), 1);
+    ck_assert_int_eq(aw_semaphore_release(ctx.sem), -EINVAL);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(granted); /* unread: nothing to give back to */
+    aw_future_unref(waiting);
+    aw_future_unref(read);
+}
+END_TEST
+
+START_TEST(semaphore_release_futures_then_free)
+{
+    aw_future *read, *waiting;
+
+    ctx.sem = aw_semaphore_new(loop, 1);
+    read = aw_semaphore_acquire(ctx.sem);
+    waiting = aw_semaphore_acquire(ctx.sem);
+    ck_assert_int_eq(aw_future_error(read), 0);
+    aw_future_unref(read);
+    aw_future_unref(waiting);
+    aw_semaphore_free(ctx.sem);
+}
+END_TEST
+
+START_TEST(event_and_barrier_free_then_release_futures)
+{
+    aw_future *done, *pending, *b1, *b2, *b3;
+
+    ctx.event = aw_event_new(loop);
+    done = aw_event_wait(ctx.event);
+    aw_event_set(ctx.event);
+    aw_event_clear(ctx.event);
+    pending = aw_event_wait(ctx.event);
+    ctx.barrier = aw_barrier_new(loop, 2);
+    b1 = aw_barrier_wait(ctx.barrier);
+    b2 = aw_barrier_wait(ctx.barrier); /* both through */
+    b3 = aw_barrier_wait(ctx.barrier);
+    aw_event_free(ctx.event);
+    aw_barrier_free(ctx.barrier);
+    ck_assert_int_eq(aw_future_cancelled(pending), 1);
+    ck_assert_int_eq(aw_future_cancelled(b3), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_future_error(done), 0);
+    ck_assert_int_eq(aw_future_error(b1), 0);
+    aw_future_unref(done);
+    aw_future_unref(pending);
+    aw_future_unref(b1);
+    aw_future_unref(b2);
+    aw_future_unref(b3);
+}
+END_TEST
+
+START_TEST(event_and_barrier_release_futures_then_free)
+{
+    aw_future *done, *pending, *b1, *b2;
+
+    ctx.event = aw_event_new(loop);
+    done = aw_event_wait(ctx.event);
+    aw_event_set(ctx.event);
+    aw_event_clear(ctx.event);
+    pending = aw_event_wait(ctx.event);
+    ctx.barrier = aw_barrier_new(loop, 2);
+    b1 = aw_barrier_wait(ctx.barrier);
+    b2 = aw_barrier_wait(ctx.barrier);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(done);
+    aw_future_unref(pending);
+    aw_future_unref(b1);
+    aw_future_unref(b2);
+    aw_event_free(ctx.event);
+    aw_barrier_free(ctx.barrier);
+}
+END_TEST
+
 /* ---- Event ----------------------------------------------------------------------- */
 
 static AW_TASK(event_waiter, struct fr *f)
@@ -594,6 +860,16 @@ aw_test_suite(void)
     tcase_add_test(tc, lock_waiter_cancelled_before_grant);
     tcase_add_test(tc, lock_waiter_cancelled_after_grant_loses_no_wakeup);
     tcase_add_test(tc, lock_from_callbacks);
+    tcase_add_test(tc, lock_freed_in_finally_after_grant);
+    tcase_add_test(tc, lock_free_then_release_futures);
+    tcase_add_test(tc, lock_release_futures_then_free);
+    tcase_add_test(tc, lock_freed_refuses_new_operations);
+    tcase_add_test(tc, condition_free_then_release_futures);
+    tcase_add_test(tc, condition_release_futures_then_free);
+    tcase_add_test(tc, semaphore_free_then_release_futures);
+    tcase_add_test(tc, semaphore_release_futures_then_free);
+    tcase_add_test(tc, event_and_barrier_free_then_release_futures);
+    tcase_add_test(tc, event_and_barrier_release_futures_then_free);
     tcase_add_test(tc, event_set_wakes_every_waiter);
     tcase_add_test(tc, free_cancels_waiters);
     tcase_add_test(tc, semaphore_fifo_and_value);

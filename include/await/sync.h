@@ -28,9 +28,18 @@ extern "C" {
  * leaves the queue.
  *
  * The acquire/wait functions return a reference to a future (the shared
- * -ENOMEM future out of memory; NULL for a NULL object).  Every object
- * belongs to one loop and counts as work on it until freed; freeing one
- * cancels its waiters.
+ * -ENOMEM future out of memory; NULL for a NULL object; failed with
+ * -EINVAL for an object already freed).  Every object belongs to one loop
+ * and counts as work on it until it is freed and its futures are released.
+ *
+ * Freeing.  An object may be freed while futures it granted or refused
+ * are still held (a task frees its lock in its cleanup while another task
+ * was just granted it): freeing cancels the waiters and marks the object
+ * freed, so that it hands nothing on and takes no new operation (-EINVAL);
+ * its memory stays until the last of its futures is released, in either
+ * order.  A task granted a lock that is then freed goes on, and its
+ * aw_lock_release() returns -EINVAL.  Do not use the pointer once the
+ * futures are gone too.
  */
 
 /* ---- Lock ------------------------------------------------------------------- */
@@ -38,7 +47,8 @@ extern "C" {
 typedef struct aw_lock aw_lock;
 
 /* aw_lock_new - an unlocked lock; NULL for a NULL or closed loop or out of
- * memory.  aw_lock_free - accepts NULL; waiters are cancelled. */
+ * memory.  aw_lock_free - accepts NULL (and a lock freed already);
+ * waiters are cancelled, conditions' waiters re-acquiring it too. */
 AW_EXTERN aw_lock *aw_lock_new(aw_loop *loop);
 AW_EXTERN void aw_lock_free(aw_lock *lock);
 
@@ -48,11 +58,12 @@ AW_EXTERN void aw_lock_free(aw_lock *lock);
 AW_EXTERN aw_future *aw_lock_acquire(aw_lock *lock);
 
 /* aw_lock_try_acquire - 0 when acquired now, AW_EBUSY when locked or
- * waited for (fairness), -EINVAL. */
+ * waited for (fairness), -EINVAL (NULL or freed). */
 AW_EXTERN int aw_lock_try_acquire(aw_lock *lock);
 
 /* aw_lock_release - 0; AW_EINVALSTATE when not locked; -EPERM when the
- * owner is a task and the caller is not that task. */
+ * owner is a task and the caller is not that task; -EINVAL (NULL or
+ * freed). */
 AW_EXTERN int aw_lock_release(aw_lock *lock);
 
 /* aw_lock_locked - 1 when locked (or granted to a waiter). */
@@ -98,8 +109,12 @@ AW_EXTERN int aw_semaphore_value(const aw_semaphore *sem);
 
 typedef struct aw_condition aw_condition;
 
-/* aw_condition_new - a condition over lock (not owned; it must outlive the
- * condition), or over a lock of its own when lock is NULL. */
+/* aw_condition_new - a condition over lock (not owned: the condition
+ * keeps its memory, and waits fail with -EINVAL once it is freed), or over
+ * a lock of its own when lock is NULL.  NULL for a NULL or closed loop, a
+ * lock of another loop or freed, out of memory.  aw_condition_free -
+ * accepts NULL; waiters end cancelled (re-acquiring the lock first, as a
+ * cancelled wait does); the lock of its own is freed. */
 AW_EXTERN aw_condition *aw_condition_new(aw_loop *loop, aw_lock *lock);
 AW_EXTERN void aw_condition_free(aw_condition *cond);
 /* aw_condition_lock - its lock: acquire and release it with aw_lock_*. */
