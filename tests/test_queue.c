@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,25 @@ START_TEST(queue_nowait_errors)
     ck_assert_int_eq(aw_queue_maxsize(q), 1);
     ck_assert_int_eq(aw_queue_put_nowait(NULL, ITEM(2)), -EINVAL);
     ck_assert_int_eq(aw_queue_get_nowait(q, NULL), -EINVAL);
+    aw_queue_free(q);
+}
+END_TEST
+
+START_TEST(queue_maxsize_negative_refused)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, (size_t)PTRDIFF_MAX,
+                               NULL, NULL);
+
+    /* A negative maxsize (asyncio: unbounded) converts to a huge size_t:
+     * refused rather than taken as a limit nobody meant. */
+    ck_assert_ptr_null(aw_queue_new(loop, AW_QUEUE_FIFO, (size_t)-1, NULL,
+                                    NULL));
+    ck_assert_ptr_null(aw_queue_new(loop, AW_QUEUE_LIFO,
+                                    (size_t)PTRDIFF_MAX + 1, NULL, NULL));
+    ck_assert_ptr_nonnull(q);
+    ck_assert_int_eq(aw_queue_maxsize(q), (size_t)PTRDIFF_MAX);
+    ck_assert_int_eq(aw_queue_put_nowait(q, ITEM(1)), 0);
+    ck_assert_int_eq(aw_queue_full(q), 0);
     aw_queue_free(q);
 }
 END_TEST
@@ -466,6 +486,7 @@ aw_test_suite(void)
     tcase_add_test(tc, queue_order_for_each_kind);
     tcase_add_test(tc, queue_fifo_ring_wraps_and_grows);
     tcase_add_test(tc, queue_nowait_errors);
+    tcase_add_test(tc, queue_maxsize_negative_refused);
     tcase_add_test(tc, maxsize_blocks_and_releases);
     tcase_add_test(tc, join_waits_for_task_done);
     tcase_add_test(tc, shutdown_graceful);

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -654,6 +655,23 @@ START_TEST(semaphore_cancelled_after_grant_loses_no_wakeup)
 }
 END_TEST
 
+START_TEST(semaphore_release_at_int_max_overflows)
+{
+    aw_semaphore *s = aw_semaphore_new(loop, INT_MAX);
+    aw_semaphore *b = aw_semaphore_new_bounded(loop, INT_MAX);
+
+    ck_assert_int_eq(aw_semaphore_release(s), -EOVERFLOW);
+    ck_assert_int_eq(aw_semaphore_value(s), INT_MAX); /* unchanged */
+    ck_assert_int_eq(aw_semaphore_try_acquire(s), 0);
+    ck_assert_int_eq(aw_semaphore_release(s), 0);
+    ck_assert_int_eq(aw_semaphore_release(s), -EOVERFLOW);
+    ck_assert_int_eq(aw_semaphore_release(b), AW_ELIMIT);
+    ck_assert_int_eq(aw_semaphore_value(b), INT_MAX);
+    aw_semaphore_free(s);
+    aw_semaphore_free(b);
+}
+END_TEST
+
 /* ---- Condition -------------------------------------------------------------------- */
 
 static AW_TASK(cond_waiter, struct fr *f)
@@ -849,6 +867,20 @@ START_TEST(barrier_abort_and_reset)
 }
 END_TEST
 
+START_TEST(barrier_parties_at_int_max)
+{
+    aw_barrier *b = aw_barrier_new(loop, INT_MAX);
+    aw_future *w = aw_barrier_wait(b);
+
+    ck_assert_int_eq(aw_barrier_parties(b), INT_MAX);
+    ck_assert_int_eq(aw_barrier_n_waiting(b), 1);
+    ck_assert_int_eq(aw_future_done(w), 0);
+    aw_barrier_free(b);
+    aw_future_unref(w);
+    ck_assert_ptr_null(aw_barrier_new(loop, INT_MIN));
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -875,12 +907,14 @@ aw_test_suite(void)
     tcase_add_test(tc, semaphore_fifo_and_value);
     tcase_add_test(tc, bounded_semaphore_release_beyond_bound);
     tcase_add_test(tc, semaphore_cancelled_after_grant_loses_no_wakeup);
+    tcase_add_test(tc, semaphore_release_at_int_max_overflows);
     tcase_add_test(tc, condition_notify_and_notify_all);
     tcase_add_test(tc, condition_wait_for_predicate);
     tcase_add_test(tc, condition_wait_cancelled_reacquires_lock);
     tcase_add_test(tc, condition_wait_without_lock_refused);
     tcase_add_test(tc, barrier_n_tasks_several_rounds);
     tcase_add_test(tc, barrier_abort_and_reset);
+    tcase_add_test(tc, barrier_parties_at_int_max);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -100,9 +100,12 @@ AW_EXTERN aw_future *aw_semaphore_acquire(aw_semaphore *sem);
 /* aw_semaphore_try_acquire - 0, AW_EBUSY (none free, or waiters), -EINVAL. */
 AW_EXTERN int aw_semaphore_try_acquire(aw_semaphore *sem);
 /* aw_semaphore_release - give a unit back (to the first waiter if any):
- * 0; AW_ELIMIT for a bounded semaphore already at its initial value. */
+ * 0; AW_ELIMIT for a bounded semaphore already at its initial value;
+ * -EOVERFLOW (nothing changed) for one at INT_MAX; -EINVAL (NULL or
+ * freed).  (A unit granted, then given back unread to a semaphore at
+ * INT_MAX, is dropped: it cannot be counted.) */
 AW_EXTERN int aw_semaphore_release(aw_semaphore *sem);
-/* aw_semaphore_value - units free now. */
+/* aw_semaphore_value - units free now; -EINVAL (NULL or freed). */
 AW_EXTERN int aw_semaphore_value(const aw_semaphore *sem);
 
 /* ---- Condition ------------------------------------------------------------------ */
