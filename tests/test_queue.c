@@ -432,6 +432,141 @@ START_TEST(queue_release_futures_then_free)
 }
 END_TEST
 
+/* ---- a put cancelled after its slot was handed over -------------------------------- */
+
+static aw_task *victim;
+
+static AW_TASK(putter, struct pc *p)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_queue_put(shared_q, ITEM(p->id)), NULL);
+    record(p->id);
+    AW_END();
+}
+
+static struct pc *
+frame_id(int id)
+{
+    return pc(NULL, id, 0, NULL, NULL);
+}
+
+/* asyncio's test_put_cancel_drop. */
+START_TEST(put_cancel_drop)
+{
+    aw_task *writer;
+
+    shared_q = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, NULL);
+    memset(&order, 0, sizeof(order));
+    aw_queue_put_nowait(shared_q, ITEM(1));
+    writer = aw_task_new(loop, putter, frame_id(2), free);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* blocked: full */
+    ck_assert_int_eq(get_now(shared_q), 1); /* the slot goes to writer */
+    aw_future_cancel(writer, NULL);
+    drain();
+    ck_assert_int_eq(aw_future_cancelled(writer), 1);
+    ck_assert_int_eq(aw_queue_qsize(shared_q), 0); /* 2 never went in */
+    aw_future_unref(writer);
+    writer = aw_task_new(loop, putter, frame_id(2), free); /* again */
+    drain();
+    ck_assert_int_eq(get_now(shared_q), 2);
+    ck_assert_int_eq(aw_queue_qsize(shared_q), 0);
+    aw_future_unref(writer);
+    aw_queue_free(shared_q);
+}
+END_TEST
+
+/* The slot of a putter cancelled before it resumed goes to the next. */
+START_TEST(put_cancelled_after_slot_handed_slot_goes_to_next_putter)
+{
+    static const int want[] = {3};
+    aw_task *p2, *p3;
+
+    shared_q = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, count_destroy);
+    memset(&order, 0, sizeof(order));
+    destroyed = 0;
+    aw_queue_put_nowait(shared_q, ITEM(1));
+    p2 = aw_task_new(loop, putter, frame_id(2), free);
+    p3 = aw_task_new(loop, putter, frame_id(3), free);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(get_now(shared_q), 1); /* slot to p2 */
+    ck_assert_int_eq(aw_queue_full(shared_q), 1);
+    aw_future_cancel(p2, NULL); /* granted, not resumed */
+    drain();
+    assert_order(want, 1);
+    ck_assert_int_eq(aw_future_cancelled(p2), 1);
+    ck_assert_int_eq(destroyed, 1); /* 2: the put's, never in */
+    ck_assert_int_eq(aw_queue_qsize(shared_q), 1);
+    ck_assert_int_eq(get_now(shared_q), 3);
+    ck_assert_int_eq(aw_queue_task_done(shared_q), 0);
+    ck_assert_int_eq(aw_queue_task_done(shared_q), 0);
+    ck_assert_int_eq(aw_queue_task_done(shared_q), AW_EINVALSTATE);
+    aw_future_unref(p2);
+    aw_future_unref(p3);
+    aw_queue_free(shared_q);
+}
+END_TEST
+
+/* A consumer that makes room and cancels the putter in the same step. */
+static AW_TASK(get_then_cancel, struct pc *p)
+{
+    void *item;
+
+    AW_BEGIN();
+    p->i = aw_queue_get_nowait(shared_q, &item);
+    aw_future_cancel(victim, NULL);
+    AW_END();
+}
+
+START_TEST(put_cancel_requested_in_same_pass_as_slot)
+{
+    static const int want[] = {3};
+    aw_task *p2, *p3, *c;
+
+    shared_q = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, count_destroy);
+    memset(&order, 0, sizeof(order));
+    destroyed = 0;
+    aw_queue_put_nowait(shared_q, ITEM(1));
+    p2 = aw_task_new(loop, putter, frame_id(2), free);
+    p3 = aw_task_new(loop, putter, frame_id(3), free);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    victim = p2;
+    c = aw_task_new(loop, get_then_cancel, frame_id(0), free);
+    drain();
+    assert_order(want, 1);
+    ck_assert_int_eq(destroyed, 1); /* 2, never in (1 was taken) */
+    ck_assert_int_eq(get_now(shared_q), 3);
+    ck_assert_int_eq(aw_queue_qsize(shared_q), 0);
+    aw_future_unref(p2);
+    aw_future_unref(p3);
+    aw_future_unref(c);
+    aw_queue_free(shared_q);
+}
+END_TEST
+
+START_TEST(put_future_freed_unread_slot_goes_to_next_putter)
+{
+    aw_queue *q = aw_queue_new(loop, AW_QUEUE_FIFO, 1, NULL, count_destroy);
+    aw_future *p2, *p3;
+
+    destroyed = 0;
+    aw_queue_put_nowait(q, ITEM(1));
+    p2 = aw_queue_put(q, ITEM(2));
+    p3 = aw_queue_put(q, ITEM(3));
+    ck_assert_int_eq(get_now(q), 1); /* slot to p2 */
+    ck_assert_int_eq(aw_future_done(p2), 1);
+    ck_assert_int_eq(aw_future_done(p3), 0);
+    aw_future_unref(p2); /* dropped unread: 2 never goes in */
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(destroyed, 1);
+    ck_assert_int_eq(aw_future_done(p3), 1); /* its slot */
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* p3 held: in */
+    ck_assert_int_eq(aw_queue_qsize(q), 1);
+    ck_assert_int_eq(get_now(q), 3);
+    aw_future_unref(p3);
+    aw_queue_free(q);
+}
+END_TEST
+
 START_TEST(pipeline_4_producers_4_consumers_every_item_once)
 {
     int per = aw_test_slow() ? 5000 : 250000, i, count = 0;
@@ -496,6 +631,10 @@ aw_test_suite(void)
     tcase_add_test(tc, queue_shut_down_and_freed_under_producer);
     tcase_add_test(tc, queue_free_then_release_futures);
     tcase_add_test(tc, queue_release_futures_then_free);
+    tcase_add_test(tc, put_cancel_drop);
+    tcase_add_test(tc, put_cancelled_after_slot_handed_slot_goes_to_next_putter);
+    tcase_add_test(tc, put_cancel_requested_in_same_pass_as_slot);
+    tcase_add_test(tc, put_future_freed_unread_slot_goes_to_next_putter);
     tcase_add_test(tc, pipeline_4_producers_4_consumers_every_item_once);
     suite_add_tcase(s, tc);
     return s;
