@@ -567,6 +567,83 @@ START_TEST(put_future_freed_unread_slot_goes_to_next_putter)
 }
 END_TEST
 
+/* ---- a get cancelled after its item was handed over ---------------------------------- */
+
+static AW_TASK(getter, struct pc *p)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_queue_get(shared_q), (void **)&p->item);
+    record((int)p->item);
+    AW_END();
+}
+
+/* Immediate shutdown while an item is on its way to a getter that is
+ * cancelled before it resumes: the item is dropped, not put back, and
+ * counts as done for join(). */
+START_TEST(get_cancelled_after_grant_then_immediate_shutdown_join_completes)
+{
+    int shutdown_first;
+
+    for (shutdown_first = 0; shutdown_first < 2; shutdown_first++) {
+        aw_task *g;
+        aw_future *j;
+
+        shared_q = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, count_destroy);
+        memset(&order, 0, sizeof(order));
+        destroyed = 0;
+        g = aw_task_new(loop, getter, frame_id(0), free);
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+        ck_assert_int_eq(aw_queue_put_nowait(shared_q, ITEM(7)), 0);
+        j = aw_queue_join(shared_q);
+        if (shutdown_first)
+            aw_queue_shutdown(shared_q, 1);
+        aw_future_cancel(g, NULL); /* handed 7, not resumed */
+        if (!shutdown_first)
+            aw_queue_shutdown(shared_q, 1);
+        ck_assert_int_eq(aw_future_done(j), 0); /* 7 is on its way */
+        drain();
+        ck_assert_int_eq(aw_future_cancelled(g), 1);
+        ck_assert_int_eq(order.n, 0);
+        ck_assert_int_eq(destroyed, 1); /* dropped, */
+        ck_assert_int_eq(aw_queue_qsize(shared_q), 0); /* not back */
+        ck_assert_int_eq(aw_future_done(j), 1);        /* and done */
+        ck_assert_int_eq(aw_future_error(j), 0);
+        ck_assert_int_eq(aw_queue_task_done(shared_q), AW_EINVALSTATE);
+        aw_future_unref(g);
+        aw_future_unref(j);
+        aw_queue_free(shared_q);
+    }
+}
+END_TEST
+
+/* After a graceful shutdown the item comes back for the next getter. */
+START_TEST(get_cancelled_after_grant_then_graceful_shutdown_item_back)
+{
+    aw_task *g;
+    aw_future *j;
+
+    shared_q = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, count_destroy);
+    memset(&order, 0, sizeof(order));
+    destroyed = 0;
+    g = aw_task_new(loop, getter, frame_id(0), free);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_queue_put_nowait(shared_q, ITEM(7));
+    aw_future_cancel(g, NULL);
+    aw_queue_shutdown(shared_q, 0);
+    drain();
+    ck_assert_int_eq(destroyed, 0);
+    ck_assert_int_eq(aw_queue_qsize(shared_q), 1);
+    j = aw_queue_join(shared_q);
+    ck_assert_int_eq(get_now(shared_q), 7);
+    ck_assert_int_eq(aw_queue_task_done(shared_q), 0);
+    ck_assert_int_eq(aw_future_done(j), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(g);
+    aw_future_unref(j);
+    aw_queue_free(shared_q);
+}
+END_TEST
+
 START_TEST(pipeline_4_producers_4_consumers_every_item_once)
 {
     int per = aw_test_slow() ? 5000 : 250000, i, count = 0;
@@ -635,6 +712,8 @@ aw_test_suite(void)
     tcase_add_test(tc, put_cancelled_after_slot_handed_slot_goes_to_next_putter);
     tcase_add_test(tc, put_cancel_requested_in_same_pass_as_slot);
     tcase_add_test(tc, put_future_freed_unread_slot_goes_to_next_putter);
+    tcase_add_test(tc, get_cancelled_after_grant_then_immediate_shutdown_join_completes);
+    tcase_add_test(tc, get_cancelled_after_grant_then_graceful_shutdown_item_back);
     tcase_add_test(tc, pipeline_4_producers_4_consumers_every_item_once);
     suite_add_tcase(s, tc);
     return s;

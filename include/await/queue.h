@@ -110,7 +110,10 @@ AW_EXTERN aw_future *aw_queue_join(aw_queue *queue);
  * from now on, waiting putters too.  Not immediate: getters take the items
  * left, then fail with AW_ESHUTDOWN.  Immediate: the items left are
  * dropped (destroyed) and count as done for join(), and waiting getters
- * fail at once.  Returns 0 or -EINVAL.
+ * fail at once; an item on its way to a getter that releases it unread
+ * (cancelled before it resumed) is dropped too, and a putter's slot taken
+ * after it drops its item the same way.  Returns 0 or -EINVAL (NULL or
+ * freed).
  */
 AW_EXTERN int aw_queue_shutdown(aw_queue *queue, int immediate);
 
