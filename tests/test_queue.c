@@ -577,6 +577,59 @@ static AW_TASK(getter, struct pc *p)
     AW_END();
 }
 
+/* Gives an item and cancels the victim getter in the same step. */
+static AW_TASK(put_and_cancel, struct pc *p)
+{
+    AW_BEGIN();
+    if (p->id == 0) {
+        aw_queue_put_nowait(shared_q, ITEM(5));
+        aw_future_cancel(victim, NULL);
+    } else {
+        aw_future_cancel(victim, NULL);
+        aw_queue_put_nowait(shared_q, ITEM(5));
+    }
+    AW_END();
+}
+
+/* An item handed to a getter cancelled before it resumed goes to the
+ * next getter: from outside before the getter runs, in the giver's step,
+ * cancelled just before the hand-over. */
+START_TEST(get_cancelled_after_grant_item_goes_to_next_getter)
+{
+    static const int want[] = {5};
+    int pt;
+
+    for (pt = 0; pt < 3; pt++) {
+        aw_task *g1, *g2, *giver = NULL;
+
+        shared_q = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, count_destroy);
+        memset(&order, 0, sizeof(order));
+        destroyed = 0;
+        g1 = aw_task_new(loop, getter, frame_id(0), free);
+        g2 = aw_task_new(loop, getter, frame_id(0), free);
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+        victim = g1;
+        if (pt == 0) {
+            aw_queue_put_nowait(shared_q, ITEM(5));
+            aw_future_cancel(g1, NULL);
+        } else {
+            giver = aw_task_new(loop, put_and_cancel, frame_id(pt - 1), free);
+        }
+        drain();
+        ck_assert_msg(aw_future_cancelled(g1), "point %d", pt);
+        assert_order(want, 1);
+        ck_assert_int_eq(destroyed, 1); /* with g2's future: not taken */
+        ck_assert_int_eq(aw_queue_qsize(shared_q), 0);
+        ck_assert_int_eq(aw_queue_task_done(shared_q), 0);
+        ck_assert_int_eq(aw_queue_task_done(shared_q), AW_EINVALSTATE);
+        aw_future_unref(g1);
+        aw_future_unref(g2);
+        aw_future_unref(giver);
+        aw_queue_free(shared_q);
+    }
+}
+END_TEST
+
 /* Immediate shutdown while an item is on its way to a getter that is
  * cancelled before it resumes: the item is dropped, not put back, and
  * counts as done for join(). */
@@ -712,6 +765,7 @@ aw_test_suite(void)
     tcase_add_test(tc, put_cancelled_after_slot_handed_slot_goes_to_next_putter);
     tcase_add_test(tc, put_cancel_requested_in_same_pass_as_slot);
     tcase_add_test(tc, put_future_freed_unread_slot_goes_to_next_putter);
+    tcase_add_test(tc, get_cancelled_after_grant_item_goes_to_next_getter);
     tcase_add_test(tc, get_cancelled_after_grant_then_immediate_shutdown_join_completes);
     tcase_add_test(tc, get_cancelled_after_grant_then_graceful_shutdown_item_back);
     tcase_add_test(tc, pipeline_4_producers_4_consumers_every_item_once);

@@ -788,6 +788,31 @@ START_TEST(condition_wait_cancelled_reacquires_lock)
 }
 END_TEST
 
+/* A wait cancelled by callback code ends cancelled holding the lock; its
+ * future dropped unread gives the lock on rather than keeping it. */
+START_TEST(condition_wait_cancelled_dropped_unread_releases_lock)
+{
+    aw_future *hold, *w, *next;
+
+    ctx.cond = aw_condition_new(loop, NULL);
+    hold = relock(aw_condition_lock(ctx.cond), NULL);
+    w = aw_condition_wait(ctx.cond);
+    ck_assert_int_eq(aw_future_cancel(w, NULL), 0);
+    ck_assert_int_eq(aw_future_cancelled(w), 1); /* lock taken back */
+    next = aw_lock_acquire(aw_condition_lock(ctx.cond));
+    ck_assert_int_eq(aw_future_done(next), 0);
+    aw_future_unref(w);
+    ck_assert_int_eq(aw_future_done(next), 1);
+    ck_assert_int_eq(aw_future_error(next), 0);
+    ck_assert_int_eq(aw_lock_release(aw_condition_lock(ctx.cond)), 0);
+    ck_assert_int_eq(aw_lock_locked(aw_condition_lock(ctx.cond)), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(next);
+    aw_future_unref(hold);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
 START_TEST(condition_wait_without_lock_refused)
 {
     aw_future *w;
@@ -881,6 +906,220 @@ START_TEST(barrier_parties_at_int_max)
 }
 END_TEST
 
+/* ---- a grant handed to a waiter cancelled before it resumed --------------------------- */
+
+/* One primitive, driven the same way for each point of cancellation. */
+struct grantee {
+    void (*setup)(void);      /* made, and held by this callback code */
+    aw_future *(*pre)(void);  /* awaited first by the waiter, or NULL */
+    aw_future *(*wait)(void); /* what the waiter awaits */
+    void (*give)(void);       /* hand it to the first waiter */
+    void (*after)(void);      /* the waiter is done with it */
+    void (*check)(void);      /* it is free again */
+    void (*teardown)(void);
+};
+
+static void
+lk_setup(void)
+{
+    ctx.lock = aw_lock_new(loop);
+    ck_assert_int_eq(aw_lock_try_acquire(ctx.lock), 0);
+}
+static aw_future *lk_wait(void) { return aw_lock_acquire(ctx.lock); }
+static void lk_give(void) { ck_assert_int_eq(aw_lock_release(ctx.lock), 0); }
+static void lk_check(void) { ck_assert_int_eq(aw_lock_locked(ctx.lock), 0); }
+static void lk_teardown(void) { aw_lock_free(ctx.lock); }
+
+static void
+sem_setup(void)
+{
+    ctx.sem = aw_semaphore_new(loop, 0);
+}
+static void
+bsem_setup(void)
+{
+    ctx.sem = aw_semaphore_new_bounded(loop, 1);
+    ck_assert_int_eq(aw_semaphore_try_acquire(ctx.sem), 0);
+}
+static aw_future *sem_wait(void) { return aw_semaphore_acquire(ctx.sem); }
+static void sem_give(void) { ck_assert_int_eq(aw_semaphore_release(ctx.sem), 0); }
+static void sem_check(void) { ck_assert_int_eq(aw_semaphore_value(ctx.sem), 1); }
+static void sem_teardown(void) { aw_semaphore_free(ctx.sem); }
+
+static void
+cond_setup(void)
+{
+    ctx.cond = aw_condition_new(loop, NULL);
+}
+static aw_future *
+cond_pre(void)
+{
+    return aw_lock_acquire(aw_condition_lock(ctx.cond));
+}
+static aw_future *cond_wait_(void) { return aw_condition_wait(ctx.cond); }
+static void
+cond_give(void)
+{
+    /* Both notified; the first re-acquires the lock. */
+    ck_assert_int_eq(aw_lock_try_acquire(aw_condition_lock(ctx.cond)), 0);
+    ck_assert_int_eq(aw_condition_notify_all(ctx.cond), 2);
+    ck_assert_int_eq(aw_lock_release(aw_condition_lock(ctx.cond)), 0);
+}
+static void
+cond_after(void)
+{
+    ck_assert_int_eq(aw_lock_release(aw_condition_lock(ctx.cond)), 0);
+}
+static void
+cond_check(void)
+{
+    ck_assert_int_eq(aw_lock_locked(aw_condition_lock(ctx.cond)), 0);
+}
+static void cond_teardown(void) { aw_condition_free(ctx.cond); }
+
+static const struct grantee grantees[] = {
+    {lk_setup, NULL, lk_wait, lk_give, lk_give, lk_check, lk_teardown},
+    {sem_setup, NULL, sem_wait, sem_give, sem_give, sem_check, sem_teardown},
+    {bsem_setup, NULL, sem_wait, sem_give, sem_give, sem_check,
+     sem_teardown},
+    {cond_setup, cond_pre, cond_wait_, cond_give, cond_after, cond_check,
+     cond_teardown},
+};
+static const struct grantee *gk;
+
+static AW_TASK(grantee_task, struct fr *f)
+{
+    AW_BEGIN();
+    if (gk->pre != NULL)
+        AW_AWAIT(gk->pre(), NULL);
+    AW_AWAIT(gk->wait(), NULL);
+    record(f->id);
+    gk->after();
+    AW_END();
+}
+
+/* Hands over and cancels the victim in the same step. */
+static AW_TASK(give_and_cancel, struct fr *f)
+{
+    AW_BEGIN();
+    if (f->id == 0) {
+        gk->give();
+        aw_future_cancel(ctx.victim, NULL);
+    } else {
+        aw_future_cancel(ctx.victim, NULL);
+        gk->give();
+    }
+    AW_END();
+}
+
+enum point {
+    GRANTED_THEN_CANCELLED, /* from outside, before the waiter runs */
+    SAME_STEP,              /* the giver cancels it in the same step */
+    CANCEL_THEN_GIVE,       /* the giver cancels first, then gives */
+    POINTS
+};
+
+static void
+grant_cancel_run(const struct grantee *k, enum point pt)
+{
+    static const int want[] = {2};
+    aw_task *t[2], *giver = NULL;
+    int i;
+
+    reset();
+    gk = k;
+    k->setup();
+    t[0] = spawn(grantee_task, 1);
+    t[1] = spawn(grantee_task, 2);
+    for (i = 0; i < 4; i++)
+        aw_loop_run_once(loop, AW_RUN_NOWAIT); /* both waiting */
+    ctx.victim = t[0];
+    if (pt == GRANTED_THEN_CANCELLED) {
+        k->give();
+        aw_future_cancel(t[0], NULL);
+    } else {
+        giver = spawn(give_and_cancel, pt == SAME_STEP ? 0 : 1);
+    }
+    drain();
+    ck_assert_msg(aw_future_cancelled(t[0]), "point %d", pt);
+    assert_order(want, 1); /* the next waiter got it: nothing lost */
+    k->check();
+    unref_all(t, 2);
+    aw_future_unref(giver);
+    k->teardown();
+}
+
+/* From callback code: the grant future dropped unread. */
+static void
+grant_dropped_run(const struct grantee *k)
+{
+    aw_future *pre[2] = {NULL, NULL}, *w[2];
+    int i;
+
+    gk = k;
+    k->setup();
+    for (i = 0; i < 2; i++) {
+        if (k->pre != NULL) {
+            pre[i] = k->pre();
+            ck_assert_int_eq(aw_future_error(pre[i]), 0);
+        }
+        w[i] = k->wait();
+        ck_assert_int_eq(aw_future_done(w[i]), 0);
+    }
+    k->give();
+    ck_assert_int_eq(aw_future_done(w[0]), 1);
+    aw_future_unref(w[0]); /* unread: it goes on to w[1] */
+    ck_assert_int_eq(aw_future_done(w[1]), 1);
+    ck_assert_int_eq(aw_future_error(w[1]), 0);
+    k->after();
+    k->check();
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(w[1]);
+    aw_future_unref(pre[0]);
+    aw_future_unref(pre[1]);
+    k->teardown();
+}
+
+START_TEST(lock_grant_cancelled_before_resume_goes_to_next)
+{
+    int pt;
+
+    for (pt = 0; pt < POINTS; pt++)
+        grant_cancel_run(&grantees[0], (enum point)pt);
+    grant_dropped_run(&grantees[0]);
+}
+END_TEST
+
+START_TEST(semaphore_grant_cancelled_before_resume_goes_to_next)
+{
+    int pt;
+
+    for (pt = 0; pt < POINTS; pt++)
+        grant_cancel_run(&grantees[1], (enum point)pt);
+    grant_dropped_run(&grantees[1]);
+}
+END_TEST
+
+START_TEST(bounded_semaphore_grant_cancelled_before_resume_goes_to_next)
+{
+    int pt;
+
+    for (pt = 0; pt < POINTS; pt++)
+        grant_cancel_run(&grantees[2], (enum point)pt);
+    grant_dropped_run(&grantees[2]);
+}
+END_TEST
+
+START_TEST(condition_reacquire_cancelled_before_resume_goes_to_next)
+{
+    /* Not CANCEL_THEN_GIVE: a wait cancelled before its notify
+     * re-acquires the lock itself (condition_wait_cancelled_reacquires_lock). */
+    grant_cancel_run(&grantees[3], GRANTED_THEN_CANCELLED);
+    grant_cancel_run(&grantees[3], SAME_STEP);
+    grant_dropped_run(&grantees[3]);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -912,9 +1151,16 @@ aw_test_suite(void)
     tcase_add_test(tc, condition_wait_for_predicate);
     tcase_add_test(tc, condition_wait_cancelled_reacquires_lock);
     tcase_add_test(tc, condition_wait_without_lock_refused);
+    tcase_add_test(tc, condition_wait_cancelled_dropped_unread_releases_lock);
     tcase_add_test(tc, barrier_n_tasks_several_rounds);
     tcase_add_test(tc, barrier_abort_and_reset);
     tcase_add_test(tc, barrier_parties_at_int_max);
+    tcase_add_test(tc, lock_grant_cancelled_before_resume_goes_to_next);
+    tcase_add_test(tc, semaphore_grant_cancelled_before_resume_goes_to_next);
+    tcase_add_test(tc,
+                   bounded_semaphore_grant_cancelled_before_resume_goes_to_next);
+    tcase_add_test(tc,
+                   condition_reacquire_cancelled_before_resume_goes_to_next);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -129,7 +129,9 @@ AW_EXTERN aw_lock *aw_condition_lock(aw_condition *cond);
  * caller's again.  Cancelled while waiting, the future still re-acquires
  * the lock before it ends cancelled (asyncio): the caller holds the lock
  * on every outcome but -EPERM (the caller did not hold the lock; nothing
- * changed).
+ * changed) and -EINVAL (freed).  As for a lock grant, the lock counts as
+ * the caller's once the outcome is read: a wait future released unread
+ * (its task cancelled before it resumed, or dropped) gives the lock on.
  */
 AW_EXTERN aw_future *aw_condition_wait(aw_condition *cond);
 
