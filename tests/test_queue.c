@@ -130,6 +130,67 @@ START_TEST(queue_maxsize_negative_refused)
 }
 END_TEST
 
+/* Every public call of queue.h with NULL, a closed loop, bad values. */
+START_TEST(queue_bad_arguments)
+{
+    aw_loop *closed;
+    aw_queue *q;
+    aw_future *f, *j;
+    void *item = ITEM(9);
+
+    ck_assert_int_eq(aw_loop_new(&closed), 0);
+    ck_assert_int_eq(aw_loop_close(closed), 0);
+    ck_assert_ptr_null(aw_queue_new(NULL, AW_QUEUE_FIFO, 0, NULL, NULL));
+    ck_assert_ptr_null(aw_queue_new(closed, AW_QUEUE_FIFO, 0, NULL, NULL));
+    ck_assert_ptr_null(aw_queue_new(loop, -1, 0, NULL, NULL));
+    ck_assert_int_eq(aw_loop_free(closed), 0);
+    aw_queue_free(NULL);
+    ck_assert_ptr_null(aw_queue_put(NULL, ITEM(1)));
+    ck_assert_int_eq(aw_queue_put_nowait(NULL, ITEM(1)), -EINVAL);
+    ck_assert_ptr_null(aw_queue_get(NULL));
+    ck_assert_int_eq(aw_queue_get_nowait(NULL, &item), -EINVAL);
+    ck_assert_ptr_eq(item, ITEM(9)); /* untouched */
+    ck_assert_int_eq(aw_queue_qsize(NULL), 0);
+    ck_assert_int_eq(aw_queue_maxsize(NULL), 0);
+    ck_assert_int_eq(aw_queue_empty(NULL), 1);
+    ck_assert_int_eq(aw_queue_full(NULL), 0);
+    ck_assert_int_eq(aw_queue_task_done(NULL), -EINVAL);
+    ck_assert_ptr_null(aw_queue_join(NULL));
+    ck_assert_int_eq(aw_queue_shutdown(NULL, 0), -EINVAL);
+    ck_assert_int_eq(aw_queue_shutdown(NULL, 1), -EINVAL);
+
+    /* task_done beyond the puts leaves the count alone. */
+    q = aw_queue_new(loop, AW_QUEUE_FIFO, 0, NULL, NULL);
+    ck_assert_int_eq(aw_queue_task_done(q), AW_EINVALSTATE);
+    ck_assert_int_eq(aw_queue_put_nowait(q, ITEM(1)), 0);
+    ck_assert_int_eq(aw_queue_task_done(q), 0);
+    ck_assert_int_eq(aw_queue_task_done(q), AW_EINVALSTATE);
+    ck_assert_int_eq(aw_queue_get_nowait(q, NULL), -EINVAL);
+    ck_assert_int_eq(aw_queue_qsize(q), 1); /* unchanged */
+    /* Freed, kept in memory by a join still held: nothing new. */
+    ck_assert_int_eq(aw_queue_put_nowait(q, ITEM(2)), 0);
+    j = aw_queue_join(q);
+    ck_assert_int_eq(aw_future_done(j), 0);
+    aw_queue_free(q);
+    ck_assert_int_eq(aw_future_cancelled(j), 1);
+    ck_assert_int_eq(aw_queue_put_nowait(q, ITEM(2)), -EINVAL);
+    ck_assert_int_eq(aw_queue_get_nowait(q, &item), -EINVAL);
+    ck_assert_int_eq(aw_queue_task_done(q), -EINVAL);
+    ck_assert_int_eq(aw_queue_shutdown(q, 1), -EINVAL);
+    f = aw_queue_put(q, ITEM(3));
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    f = aw_queue_get(q);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    f = aw_queue_join(q);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(j);
+}
+END_TEST
+
 struct pc {
     aw_queue *q;
     int id, n, i;
@@ -752,6 +813,7 @@ aw_test_suite(void)
     tcase_add_test(tc, queue_fifo_ring_wraps_and_grows);
     tcase_add_test(tc, queue_nowait_errors);
     tcase_add_test(tc, queue_maxsize_negative_refused);
+    tcase_add_test(tc, queue_bad_arguments);
     tcase_add_test(tc, maxsize_blocks_and_releases);
     tcase_add_test(tc, join_waits_for_task_done);
     tcase_add_test(tc, shutdown_graceful);

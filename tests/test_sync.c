@@ -1120,6 +1120,192 @@ START_TEST(condition_reacquire_cancelled_before_resume_goes_to_next)
 }
 END_TEST
 
+/* ---- bad input ---------------------------------------------------------------------- */
+
+static int
+never(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+/* Every public call of sync.h with NULL, a closed loop, out-of-range
+ * values: an error code, no crash, the object unchanged. */
+START_TEST(sync_bad_arguments)
+{
+    aw_loop *other, *closed;
+    aw_lock *l, *foreign;
+    aw_future *f;
+
+    ck_assert_int_eq(aw_loop_new(&closed), 0);
+    ck_assert_int_eq(aw_loop_close(closed), 0);
+    ck_assert_ptr_null(aw_lock_new(NULL));
+    ck_assert_ptr_null(aw_lock_new(closed));
+    ck_assert_ptr_null(aw_event_new(NULL));
+    ck_assert_ptr_null(aw_event_new(closed));
+    ck_assert_ptr_null(aw_semaphore_new(NULL, 1));
+    ck_assert_ptr_null(aw_semaphore_new(closed, 1));
+    ck_assert_ptr_null(aw_semaphore_new(loop, INT_MIN));
+    ck_assert_ptr_null(aw_semaphore_new_bounded(NULL, 1));
+    ck_assert_ptr_null(aw_semaphore_new_bounded(loop, -1));
+    ck_assert_ptr_null(aw_condition_new(NULL, NULL));
+    ck_assert_ptr_null(aw_condition_new(closed, NULL));
+    ck_assert_ptr_null(aw_barrier_new(NULL, 1));
+    ck_assert_ptr_null(aw_barrier_new(closed, 1));
+    ck_assert_ptr_null(aw_barrier_new(loop, -3));
+    ck_assert_int_eq(aw_loop_free(closed), 0);
+
+    /* A condition over another loop's lock. */
+    ck_assert_int_eq(aw_loop_new(&other), 0);
+    foreign = aw_lock_new(other);
+    ck_assert_ptr_null(aw_condition_new(loop, foreign));
+    aw_lock_free(foreign);
+    ck_assert_int_eq(aw_loop_free(other), 0);
+
+    aw_lock_free(NULL);
+    aw_event_free(NULL);
+    aw_semaphore_free(NULL);
+    aw_condition_free(NULL);
+    aw_barrier_free(NULL);
+
+    ck_assert_ptr_null(aw_lock_acquire(NULL));
+    ck_assert_int_eq(aw_lock_try_acquire(NULL), -EINVAL);
+    ck_assert_int_eq(aw_lock_release(NULL), -EINVAL);
+    ck_assert_int_eq(aw_lock_locked(NULL), 0);
+
+    ck_assert_int_eq(aw_event_set(NULL), -EINVAL);
+    ck_assert_int_eq(aw_event_clear(NULL), -EINVAL);
+    ck_assert_int_eq(aw_event_is_set(NULL), 0);
+    ck_assert_ptr_null(aw_event_wait(NULL));
+
+    ck_assert_ptr_null(aw_semaphore_acquire(NULL));
+    ck_assert_int_eq(aw_semaphore_try_acquire(NULL), -EINVAL);
+    ck_assert_int_eq(aw_semaphore_release(NULL), -EINVAL);
+    ck_assert_int_eq(aw_semaphore_value(NULL), -EINVAL);
+
+    ck_assert_ptr_null(aw_condition_lock(NULL));
+    ck_assert_ptr_null(aw_condition_wait(NULL));
+    ck_assert_ptr_null(aw_condition_wait_for(NULL, never, NULL));
+    ck_assert_int_eq(aw_condition_notify(NULL, 1), -EINVAL);
+    ck_assert_int_eq(aw_condition_notify_all(NULL), -EINVAL);
+
+    ck_assert_ptr_null(aw_barrier_wait(NULL));
+    ck_assert_int_eq(aw_barrier_reset(NULL), -EINVAL);
+    ck_assert_int_eq(aw_barrier_abort(NULL), -EINVAL);
+    ck_assert_int_eq(aw_barrier_broken(NULL), 0);
+    ck_assert_int_eq(aw_barrier_n_waiting(NULL), -EINVAL);
+    ck_assert_int_eq(aw_barrier_parties(NULL), -EINVAL);
+
+    /* A condition: a NULL predicate, a negative count, no lock held. */
+    ctx.cond = aw_condition_new(loop, NULL);
+    l = aw_condition_lock(ctx.cond);
+    f = aw_condition_wait_for(ctx.cond, NULL, NULL);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    f = aw_condition_wait_for(ctx.cond, never, NULL);
+    ck_assert_int_eq(aw_future_error(f), -EPERM); /* lock not held */
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_lock_try_acquire(l), 0);
+    f = aw_condition_wait(ctx.cond);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, -1), -EINVAL);
+    ck_assert_int_eq(aw_future_done(f), 0); /* still waiting */
+    ck_assert_int_eq(aw_lock_locked(l), 0);  /* the wait let go */
+    aw_future_unref(f);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
+/* Freed, kept in memory by a future still held: nothing new is taken. */
+START_TEST(freed_primitives_refuse_new_operations)
+{
+    aw_future *e, *s, *b, *c, *hold, *f;
+    aw_condition *cond;
+
+    ctx.event = aw_event_new(loop);
+    ctx.sem = aw_semaphore_new(loop, 0);
+    ctx.barrier = aw_barrier_new(loop, 2);
+    cond = aw_condition_new(loop, NULL);
+    e = aw_event_wait(ctx.event);
+    s = aw_semaphore_acquire(ctx.sem);
+    b = aw_barrier_wait(ctx.barrier);
+    hold = relock(aw_condition_lock(cond), NULL);
+    c = aw_condition_wait(cond);
+    aw_event_free(ctx.event);
+    aw_semaphore_free(ctx.sem);
+    aw_barrier_free(ctx.barrier);
+    aw_condition_free(cond);
+    ck_assert_int_eq(aw_event_set(ctx.event), -EINVAL);
+    ck_assert_int_eq(aw_event_clear(ctx.event), -EINVAL);
+    f = aw_event_wait(ctx.event);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_semaphore_try_acquire(ctx.sem), -EINVAL);
+    ck_assert_int_eq(aw_semaphore_value(ctx.sem), -EINVAL);
+    f = aw_semaphore_acquire(ctx.sem);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_barrier_reset(ctx.barrier), -EINVAL);
+    ck_assert_int_eq(aw_barrier_abort(ctx.barrier), -EINVAL);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), -EINVAL);
+    f = aw_barrier_wait(ctx.barrier);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_condition_notify(cond, 1), -EINVAL);
+    ck_assert_ptr_null(aw_condition_lock(cond));
+    f = aw_condition_wait(cond);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(e);
+    aw_future_unref(s);
+    aw_future_unref(b);
+    aw_future_unref(c);
+    aw_future_unref(hold);
+}
+END_TEST
+
+/* notify by a task that does not hold the lock its owner holds. */
+static AW_TASK(lock_keeper, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(aw_condition_lock(ctx.cond)), NULL);
+    AW_AWAIT(aw_future_ref(ctx.go), NULL);
+    aw_lock_release(aw_condition_lock(ctx.cond));
+    (void)f;
+    AW_END();
+}
+
+static AW_TASK(bad_notifier, struct fr *f)
+{
+    AW_BEGIN();
+    record(aw_condition_notify(ctx.cond, 1));
+    record(aw_condition_notify_all(ctx.cond));
+    (void)f;
+    AW_END();
+}
+
+START_TEST(condition_notify_by_other_task_refused)
+{
+    static const int want[] = {-EPERM, -EPERM};
+    aw_task *k, *n;
+
+    reset();
+    ctx.cond = aw_condition_new(loop, NULL);
+    ctx.go = aw_future_new(loop);
+    k = spawn(lock_keeper, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    n = spawn(bad_notifier, 2);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    assert_order(want, 2);
+    aw_future_set_result_int(ctx.go, 1);
+    drain();
+    aw_future_unref(k);
+    aw_future_unref(n);
+    aw_future_unref(ctx.go);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1155,6 +1341,9 @@ aw_test_suite(void)
     tcase_add_test(tc, barrier_n_tasks_several_rounds);
     tcase_add_test(tc, barrier_abort_and_reset);
     tcase_add_test(tc, barrier_parties_at_int_max);
+    tcase_add_test(tc, sync_bad_arguments);
+    tcase_add_test(tc, freed_primitives_refuse_new_operations);
+    tcase_add_test(tc, condition_notify_by_other_task_refused);
     tcase_add_test(tc, lock_grant_cancelled_before_resume_goes_to_next);
     tcase_add_test(tc, semaphore_grant_cancelled_before_resume_goes_to_next);
     tcase_add_test(tc,

@@ -66,20 +66,24 @@ AW_EXTERN int aw_lock_try_acquire(aw_lock *lock);
  * freed). */
 AW_EXTERN int aw_lock_release(aw_lock *lock);
 
-/* aw_lock_locked - 1 when locked (or granted to a waiter). */
+/* aw_lock_locked - 1 when locked (or granted to a waiter); 0 for NULL. */
 AW_EXTERN int aw_lock_locked(const aw_lock *lock);
 
 /* ---- Event ------------------------------------------------------------------- */
 
 typedef struct aw_event aw_event;
 
+/* aw_event_new - an event, not set; NULL for a NULL or closed loop or
+ * out of memory.  aw_event_free - accepts NULL; waiters are cancelled. */
 AW_EXTERN aw_event *aw_event_new(aw_loop *loop);
 AW_EXTERN void aw_event_free(aw_event *event);
 
-/* aw_event_set - set the flag and wake every waiter; 0 or -EINVAL. */
+/* aw_event_set - set the flag and wake every waiter; 0 or -EINVAL (NULL
+ * or freed). */
 AW_EXTERN int aw_event_set(aw_event *event);
-/* aw_event_clear - clear the flag; 0 or -EINVAL. */
+/* aw_event_clear - clear the flag; 0 or -EINVAL (NULL or freed). */
 AW_EXTERN int aw_event_clear(aw_event *event);
+/* aw_event_is_set - 1 when set; 0 for NULL. */
 AW_EXTERN int aw_event_is_set(const aw_event *event);
 /* aw_event_wait - a future done once the flag is set (at once if it is). */
 AW_EXTERN aw_future *aw_event_wait(aw_event *event);
@@ -89,15 +93,17 @@ AW_EXTERN aw_future *aw_event_wait(aw_event *event);
 typedef struct aw_semaphore aw_semaphore;
 
 /* aw_semaphore_new - value units (>= 0).  aw_semaphore_new_bounded - the
- * same, but releasing beyond the initial value is an error. NULL for a
- * negative value or out of memory. */
+ * same, but releasing beyond the initial value is an error.  NULL for a
+ * NULL or closed loop, a negative value or out of memory.
+ * aw_semaphore_free - accepts NULL; waiters are cancelled. */
 AW_EXTERN aw_semaphore *aw_semaphore_new(aw_loop *loop, int value);
 AW_EXTERN aw_semaphore *aw_semaphore_new_bounded(aw_loop *loop, int value);
 AW_EXTERN void aw_semaphore_free(aw_semaphore *sem);
 
 /* aw_semaphore_acquire - a future done once a unit is the caller's. */
 AW_EXTERN aw_future *aw_semaphore_acquire(aw_semaphore *sem);
-/* aw_semaphore_try_acquire - 0, AW_EBUSY (none free, or waiters), -EINVAL. */
+/* aw_semaphore_try_acquire - 0, AW_EBUSY (none free, or waiters),
+ * -EINVAL (NULL or freed). */
 AW_EXTERN int aw_semaphore_try_acquire(aw_semaphore *sem);
 /* aw_semaphore_release - give a unit back (to the first waiter if any):
  * 0; AW_ELIMIT for a bounded semaphore already at its initial value;
@@ -144,7 +150,7 @@ AW_EXTERN aw_future *aw_condition_wait_for(aw_condition *cond,
 /* aw_condition_notify - wake up to n waiters (in order); returns how
  * many.  aw_condition_notify_all - wake them all.  The caller should hold
  * the lock (asyncio requires it: -EPERM when a task holds it and the
- * caller is another task). */
+ * caller is another task).  -EINVAL for NULL, a negative n, or freed. */
 AW_EXTERN int aw_condition_notify(aw_condition *cond, int n);
 AW_EXTERN int aw_condition_notify_all(aw_condition *cond);
 
@@ -152,7 +158,9 @@ AW_EXTERN int aw_condition_notify_all(aw_condition *cond);
 
 typedef struct aw_barrier aw_barrier;
 
-/* aw_barrier_new - a barrier for parties (>= 1) waiters. */
+/* aw_barrier_new - a barrier for parties (>= 1) waiters; NULL for a NULL
+ * or closed loop, parties < 1, out of memory.  aw_barrier_free - accepts
+ * NULL; waiters are cancelled. */
 AW_EXTERN aw_barrier *aw_barrier_new(aw_loop *loop, int parties);
 AW_EXTERN void aw_barrier_free(aw_barrier *barrier);
 
@@ -166,7 +174,9 @@ AW_EXTERN void aw_barrier_free(aw_barrier *barrier);
 AW_EXTERN aw_future *aw_barrier_wait(aw_barrier *barrier);
 /* aw_barrier_reset - fail the current waiters with AW_EBROKEN and start
  * over, unbroken.  aw_barrier_abort - break it: waiters now and later
- * fail with AW_EBROKEN until a reset. */
+ * fail with AW_EBROKEN until a reset.  Both: 0 or -EINVAL (NULL or
+ * freed).  aw_barrier_broken - 1 when broken, 0 for NULL;
+ * aw_barrier_n_waiting, aw_barrier_parties - -EINVAL for NULL or freed. */
 AW_EXTERN int aw_barrier_reset(aw_barrier *barrier);
 AW_EXTERN int aw_barrier_abort(aw_barrier *barrier);
 AW_EXTERN int aw_barrier_broken(const aw_barrier *barrier);
