@@ -6,10 +6,14 @@
  * heap for priority.  Waiting getters and putters are grants (sync.c):
  * a put into a queue with getters waiting hands the item straight to the
  * first one, and a get grant released unread puts its item back at the
- * head of the queue. */
+ * head of the queue.  A putter waiting for room is handed a slot, not a
+ * place: its item goes in once the putter has taken the slot (read its
+ * future), so that a putter cancelled before it resumed puts nothing
+ * (asyncio's put, which puts only after its wait). */
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "await/queue.h"
@@ -18,7 +22,7 @@
 #include "sync-internal.h"
 
 struct aw_queue {
-    aw_loop *loop;
+    struct aw__prim p;
     int kind;
     size_t maxsize;
     aw_compare_fn cmp;
@@ -26,9 +30,17 @@ struct aw_queue {
     void **items;
     size_t head, len, cap; /* head: the ring's start (FIFO only) */
     struct grantq getters, putters, joiners;
-    struct grantq granted; /* get grants settled with an item, not freed */
+    size_t reserved; /* slots handed to putters, not taken yet */
     size_t unfinished;
-    int shutdown;
+    int shutdown; /* SHUT_* */
+};
+
+enum { SHUT_NOT, SHUT_GRACEFUL, SHUT_IMMEDIATE };
+
+/* A put grant's states, in base.xflags. */
+enum {
+    Q_HOLDS = 1 << 0,   /* the item is in data, not in the queue */
+    Q_INFLIGHT = 1 << 1 /* handed a slot: in once the putter takes it */
 };
 
 /* ---- the items ------------------------------------------------------------------ */
@@ -37,6 +49,9 @@ static int
 items_grow(aw_queue *q)
 {
     size_t cap = q->cap ? 2 * q->cap : 16, i;
+
+    if (cap < q->cap)
+        return -ENOMEM;
     void **items = aw__reallocarray(NULL, cap, sizeof(*items));
 
     if (items == NULL)
@@ -143,10 +158,19 @@ destroy_item(aw_queue *q, void *item)
         q->destroy(item);
 }
 
+/* Full counts the slots handed to putters. */
 static int
 is_full(const aw_queue *q)
 {
-    return q->maxsize > 0 && q->len >= q->maxsize;
+    return q->maxsize > 0 && q->len + q->reserved >= q->maxsize;
+}
+
+/* Shut down, and no item will come any more. */
+static int
+drained(const aw_queue *q)
+{
+    return q->shutdown != SHUT_NOT && q->len == 0 &&
+           (q->reserved == 0 || q->shutdown == SHUT_IMMEDIATE);
 }
 
 /* ---- hand-over --------------------------------------------------------------------- */
@@ -163,28 +187,21 @@ give_item(aw_queue *q, struct grant *g, void *item)
 {
     g->base.v.ptr = item;
     g->base.o.destroy = q->destroy;
-    aw__grantq_push(&q->granted, g);
     aw__grant_done(g);
 }
 
-/* Waiting putters fill the room there is. */
 static void
-refill(aw_queue *q)
+fail_getters(aw_queue *q)
 {
     struct grant *g;
 
-    while (!is_full(q) && (g = aw__grantq_pop(&q->putters)) != NULL) {
-        if (items_push(q, g->data, 0) != 0) {
-            aw__grant_fail(g, -ENOMEM, NULL); /* put_release destroys it */
-            continue;
-        }
-        g->data = NULL;
-        q->unfinished++;
-        aw__grant_done(g);
-    }
+    while ((g = aw__grantq_pop(&q->getters)) != NULL)
+        aw__grant_fail(g, AW_ESHUTDOWN, "queue is shut down");
 }
 
 /* Items there are go to waiting getters. */
+static void refill(aw_queue *q);
+
 static void
 serve_getters(aw_queue *q)
 {
@@ -196,13 +213,104 @@ serve_getters(aw_queue *q)
     }
 }
 
+/* The putter g took its slot: its item goes in (to a waiting getter if
+ * any; after an immediate shutdown, dropped as the items left were). */
+static void
+put_commit(aw_queue *q, struct grant *g)
+{
+    struct grant *getter;
+    void *item = g->data;
+
+    g->base.xflags &= (uint8_t)~Q_HOLDS;
+    g->data = NULL;
+    if (q->shutdown == SHUT_IMMEDIATE) {
+        destroy_item(q, item);
+        return;
+    }
+    q->unfinished++;
+    if ((getter = aw__grantq_pop(&q->getters)) != NULL)
+        give_item(q, getter, item);
+    else
+        (void)items_push(q, item, 0); /* room reserved by hand_slot */
+}
+
+/* The putter g, handed a slot, has resumed (or been released): taken
+ * (its outcome read, or still held by someone who may read it), the item
+ * goes in; else (a task cancelled before it resumed, a future dropped)
+ * the slot goes to the next putter and the item stays the put's. */
+static void
+put_decide(aw_queue *q, struct grant *g, int taken)
+{
+    g->base.xflags &= (uint8_t)~Q_INFLIGHT;
+    q->reserved--;
+    if (q->p.freed)
+        return; /* the item is destroyed with the grant */
+    if (taken)
+        put_commit(q, g);
+    else
+        refill(q);
+    if (drained(q))
+        fail_getters(q);
+}
+
+/* Runs after the callbacks registered before the hand-over, a waiting
+ * task's resumption among them; the batch holds one reference. */
+static int
+put_resumed(aw_future *f, void *arg)
+{
+    struct grant *g = arg;
+
+    if (g->base.xflags & Q_INFLIGHT)
+        put_decide((aw_queue *)g->owner, g,
+                   (f->flags & F_RETRIEVED) || f->refs > 1);
+    return 0;
+}
+
+/* Hand the first waiting putter a slot. */
+static void
+hand_slot(aw_queue *q, struct grant *g)
+{
+    if (q->len + q->reserved >= q->cap && items_grow(q) != 0) {
+        aw__grant_fail(g, -ENOMEM, NULL); /* put_release destroys it */
+        return;
+    }
+    if (aw__future_attach(&g->base, put_resumed, g) == 0) {
+        q->reserved++;
+        g->base.xflags |= Q_INFLIGHT;
+    } else {
+        put_commit(q, g); /* out of memory: in at once */
+    }
+    aw__grant_done(g);
+}
+
+/* Waiting putters get the room there is. */
+static void
+refill(aw_queue *q)
+{
+    struct grant *g;
+
+    while (!is_full(q) && (g = aw__grantq_pop(&q->putters)) != NULL)
+        hand_slot(q, g);
+}
+
 static void
 get_release(struct grant *g, int unread)
 {
-    aw_queue *q = g->owner;
+    aw_queue *q = (aw_queue *)g->owner;
 
-    if (!unread)
+    if (!unread || q->p.freed)
         return;
+    if (q->shutdown == SHUT_IMMEDIATE) {
+        /* Dropped (destroyed with the future) as the items left were:
+         * it counts as done. */
+        if (q->unfinished > 0 && --q->unfinished == 0) {
+            struct grant *j;
+
+            while ((j = aw__grantq_pop(&q->joiners)) != NULL)
+                aw__grant_done(j);
+        }
+        return;
+    }
     /* Granted, never read: the item goes back to the head. */
     if (items_push(q, g->base.v.ptr, 1) == 0) {
         g->base.o.destroy = NULL;
@@ -214,10 +322,13 @@ get_release(struct grant *g, int unread)
 static void
 put_release(struct grant *g, int unread)
 {
-    aw_queue *q = g->owner;
+    aw_queue *q = (aw_queue *)g->owner;
 
     (void)unread;
-    if (g->data != NULL) { /* never placed */
+    if (g->base.xflags & Q_INFLIGHT)
+        put_decide(q, g, g->base.flags & F_RETRIEVED);
+    if (g->base.xflags & Q_HOLDS) { /* never placed */
+        g->base.xflags &= (uint8_t)~Q_HOLDS;
         destroy_item(q, g->data);
         g->data = NULL;
     }
@@ -243,17 +354,17 @@ aw_queue_new(aw_loop *loop, int kind, size_t maxsize, aw_compare_fn cmp,
     if (loop == NULL || aw_loop_is_closed(loop) ||
         (kind != AW_QUEUE_FIFO && kind != AW_QUEUE_LIFO &&
          kind != AW_QUEUE_PRIORITY) ||
-        (kind == AW_QUEUE_PRIORITY && cmp == NULL))
+        (kind == AW_QUEUE_PRIORITY && cmp == NULL) ||
+        maxsize > (size_t)PTRDIFF_MAX) /* a negative number converted */
         return NULL;
     q = aw__calloc(1, sizeof(*q));
     if (q == NULL)
         return NULL;
-    q->loop = loop;
+    aw__prim_init(&q->p, loop, aw__prim_gone);
     q->kind = kind;
     q->maxsize = maxsize;
     q->cmp = cmp;
     q->destroy = item_destroy;
-    aw__loop_track(loop, 1);
     return q;
 }
 
@@ -262,30 +373,29 @@ aw_queue_free(aw_queue *q)
 {
     struct grant *g;
 
-    if (q == NULL)
+    if (q == NULL || q->p.freed)
         return;
     while ((g = aw__grantq_pop(&q->putters)) != NULL) {
+        g->base.xflags &= (uint8_t)~Q_HOLDS;
         destroy_item(q, g->data);
         g->data = NULL;
-        g->owner = NULL;
         aw__future_set_cancelled(&g->base, aw__strdup("queue freed"));
     }
     aw__grantq_cancel_all(&q->getters, "queue freed");
     aw__grantq_cancel_all(&q->joiners, "queue freed");
-    while ((g = aw__grantq_pop(&q->granted)) != NULL)
-        g->owner = NULL;
     while (q->len > 0)
         destroy_item(q, items_pop(q));
     aw__free(q->items);
-    aw__loop_track(q->loop, -1);
-    aw__free(q);
+    q->items = NULL;
+    q->cap = 0;
+    aw__prim_free(&q->p);
 }
 
 static aw_future *
 shut_down_put(aw_queue *q, void *item)
 {
     destroy_item(q, item);
-    return aw__future_failed_new(q->loop, AW_ESHUTDOWN,
+    return aw__future_failed_new(q->p.loop, AW_ESHUTDOWN,
                                  aw__format("queue is shut down"));
 }
 
@@ -293,14 +403,15 @@ shut_down_put(aw_queue *q, void *item)
 static int
 put_now(aw_queue *q, void *item)
 {
-    struct grant *g = aw__grantq_pop(&q->getters);
+    struct grant *g;
 
-    if (g != NULL) {
+    if (q->getters.n > 0) {
+        g = aw__grantq_pop(&q->getters);
         q->unfinished++;
         give_item(q, g, item);
         return 0;
     }
-    if (is_full(q))
+    if (is_full(q) || q->putters.n > 0)
         return AW_EFULL;
     if (items_push(q, item, 0) != 0)
         return -ENOMEM;
@@ -316,21 +427,25 @@ aw_queue_put(aw_queue *q, void *item)
 
     if (q == NULL)
         return NULL;
+    if (q->p.freed)
+        return aw__future_failed_new(q->p.loop, -EINVAL,
+                                     aw__format("queue used after free"));
     if (q->shutdown)
         return shut_down_put(q, item);
     rc = put_now(q, item);
     if (rc == 0)
-        return aw_future_resolved(q->loop, NULL, NULL);
+        return aw_future_resolved(q->p.loop, NULL, NULL);
     if (rc == -ENOMEM) {
         destroy_item(q, item);
-        return aw__future_nomem(q->loop);
+        return aw__future_nomem(q->p.loop);
     }
-    g = aw__grant_new(q->loop, &put_class, q);
+    g = aw__grant_new(&put_class, &q->p);
     if (g == NULL) {
         destroy_item(q, item);
-        return aw__future_nomem(q->loop);
+        return aw__future_nomem(q->p.loop);
     }
     g->data = item;
+    g->base.xflags = Q_HOLDS;
     aw__grantq_push(&q->putters, g);
     return &g->base;
 }
@@ -338,7 +453,7 @@ aw_queue_put(aw_queue *q, void *item)
 int
 aw_queue_put_nowait(aw_queue *q, void *item)
 {
-    if (q == NULL)
+    if (q == NULL || q->p.freed)
         return -EINVAL;
     if (q->shutdown)
         return AW_ESHUTDOWN;
@@ -352,17 +467,19 @@ aw_queue_get(aw_queue *q)
 
     if (q == NULL)
         return NULL;
-    if (q->len == 0 && q->shutdown)
-        return aw__future_failed_new(q->loop, AW_ESHUTDOWN,
+    if (q->p.freed)
+        return aw__future_failed_new(q->p.loop, -EINVAL,
+                                     aw__format("queue used after free"));
+    if (drained(q))
+        return aw__future_failed_new(q->p.loop, AW_ESHUTDOWN,
                                      aw__format("queue is shut down"));
-    g = aw__grant_new(q->loop, &get_class, q);
+    g = aw__grant_new(&get_class, &q->p);
     if (g == NULL)
-        return aw__future_nomem(q->loop);
+        return aw__future_nomem(q->p.loop);
     if (q->len > 0 && q->getters.n == 0) {
         g->base.v.ptr = items_pop(q);
         g->base.o.destroy = q->destroy;
         g->base.state = AW_FUTURE_DONE;
-        aw__grantq_push(&q->granted, g);
         refill(q);
     } else {
         aw__grantq_push(&q->getters, g);
@@ -373,10 +490,10 @@ aw_queue_get(aw_queue *q)
 int
 aw_queue_get_nowait(aw_queue *q, void **item)
 {
-    if (q == NULL || item == NULL)
+    if (q == NULL || item == NULL || q->p.freed)
         return -EINVAL;
     if (q->len == 0)
-        return q->shutdown ? AW_ESHUTDOWN : AW_EEMPTY;
+        return drained(q) ? AW_ESHUTDOWN : AW_EEMPTY;
     *item = items_pop(q);
     refill(q);
     return 0;
@@ -409,7 +526,7 @@ aw_queue_full(const aw_queue *q)
 int
 aw_queue_task_done(aw_queue *q)
 {
-    if (q == NULL)
+    if (q == NULL || q->p.freed)
         return -EINVAL;
     if (q->unfinished == 0)
         return AW_EINVALSTATE;
@@ -425,11 +542,14 @@ aw_queue_join(aw_queue *q)
 
     if (q == NULL)
         return NULL;
+    if (q->p.freed)
+        return aw__future_failed_new(q->p.loop, -EINVAL,
+                                     aw__format("queue used after free"));
     if (q->unfinished == 0)
-        return aw_future_resolved(q->loop, NULL, NULL);
-    g = aw__grant_new(q->loop, &join_class, q);
+        return aw_future_resolved(q->p.loop, NULL, NULL);
+    g = aw__grant_new(&join_class, &q->p);
     if (g == NULL)
-        return aw__future_nomem(q->loop);
+        return aw__future_nomem(q->p.loop);
     aw__grantq_push(&q->joiners, g);
     return &g->base;
 }
@@ -439,9 +559,10 @@ aw_queue_shutdown(aw_queue *q, int immediate)
 {
     struct grant *g;
 
-    if (q == NULL)
+    if (q == NULL || q->p.freed)
         return -EINVAL;
-    q->shutdown = 1;
+    if (q->shutdown != SHUT_IMMEDIATE)
+        q->shutdown = immediate ? SHUT_IMMEDIATE : SHUT_GRACEFUL;
     if (immediate) {
         while (q->len > 0) {
             destroy_item(q, items_pop(q));
@@ -453,8 +574,7 @@ aw_queue_shutdown(aw_queue *q, int immediate)
     }
     while ((g = aw__grantq_pop(&q->putters)) != NULL)
         aw__grant_fail(g, AW_ESHUTDOWN, "queue is shut down");
-    if (q->len == 0)
-        while ((g = aw__grantq_pop(&q->getters)) != NULL)
-            aw__grant_fail(g, AW_ESHUTDOWN, "queue is shut down");
+    if (drained(q))
+        fail_getters(q);
     return 0;
 }

@@ -6,10 +6,15 @@
  * waiter by settling its grant.  A grant settled done but released unread
  * gives back what it was granted (aw__grant_ops.release), so that a task
  * cancelled in the instant between the grant and its resumption loses
- * nothing for the others (CPython's lost wake-up bugs). */
+ * nothing for the others (CPython's lost wake-up bugs).
+ *
+ * Each grant holds a reference to its primitive (struct aw__prim), so a
+ * primitive freed while its futures are still held stays in memory, marked
+ * freed, until the last of them is released. */
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +25,48 @@
 #include "future-internal.h"
 #include "loop-internal.h"
 #include "sync-internal.h"
+
+/* ---- primitives -------------------------------------------------------------------- */
+
+void
+aw__prim_init(struct aw__prim *p, aw_loop *loop,
+              void (*gone)(struct aw__prim *p))
+{
+    p->loop = loop;
+    p->refs = 1;
+    p->freed = 0;
+    p->gone = gone;
+    aw__loop_track(loop, 1);
+}
+
+void
+aw__prim_unref(struct aw__prim *p)
+{
+    if (--p->refs == 0)
+        p->gone(p);
+}
+
+void
+aw__prim_free(struct aw__prim *p)
+{
+    p->freed = 1;
+    aw__prim_unref(p);
+}
+
+void
+aw__prim_gone(struct aw__prim *p)
+{
+    aw__loop_track(p->loop, -1);
+    aw__free(p);
+}
+
+/* A future failed with -EINVAL: the primitive was freed. */
+static aw_future *
+freed_future(struct aw__prim *p)
+{
+    return aw__future_failed_new(p->loop, -EINVAL,
+                                 aw__format("used after it was freed"));
+}
 
 /* ---- grants ----------------------------------------------------------------------- */
 
@@ -68,14 +115,16 @@ aw__grantq_pop(struct grantq *q)
 }
 
 struct grant *
-aw__grant_new(aw_loop *loop, const struct grant_class *cls, void *owner)
+aw__grant_new(const struct grant_class *cls, struct aw__prim *owner)
 {
-    struct grant *g = (struct grant *)aw__future_alloc(loop, &aw__grant_ops);
+    struct grant *g =
+        (struct grant *)aw__future_alloc(owner->loop, &aw__grant_ops);
 
     if (g == NULL)
         return NULL;
     g->cls = cls;
     g->owner = owner;
+    aw__prim_ref(owner);
     g->q = NULL;
     g->prev = g->next = NULL;
     g->data = g->data2 = NULL;
@@ -100,7 +149,7 @@ grant_cancel(aw_future *f, const char *msg)
 {
     struct grant *g = (struct grant *)f;
 
-    if (g->owner != NULL && g->cls->cancel != NULL && g->cls->cancel(g, msg))
+    if (g->cls->cancel != NULL && g->cls->cancel(g, msg))
         return;
     aw__grantq_remove(g);
     aw__future_set_cancelled(f, msg != NULL ? aw__strdup(msg) : NULL);
@@ -112,9 +161,11 @@ grant_release(aw_future *f)
     struct grant *g = (struct grant *)f;
 
     aw__grantq_remove(g);
-    if (g->owner != NULL && g->cls->release != NULL)
+    if (g->cls->release != NULL)
         g->cls->release(g, f->state == AW_FUTURE_DONE &&
                                !(f->flags & F_RETRIEVED));
+    if (!(f->flags & F_EMBEDDED)) /* the lock's own: grant_reclaim */
+        aw__prim_unref(g->owner);
 }
 
 static void grant_reclaim(aw_future *f);
@@ -130,11 +181,9 @@ aw__grantq_cancel_all(struct grantq *q, const char *msg)
 {
     struct grant *g;
 
-    while ((g = aw__grantq_pop(q)) != NULL) {
-        g->owner = NULL;
+    while ((g = aw__grantq_pop(q)) != NULL)
         if (g->base.state == AW_FUTURE_PENDING)
             aw__future_set_cancelled(&g->base, aw__strdup(msg));
-    }
 }
 
 static aw_future *
@@ -146,14 +195,13 @@ nomem(aw_loop *loop)
 /* ---- Lock ------------------------------------------------------------------------- */
 
 struct aw_lock {
-    aw_loop *loop;
+    struct aw__prim p;
     struct aw__task_slot *tasks; /* the loop's: its running task */
     struct grantq waiters;
     struct grant *holder; /* the grant the lock is held for, if any */
     aw_future *owner;     /* the task holding it, if a task does */
     int locked;
-    int fast_busy; /* `fast` is handed out */
-    int dying;     /* freed while `fast` was out: free when it returns */
+    int fast_busy; /* `fast` is handed out (and holds a reference) */
     /* The grant of an uncontended acquire, reused: no allocation. */
     struct grant fast;
 };
@@ -172,8 +220,7 @@ grant_reclaim(aw_future *f)
     aw_lock *l = AW__CONTAINER_OF((struct grant *)f, aw_lock, fast);
 
     l->fast_busy = 0;
-    if (l->dying)
-        aw__free(l);
+    aw__prim_unref(&l->p);
 }
 
 static void lock_hand(aw_lock *l);
@@ -219,7 +266,7 @@ lock_hand(aw_lock *l)
 static void
 lock_forget(aw_lock *l, struct grant *g, int unread)
 {
-    if (l->holder != g)
+    if (l->holder != g || l->p.freed)
         return;
     l->holder = NULL;
     if (unread)
@@ -229,14 +276,18 @@ lock_forget(aw_lock *l, struct grant *g, int unread)
 static void
 lock_release_grant(struct grant *g, int unread)
 {
-    lock_forget(g->owner, g, unread);
+    lock_forget((aw_lock *)g->owner, g, unread);
 }
 
-/* Queue g for the lock, or give it at once when free and nobody waits. */
+/* Queue g for the lock, or give it at once when free and nobody waits.
+ * A freed lock (under a condition) gives nothing: g ends cancelled. */
 static void
 lock_enqueue(aw_lock *l, struct grant *g)
 {
-    if (!l->locked && l->waiters.n == 0)
+    if (l->p.freed) {
+        g->base.xflags &= (uint8_t)~G_ACQUIRING;
+        aw__future_set_cancelled(&g->base, aw__strdup("lock freed"));
+    } else if (!l->locked && l->waiters.n == 0)
         lock_give(l, g);
     else
         aw__grantq_push(&l->waiters, g);
@@ -252,14 +303,13 @@ aw_lock_new(aw_loop *loop)
     l = aw__calloc(1, sizeof(*l));
     if (l == NULL)
         return NULL;
-    l->loop = loop;
+    aw__prim_init(&l->p, loop, aw__prim_gone);
     l->tasks = aw__loop_task_slot(loop);
     l->fast.base.loop = loop;
     l->fast.base.state = AW_FUTURE_DONE;
     l->fast.base.kind = K_GRANT;
     l->fast.cls = &lock_class;
-    l->fast.owner = l;
-    aw__loop_track(loop, 1);
+    l->fast.owner = &l->p;
     return l;
 }
 
@@ -268,20 +318,16 @@ aw_lock_free(aw_lock *l)
 {
     struct grant *g;
 
-    if (l == NULL)
+    if (l == NULL || l->p.freed)
         return;
+    /* Waiters (conditions' re-acquiring ones too) end cancelled; the
+     * grants out keep the memory until they are released. */
     while ((g = aw__grantq_pop(&l->waiters)) != NULL) {
-        g->owner = NULL;
-        if (g->base.state == AW_FUTURE_PENDING)
-            aw__future_set_cancelled(&g->base, aw__strdup("lock freed"));
+        g->base.xflags &= (uint8_t)~G_ACQUIRING;
+        aw__future_set_cancelled(&g->base, aw__strdup("lock freed"));
     }
-    if (l->holder != NULL)
-        l->holder->owner = NULL;
-    aw__loop_track(l->loop, -1);
-    if (l->fast_busy)
-        l->dying = 1; /* its grant is still out: freed when it returns */
-    else
-        aw__free(l);
+    l->holder = NULL;
+    aw__prim_free(&l->p);
 }
 
 aw_future *
@@ -291,7 +337,7 @@ aw_lock_acquire(aw_lock *l)
 
     if (l == NULL)
         return NULL;
-    if (!l->locked && l->waiters.n == 0 && !l->fast_busy) {
+    if (!l->locked && l->waiters.n == 0 && !l->fast_busy && !l->p.freed) {
         aw_future *f = &l->fast.base;
 
         /* Set up once by aw_lock_new; not counted on the loop: the lock
@@ -299,14 +345,17 @@ aw_lock_acquire(aw_lock *l)
         f->refs = 1;
         f->flags = F_EMBEDDED;
         l->fast_busy = 1;
+        l->p.refs++;
         l->locked = 1;
         l->owner = l->fast.data = lock_current(l);
         l->holder = &l->fast;
         return f;
     }
-    g = aw__grant_new(l->loop, &lock_class, l);
+    if (l->p.freed)
+        return freed_future(&l->p);
+    g = aw__grant_new(&lock_class, &l->p);
     if (g == NULL)
-        return nomem(l->loop);
+        return nomem(l->p.loop);
     g->data = lock_current(l);
     lock_enqueue(l, g);
     return &g->base;
@@ -315,7 +364,7 @@ aw_lock_acquire(aw_lock *l)
 int
 aw_lock_try_acquire(aw_lock *l)
 {
-    if (l == NULL)
+    if (l == NULL || l->p.freed)
         return -EINVAL;
     if (l->locked || l->waiters.n > 0)
         return AW_EBUSY;
@@ -340,7 +389,7 @@ aw_lock_release(aw_lock *l)
 {
     int rc;
 
-    if (l == NULL)
+    if (l == NULL || l->p.freed)
         return -EINVAL;
     if ((rc = lock_check_owner(l)) != 0)
         return rc;
@@ -359,8 +408,8 @@ aw_lock_locked(const aw_lock *l)
 /* ---- Condition ------------------------------------------------------------------ */
 
 struct aw_condition {
-    aw_loop *loop;
-    aw_lock *lock;
+    struct aw__prim p;
+    aw_lock *lock; /* referenced */
     int own_lock;
     struct grantq waiters;
 };
@@ -369,11 +418,11 @@ struct aw_condition {
 static int
 cond_granted(struct grant *g)
 {
-    aw_condition *c = g->owner;
+    aw_condition *c = (aw_condition *)g->owner;
     aw_predicate_fn pred = (aw_predicate_fn)(uintptr_t)g->data2;
 
     g->base.xflags &= (uint8_t)~G_ACQUIRING;
-    if (c == NULL || (g->base.xflags & G_CANCEL)) {
+    if (c->p.freed || (g->base.xflags & G_CANCEL)) {
         /* Cancelled (or its condition freed): ends cancelled, holding the
          * lock, as asyncio's wait() does. */
         aw__future_set_cancelled(&g->base, NULL);
@@ -394,18 +443,21 @@ cond_granted(struct grant *g)
     return 1;
 }
 
+/* Released holding the lock unread (done, or cancelled after it
+ * re-acquired): the lock goes on, as for a lock grant. */
 static void
 cond_release_grant(struct grant *g, int unread)
 {
-    aw_condition *c = g->owner;
+    aw_condition *c = (aw_condition *)g->owner;
 
-    lock_forget(c->lock, g, unread);
+    (void)unread;
+    lock_forget(c->lock, g, !(g->base.flags & F_RETRIEVED));
 }
 
 static int
 cond_cancel(struct grant *g, const char *msg)
 {
-    aw_condition *c = g->owner;
+    aw_condition *c = (aw_condition *)g->owner;
 
     (void)msg;
     g->base.xflags |= G_CANCEL;
@@ -418,18 +470,26 @@ cond_cancel(struct grant *g, const char *msg)
     return 1;
 }
 
+static void
+cond_gone(struct aw__prim *p)
+{
+    aw_lock *lock = ((aw_condition *)p)->lock;
+
+    aw__prim_gone(p);
+    aw__prim_unref(&lock->p);
+}
+
 aw_condition *
 aw_condition_new(aw_loop *loop, aw_lock *lock)
 {
     aw_condition *c;
 
     if (loop == NULL || aw_loop_is_closed(loop) ||
-        (lock != NULL && lock->loop != loop))
+        (lock != NULL && (lock->p.loop != loop || lock->p.freed)))
         return NULL;
     c = aw__calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->loop = loop;
     c->lock = lock;
     if (lock == NULL) {
         c->lock = aw_lock_new(loop);
@@ -439,7 +499,8 @@ aw_condition_new(aw_loop *loop, aw_lock *lock)
             return NULL;
         }
     }
-    aw__loop_track(loop, 1);
+    aw__prim_ref(&c->lock->p); /* its grants use the lock */
+    aw__prim_init(&c->p, loop, cond_gone);
     return c;
 }
 
@@ -448,32 +509,27 @@ aw_condition_free(aw_condition *c)
 {
     struct grant *g, *next;
 
-    if (c == NULL)
+    if (c == NULL || c->p.freed)
         return;
-    /* Waiters for a notify end cancelled (re-acquiring first); those
-     * re-acquiring forget the condition. */
+    /* Waiters for a notify end cancelled (re-acquiring first, as a
+     * cancelled wait does); those re-acquiring will end so too. */
     while ((g = c->waiters.head) != NULL)
         cond_cancel(g, NULL);
     for (g = c->lock->waiters.head; g != NULL; g = next) {
         next = g->next;
-        if (g->cls == &cond_class && g->owner == c) {
-            g->owner = NULL;
+        if (g->cls == &cond_class && g->owner == &c->p)
             g->base.xflags |= G_CANCEL;
-        }
     }
-    if (c->lock->holder != NULL && c->lock->holder->cls == &cond_class &&
-        c->lock->holder->owner == c)
-        c->lock->holder->owner = NULL;
+    c->p.freed = 1;
     if (c->own_lock)
         aw_lock_free(c->lock);
-    aw__loop_track(c->loop, -1);
-    aw__free(c);
+    aw__prim_free(&c->p);
 }
 
 aw_lock *
 aw_condition_lock(aw_condition *c)
 {
-    return c != NULL ? c->lock : NULL;
+    return c != NULL && !c->p.freed ? c->lock : NULL;
 }
 
 static aw_future *
@@ -484,16 +540,18 @@ cond_wait(aw_condition *c, aw_predicate_fn pred, void *arg)
 
     if (c == NULL)
         return NULL;
+    if (c->p.freed || c->lock->p.freed)
+        return freed_future(&c->p);
     if ((rc = lock_check_owner(c->lock)) != 0)
         return aw__future_failed_new(
-            c->loop, -EPERM,
+            c->p.loop, -EPERM,
             aw__format("condition wait without holding its lock"));
     if (pred != NULL && pred(arg))
-        return aw_future_resolved(c->loop, NULL, NULL); /* lock kept */
-    g = aw__grant_new(c->loop, &cond_class, c);
+        return aw_future_resolved(c->p.loop, NULL, NULL); /* lock kept */
+    g = aw__grant_new(&cond_class, &c->p);
     if (g == NULL)
-        return nomem(c->loop);
-    g->data = aw_current_task(c->loop);
+        return nomem(c->p.loop);
+    g->data = aw_current_task(c->p.loop);
     g->data2 = (void *)(uintptr_t)pred;
     g->base.v.ptr = arg; /* the predicate's argument while pending */
     g->base.xflags = G_NOTIFY;
@@ -513,7 +571,7 @@ aw_future *
 aw_condition_wait_for(aw_condition *c, aw_predicate_fn pred, void *arg)
 {
     if (c != NULL && pred == NULL)
-        return aw__future_failed_new(c->loop, -EINVAL,
+        return aw__future_failed_new(c->p.loop, -EINVAL,
                                      aw__format("NULL predicate"));
     return cond_wait(c, pred, arg);
 }
@@ -524,10 +582,10 @@ aw_condition_notify(aw_condition *c, int n)
     struct grant *g;
     int woken = 0;
 
-    if (c == NULL || n < 0)
+    if (c == NULL || n < 0 || c->p.freed)
         return -EINVAL;
     if (c->lock->locked && c->lock->owner != NULL &&
-        c->lock->owner != aw_current_task(c->loop))
+        c->lock->owner != aw_current_task(c->p.loop))
         return -EPERM;
     while (woken < n && (g = aw__grantq_pop(&c->waiters)) != NULL) {
         g->base.xflags = (uint8_t)((g->base.xflags & ~G_NOTIFY) | G_ACQUIRING);
@@ -542,15 +600,14 @@ aw_condition_notify_all(aw_condition *c)
 {
     if (c == NULL)
         return -EINVAL;
-    return aw_condition_notify(c, (int)(c->waiters.n > 0x7fffffff
-                                            ? 0x7fffffff
-                                            : c->waiters.n));
+    return aw_condition_notify(c, c->waiters.n > INT_MAX ? INT_MAX
+                                                        : (int)c->waiters.n);
 }
 
 /* ---- Event ------------------------------------------------------------------------ */
 
 struct aw_event {
-    aw_loop *loop;
+    struct aw__prim p;
     struct grantq waiters;
     int set;
 };
@@ -568,19 +625,17 @@ aw_event_new(aw_loop *loop)
     e = aw__calloc(1, sizeof(*e));
     if (e == NULL)
         return NULL;
-    e->loop = loop;
-    aw__loop_track(loop, 1);
+    aw__prim_init(&e->p, loop, aw__prim_gone);
     return e;
 }
 
 void
 aw_event_free(aw_event *e)
 {
-    if (e == NULL)
+    if (e == NULL || e->p.freed)
         return;
     aw__grantq_cancel_all(&e->waiters, "event freed");
-    aw__loop_track(e->loop, -1);
-    aw__free(e);
+    aw__prim_free(&e->p);
 }
 
 int
@@ -588,7 +643,7 @@ aw_event_set(aw_event *e)
 {
     struct grant *g;
 
-    if (e == NULL)
+    if (e == NULL || e->p.freed)
         return -EINVAL;
     e->set = 1;
     while ((g = aw__grantq_pop(&e->waiters)) != NULL)
@@ -599,7 +654,7 @@ aw_event_set(aw_event *e)
 int
 aw_event_clear(aw_event *e)
 {
-    if (e == NULL)
+    if (e == NULL || e->p.freed)
         return -EINVAL;
     e->set = 0;
     return 0;
@@ -618,11 +673,13 @@ aw_event_wait(aw_event *e)
 
     if (e == NULL)
         return NULL;
+    if (e->p.freed)
+        return freed_future(&e->p);
     if (e->set)
-        return aw_future_resolved(e->loop, NULL, NULL);
-    g = aw__grant_new(e->loop, &plain_class, e);
+        return aw_future_resolved(e->p.loop, NULL, NULL);
+    g = aw__grant_new(&plain_class, &e->p);
     if (g == NULL)
-        return nomem(e->loop);
+        return nomem(e->p.loop);
     aw__grantq_push(&e->waiters, g);
     return &g->base;
 }
@@ -630,8 +687,8 @@ aw_event_wait(aw_event *e)
 /* ---- Semaphore ----------------------------------------------------------------------- */
 
 struct aw_semaphore {
-    aw_loop *loop;
-    struct grantq waiters, granted;
+    struct aw__prim p;
+    struct grantq waiters;
     int value;
     int bound; /* bounded: the initial value; else -1 */
 };
@@ -639,25 +696,31 @@ struct aw_semaphore {
 static void sem_release_grant(struct grant *g, int unread);
 static const struct grant_class sem_class = {sem_release_grant, NULL};
 
-/* A unit is free: to the first waiter, or counted. */
-static void
+/* A unit is free: to the first waiter, or counted; -EOVERFLOW (nothing
+ * changed) when the count is at INT_MAX. */
+static int
 sem_hand(aw_semaphore *s)
 {
     struct grant *g = aw__grantq_pop(&s->waiters);
 
     if (g == NULL) {
+        if (s->value == INT_MAX)
+            return -EOVERFLOW;
         s->value++;
-        return;
+        return 0;
     }
-    aw__grantq_push(&s->granted, g);
     aw__grant_done(g);
+    return 0;
 }
 
 static void
 sem_release_grant(struct grant *g, int unread)
 {
-    if (unread)
-        sem_hand(g->owner);
+    aw_semaphore *s = (aw_semaphore *)g->owner;
+
+    /* At INT_MAX the unit given back is one too many to count: dropped. */
+    if (unread && !s->p.freed)
+        (void)sem_hand(s);
 }
 
 static aw_semaphore *
@@ -670,10 +733,9 @@ sem_new(aw_loop *loop, int value, int bounded)
     s = aw__calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
-    s->loop = loop;
+    aw__prim_init(&s->p, loop, aw__prim_gone);
     s->value = value;
     s->bound = bounded ? value : -1;
-    aw__loop_track(loop, 1);
     return s;
 }
 
@@ -692,15 +754,10 @@ aw_semaphore_new_bounded(aw_loop *loop, int value)
 void
 aw_semaphore_free(aw_semaphore *s)
 {
-    struct grant *g;
-
-    if (s == NULL)
+    if (s == NULL || s->p.freed)
         return;
     aw__grantq_cancel_all(&s->waiters, "semaphore freed");
-    while ((g = aw__grantq_pop(&s->granted)) != NULL)
-        g->owner = NULL;
-    aw__loop_track(s->loop, -1);
-    aw__free(s);
+    aw__prim_free(&s->p);
 }
 
 aw_future *
@@ -710,12 +767,13 @@ aw_semaphore_acquire(aw_semaphore *s)
 
     if (s == NULL)
         return NULL;
-    g = aw__grant_new(s->loop, &sem_class, s);
+    if (s->p.freed)
+        return freed_future(&s->p);
+    g = aw__grant_new(&sem_class, &s->p);
     if (g == NULL)
-        return nomem(s->loop);
+        return nomem(s->p.loop);
     if (s->value > 0 && s->waiters.n == 0) {
         s->value--;
-        aw__grantq_push(&s->granted, g);
         g->base.state = AW_FUTURE_DONE;
     } else {
         aw__grantq_push(&s->waiters, g);
@@ -726,7 +784,7 @@ aw_semaphore_acquire(aw_semaphore *s)
 int
 aw_semaphore_try_acquire(aw_semaphore *s)
 {
-    if (s == NULL)
+    if (s == NULL || s->p.freed)
         return -EINVAL;
     if (s->value == 0 || s->waiters.n > 0)
         return AW_EBUSY;
@@ -737,24 +795,23 @@ aw_semaphore_try_acquire(aw_semaphore *s)
 int
 aw_semaphore_release(aw_semaphore *s)
 {
-    if (s == NULL)
+    if (s == NULL || s->p.freed)
         return -EINVAL;
     if (s->bound >= 0 && s->value >= s->bound)
         return AW_ELIMIT;
-    sem_hand(s);
-    return 0;
+    return sem_hand(s);
 }
 
 int
 aw_semaphore_value(const aw_semaphore *s)
 {
-    return s != NULL ? s->value : -EINVAL;
+    return s != NULL && !s->p.freed ? s->value : -EINVAL;
 }
 
 /* ---- Barrier ---------------------------------------------------------------------------- */
 
 struct aw_barrier {
-    aw_loop *loop;
+    struct aw__prim p;
     struct grantq waiters;
     int parties;
     int broken;
@@ -780,20 +837,18 @@ aw_barrier_new(aw_loop *loop, int parties)
     b = aw__calloc(1, sizeof(*b));
     if (b == NULL)
         return NULL;
-    b->loop = loop;
+    aw__prim_init(&b->p, loop, aw__prim_gone);
     b->parties = parties;
-    aw__loop_track(loop, 1);
     return b;
 }
 
 void
 aw_barrier_free(aw_barrier *b)
 {
-    if (b == NULL)
+    if (b == NULL || b->p.freed)
         return;
     aw__grantq_cancel_all(&b->waiters, "barrier freed");
-    aw__loop_track(b->loop, -1);
-    aw__free(b);
+    aw__prim_free(&b->p);
 }
 
 static void
@@ -813,12 +868,14 @@ aw_barrier_wait(aw_barrier *b)
 
     if (b == NULL)
         return NULL;
+    if (b->p.freed)
+        return freed_future(&b->p);
     if (b->broken)
-        return aw__future_failed_new(b->loop, AW_EBROKEN,
+        return aw__future_failed_new(b->p.loop, AW_EBROKEN,
                                      aw__format("barrier is broken"));
-    g = aw__grant_new(b->loop, &barrier_class, b);
+    g = aw__grant_new(&barrier_class, &b->p);
     if (g == NULL)
-        return nomem(b->loop);
+        return nomem(b->p.loop);
     g->base.v.i = (intptr_t)b->waiters.n; /* the arrival index */
     if ((int)b->waiters.n + 1 < b->parties) {
         aw__grantq_push(&b->waiters, g);
@@ -837,7 +894,7 @@ aw_barrier_wait(aw_barrier *b)
 int
 aw_barrier_reset(aw_barrier *b)
 {
-    if (b == NULL)
+    if (b == NULL || b->p.freed)
         return -EINVAL;
     barrier_fail_all(b, "barrier reset");
     b->broken = 0;
@@ -847,7 +904,7 @@ aw_barrier_reset(aw_barrier *b)
 int
 aw_barrier_abort(aw_barrier *b)
 {
-    if (b == NULL)
+    if (b == NULL || b->p.freed)
         return -EINVAL;
     b->broken = 1;
     barrier_fail_all(b, "barrier aborted");
@@ -863,11 +920,11 @@ aw_barrier_broken(const aw_barrier *b)
 int
 aw_barrier_n_waiting(const aw_barrier *b)
 {
-    return b != NULL ? (int)b->waiters.n : -EINVAL;
+    return b != NULL && !b->p.freed ? (int)b->waiters.n : -EINVAL;
 }
 
 int
 aw_barrier_parties(const aw_barrier *b)
 {
-    return b != NULL ? b->parties : -EINVAL;
+    return b != NULL && !b->p.freed ? b->parties : -EINVAL;
 }

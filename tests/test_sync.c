@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,6 +245,272 @@ START_TEST(lock_from_callbacks)
 }
 END_TEST
 
+/* ---- freeing while futures are held ------------------------------------------------- */
+
+/* A task that frees the lock in its cleanup, after handing it on. */
+static AW_TASK(lock_freer, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(ctx.lock), NULL);
+    AW_YIELD();
+    f->rc = aw_lock_release(ctx.lock); /* granted to the next waiter */
+    AW_FINALLY();
+    aw_lock_free(ctx.lock);
+    AW_END();
+}
+
+static AW_TASK(lock_after_free, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(ctx.lock), NULL);
+    record(f->id);
+    f->rc = aw_lock_release(ctx.lock); /* the lock is gone */
+    record(f->rc);
+    AW_END();
+}
+
+START_TEST(lock_freed_in_finally_after_grant)
+{
+    static const int want[] = {2, -EINVAL};
+    aw_task *a, *b;
+
+    reset();
+    ctx.lock = aw_lock_new(loop);
+    a = spawn(lock_freer, 1);
+    b = spawn(lock_after_free, 2);
+    drain();
+    assert_order(want, 2);
+    ck_assert_int_eq(aw_future_error(a), 0);
+    ck_assert_int_eq(aw_future_error(b), 0);
+    aw_future_unref(a);
+    aw_future_unref(b);
+}
+END_TEST
+
+START_TEST(lock_free_then_release_futures)
+{
+    aw_future *fast, *held, *granted, *waiting;
+
+    /* Freed first: every kind of future it gave is released after. */
+    ctx.lock = aw_lock_new(loop);
+    fast = aw_lock_acquire(ctx.lock); /* the lock's own grant */
+    held = aw_lock_acquire(ctx.lock);
+    granted = aw_lock_acquire(ctx.lock);
+    waiting = aw_lock_acquire(ctx.lock);
+    ck_assert_int_eq(aw_future_error(fast), 0);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0); /* to held */
+    ck_assert_int_eq(aw_future_error(held), 0);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0); /* to granted */
+    ck_assert_int_eq(aw_future_done(granted), 1);
+    aw_lock_free(ctx.lock);
+    ck_assert_int_eq(aw_future_cancelled(waiting), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(fast);
+    aw_future_unref(granted); /* unread: nothing to hand on */
+    aw_future_unref(waiting);
+    aw_future_unref(held); /* the last: the lock's memory goes */
+}
+END_TEST
+
+START_TEST(lock_release_futures_then_free)
+{
+    aw_future *fast, *held, *waiting;
+
+    ctx.lock = aw_lock_new(loop);
+    fast = aw_lock_acquire(ctx.lock);
+    held = aw_lock_acquire(ctx.lock);
+    waiting = aw_lock_acquire(ctx.lock);
+    ck_assert_int_eq(aw_future_error(fast), 0);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0);
+    ck_assert_int_eq(aw_future_error(held), 0);
+    aw_future_unref(fast);
+    aw_future_unref(held);
+    aw_future_unref(waiting);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+/* A freed lock keeps its memory for the futures, and takes nothing new. */
+START_TEST(lock_freed_refuses_new_operations)
+{
+    aw_future *held, *again;
+
+    ctx.lock = aw_lock_new(loop);
+    held = aw_lock_acquire(ctx.lock);
+    aw_lock_free(ctx.lock);
+    again = aw_lock_acquire(ctx.lock);
+    ck_assert_int_eq(aw_future_error(again), -EINVAL);
+    ck_assert_int_eq(aw_lock_try_acquire(ctx.lock), -EINVAL);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), -EINVAL);
+    aw_lock_free(ctx.lock); /* a second free: nothing */
+    aw_future_unref(again);
+    aw_future_unref(held);
+}
+END_TEST
+
+/* Drop old (NULL: none) and hold l again, from this callback code. */
+static aw_future *
+relock(aw_lock *l, aw_future *old)
+{
+    aw_future *f;
+
+    aw_future_unref(old);
+    f = aw_lock_acquire(l);
+    ck_assert_int_eq(aw_future_error(f), 0);
+    return f;
+}
+
+START_TEST(condition_free_then_release_futures)
+{
+    aw_lock *lock;
+    aw_future *hold, *done, *w1, *w2;
+
+    /* Over a lock of the caller's: condition freed, then lock, then
+     * the futures. */
+    lock = aw_lock_new(loop);
+    ctx.cond = aw_condition_new(loop, lock);
+    hold = relock(lock, NULL);
+    done = aw_condition_wait(ctx.cond); /* lock let go */
+    hold = relock(lock, hold);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), 1);
+    ck_assert_int_eq(aw_lock_release(lock), 0); /* done re-acquires */
+    ck_assert_int_eq(aw_future_error(done), 0);
+    ck_assert_int_eq(aw_lock_release(lock), 0);
+    hold = relock(lock, hold);
+    w1 = aw_condition_wait(ctx.cond); /* waits for a notify */
+    hold = relock(lock, hold);
+    w2 = aw_condition_wait(ctx.cond);
+    hold = relock(lock, hold);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), 1); /* w1 queued */
+    aw_condition_free(ctx.cond);
+    aw_lock_free(lock);
+    ck_assert_int_eq(aw_future_cancelled(w1), 1);
+    ck_assert_int_eq(aw_future_cancelled(w2), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(done);
+    aw_future_unref(w1);
+    aw_future_unref(w2);
+    aw_future_unref(hold);
+}
+END_TEST
+
+START_TEST(condition_release_futures_then_free)
+{
+    aw_future *hold, *done, *w;
+
+    ctx.cond = aw_condition_new(loop, NULL);
+    hold = relock(aw_condition_lock(ctx.cond), NULL);
+    done = aw_condition_wait(ctx.cond);
+    hold = relock(aw_condition_lock(ctx.cond), hold);
+    aw_condition_notify_all(ctx.cond);
+    aw_lock_release(aw_condition_lock(ctx.cond));
+    ck_assert_int_eq(aw_future_error(done), 0); /* held again */
+    w = aw_condition_wait(ctx.cond); /* lets go, waits for a notify */
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(w);
+    aw_future_unref(done);
+    aw_future_unref(hold);
+    /* The lock is released by nobody: freeing is still fine. */
+    aw_condition_free(ctx.cond);
+    /* A lock freed first, its condition after. */
+    {
+        aw_lock *lock = aw_lock_new(loop);
+        aw_condition *c = aw_condition_new(loop, lock);
+
+        aw_lock_free(lock);
+        w = aw_condition_wait(c);
+        ck_assert_int_eq(aw_future_error(w), -EINVAL);
+        aw_future_unref(w);
+        aw_condition_free(c);
+    }
+}
+END_TEST
+
+START_TEST(semaphore_free_then_release_futures)
+{
+    aw_future *read, *granted, *waiting;
+
+    ctx.sem = aw_semaphore_new_bounded(loop, 1);
+    read = aw_semaphore_acquire(ctx.sem);
+    granted = aw_semaphore_acquire(ctx.sem);
+    waiting = aw_semaphore_acquire(ctx.sem);
+    ck_assert_int_eq(aw_future_error(read), 0);
+    ck_assert_int_eq(aw_semaphore_release(ctx.sem), 0); /* to granted */
+    aw_semaphore_free(ctx.sem);
+    ck_assert_int_eq(aw_future_cancelled(waiting), 1);
+    ck_assert_int_eq(aw_semaphore_release(ctx.sem), -EINVAL);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(granted); /* unread: nothing to give back to */
+    aw_future_unref(waiting);
+    aw_future_unref(read);
+}
+END_TEST
+
+START_TEST(semaphore_release_futures_then_free)
+{
+    aw_future *read, *waiting;
+
+    ctx.sem = aw_semaphore_new(loop, 1);
+    read = aw_semaphore_acquire(ctx.sem);
+    waiting = aw_semaphore_acquire(ctx.sem);
+    ck_assert_int_eq(aw_future_error(read), 0);
+    aw_future_unref(read);
+    aw_future_unref(waiting);
+    aw_semaphore_free(ctx.sem);
+}
+END_TEST
+
+START_TEST(event_and_barrier_free_then_release_futures)
+{
+    aw_future *done, *pending, *b1, *b2, *b3;
+
+    ctx.event = aw_event_new(loop);
+    done = aw_event_wait(ctx.event);
+    aw_event_set(ctx.event);
+    aw_event_clear(ctx.event);
+    pending = aw_event_wait(ctx.event);
+    ctx.barrier = aw_barrier_new(loop, 2);
+    b1 = aw_barrier_wait(ctx.barrier);
+    b2 = aw_barrier_wait(ctx.barrier); /* both through */
+    b3 = aw_barrier_wait(ctx.barrier);
+    aw_event_free(ctx.event);
+    aw_barrier_free(ctx.barrier);
+    ck_assert_int_eq(aw_future_cancelled(pending), 1);
+    ck_assert_int_eq(aw_future_cancelled(b3), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_future_error(done), 0);
+    ck_assert_int_eq(aw_future_error(b1), 0);
+    aw_future_unref(done);
+    aw_future_unref(pending);
+    aw_future_unref(b1);
+    aw_future_unref(b2);
+    aw_future_unref(b3);
+}
+END_TEST
+
+START_TEST(event_and_barrier_release_futures_then_free)
+{
+    aw_future *done, *pending, *b1, *b2;
+
+    ctx.event = aw_event_new(loop);
+    done = aw_event_wait(ctx.event);
+    aw_event_set(ctx.event);
+    aw_event_clear(ctx.event);
+    pending = aw_event_wait(ctx.event);
+    ctx.barrier = aw_barrier_new(loop, 2);
+    b1 = aw_barrier_wait(ctx.barrier);
+    b2 = aw_barrier_wait(ctx.barrier);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(done);
+    aw_future_unref(pending);
+    aw_future_unref(b1);
+    aw_future_unref(b2);
+    aw_event_free(ctx.event);
+    aw_barrier_free(ctx.barrier);
+}
+END_TEST
+
 /* ---- Event ----------------------------------------------------------------------- */
 
 static AW_TASK(event_waiter, struct fr *f)
@@ -388,6 +655,23 @@ START_TEST(semaphore_cancelled_after_grant_loses_no_wakeup)
 }
 END_TEST
 
+START_TEST(semaphore_release_at_int_max_overflows)
+{
+    aw_semaphore *s = aw_semaphore_new(loop, INT_MAX);
+    aw_semaphore *b = aw_semaphore_new_bounded(loop, INT_MAX);
+
+    ck_assert_int_eq(aw_semaphore_release(s), -EOVERFLOW);
+    ck_assert_int_eq(aw_semaphore_value(s), INT_MAX); /* unchanged */
+    ck_assert_int_eq(aw_semaphore_try_acquire(s), 0);
+    ck_assert_int_eq(aw_semaphore_release(s), 0);
+    ck_assert_int_eq(aw_semaphore_release(s), -EOVERFLOW);
+    ck_assert_int_eq(aw_semaphore_release(b), AW_ELIMIT);
+    ck_assert_int_eq(aw_semaphore_value(b), INT_MAX);
+    aw_semaphore_free(s);
+    aw_semaphore_free(b);
+}
+END_TEST
+
 /* ---- Condition -------------------------------------------------------------------- */
 
 static AW_TASK(cond_waiter, struct fr *f)
@@ -504,6 +788,31 @@ START_TEST(condition_wait_cancelled_reacquires_lock)
 }
 END_TEST
 
+/* A wait cancelled by callback code ends cancelled holding the lock; its
+ * future dropped unread gives the lock on rather than keeping it. */
+START_TEST(condition_wait_cancelled_dropped_unread_releases_lock)
+{
+    aw_future *hold, *w, *next;
+
+    ctx.cond = aw_condition_new(loop, NULL);
+    hold = relock(aw_condition_lock(ctx.cond), NULL);
+    w = aw_condition_wait(ctx.cond);
+    ck_assert_int_eq(aw_future_cancel(w, NULL), 0);
+    ck_assert_int_eq(aw_future_cancelled(w), 1); /* lock taken back */
+    next = aw_lock_acquire(aw_condition_lock(ctx.cond));
+    ck_assert_int_eq(aw_future_done(next), 0);
+    aw_future_unref(w);
+    ck_assert_int_eq(aw_future_done(next), 1);
+    ck_assert_int_eq(aw_future_error(next), 0);
+    ck_assert_int_eq(aw_lock_release(aw_condition_lock(ctx.cond)), 0);
+    ck_assert_int_eq(aw_lock_locked(aw_condition_lock(ctx.cond)), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(next);
+    aw_future_unref(hold);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
 START_TEST(condition_wait_without_lock_refused)
 {
     aw_future *w;
@@ -583,6 +892,420 @@ START_TEST(barrier_abort_and_reset)
 }
 END_TEST
 
+START_TEST(barrier_parties_at_int_max)
+{
+    aw_barrier *b = aw_barrier_new(loop, INT_MAX);
+    aw_future *w = aw_barrier_wait(b);
+
+    ck_assert_int_eq(aw_barrier_parties(b), INT_MAX);
+    ck_assert_int_eq(aw_barrier_n_waiting(b), 1);
+    ck_assert_int_eq(aw_future_done(w), 0);
+    aw_barrier_free(b);
+    aw_future_unref(w);
+    ck_assert_ptr_null(aw_barrier_new(loop, INT_MIN));
+}
+END_TEST
+
+/* ---- a grant handed to a waiter cancelled before it resumed --------------------------- */
+
+/* One primitive, driven the same way for each point of cancellation. */
+struct grantee {
+    void (*setup)(void);      /* made, and held by this callback code */
+    aw_future *(*pre)(void);  /* awaited first by the waiter, or NULL */
+    aw_future *(*wait)(void); /* what the waiter awaits */
+    void (*give)(void);       /* hand it to the first waiter */
+    void (*after)(void);      /* the waiter is done with it */
+    void (*check)(void);      /* it is free again */
+    void (*teardown)(void);
+};
+
+static void
+lk_setup(void)
+{
+    ctx.lock = aw_lock_new(loop);
+    ck_assert_int_eq(aw_lock_try_acquire(ctx.lock), 0);
+}
+static aw_future *lk_wait(void) { return aw_lock_acquire(ctx.lock); }
+static void lk_give(void) { ck_assert_int_eq(aw_lock_release(ctx.lock), 0); }
+static void lk_check(void) { ck_assert_int_eq(aw_lock_locked(ctx.lock), 0); }
+static void lk_teardown(void) { aw_lock_free(ctx.lock); }
+
+static void
+sem_setup(void)
+{
+    ctx.sem = aw_semaphore_new(loop, 0);
+}
+static void
+bsem_setup(void)
+{
+    ctx.sem = aw_semaphore_new_bounded(loop, 1);
+    ck_assert_int_eq(aw_semaphore_try_acquire(ctx.sem), 0);
+}
+static aw_future *sem_wait(void) { return aw_semaphore_acquire(ctx.sem); }
+static void sem_give(void) { ck_assert_int_eq(aw_semaphore_release(ctx.sem), 0); }
+static void sem_check(void) { ck_assert_int_eq(aw_semaphore_value(ctx.sem), 1); }
+static void sem_teardown(void) { aw_semaphore_free(ctx.sem); }
+
+static void
+cond_setup(void)
+{
+    ctx.cond = aw_condition_new(loop, NULL);
+}
+static aw_future *
+cond_pre(void)
+{
+    return aw_lock_acquire(aw_condition_lock(ctx.cond));
+}
+static aw_future *cond_wait_(void) { return aw_condition_wait(ctx.cond); }
+static void
+cond_give(void)
+{
+    /* Both notified; the first re-acquires the lock. */
+    ck_assert_int_eq(aw_lock_try_acquire(aw_condition_lock(ctx.cond)), 0);
+    ck_assert_int_eq(aw_condition_notify_all(ctx.cond), 2);
+    ck_assert_int_eq(aw_lock_release(aw_condition_lock(ctx.cond)), 0);
+}
+static void
+cond_after(void)
+{
+    ck_assert_int_eq(aw_lock_release(aw_condition_lock(ctx.cond)), 0);
+}
+static void
+cond_check(void)
+{
+    ck_assert_int_eq(aw_lock_locked(aw_condition_lock(ctx.cond)), 0);
+}
+static void cond_teardown(void) { aw_condition_free(ctx.cond); }
+
+static const struct grantee grantees[] = {
+    {lk_setup, NULL, lk_wait, lk_give, lk_give, lk_check, lk_teardown},
+    {sem_setup, NULL, sem_wait, sem_give, sem_give, sem_check, sem_teardown},
+    {bsem_setup, NULL, sem_wait, sem_give, sem_give, sem_check,
+     sem_teardown},
+    {cond_setup, cond_pre, cond_wait_, cond_give, cond_after, cond_check,
+     cond_teardown},
+};
+static const struct grantee *gk;
+
+static AW_TASK(grantee_task, struct fr *f)
+{
+    AW_BEGIN();
+    if (gk->pre != NULL)
+        AW_AWAIT(gk->pre(), NULL);
+    AW_AWAIT(gk->wait(), NULL);
+    record(f->id);
+    gk->after();
+    AW_END();
+}
+
+/* Hands over and cancels the victim in the same step. */
+static AW_TASK(give_and_cancel, struct fr *f)
+{
+    AW_BEGIN();
+    if (f->id == 0) {
+        gk->give();
+        aw_future_cancel(ctx.victim, NULL);
+    } else {
+        aw_future_cancel(ctx.victim, NULL);
+        gk->give();
+    }
+    AW_END();
+}
+
+enum point {
+    GRANTED_THEN_CANCELLED, /* from outside, before the waiter runs */
+    SAME_STEP,              /* the giver cancels it in the same step */
+    CANCEL_THEN_GIVE,       /* the giver cancels first, then gives */
+    POINTS
+};
+
+static void
+grant_cancel_run(const struct grantee *k, enum point pt)
+{
+    static const int want[] = {2};
+    aw_task *t[2], *giver = NULL;
+    int i;
+
+    reset();
+    gk = k;
+    k->setup();
+    t[0] = spawn(grantee_task, 1);
+    t[1] = spawn(grantee_task, 2);
+    for (i = 0; i < 4; i++)
+        aw_loop_run_once(loop, AW_RUN_NOWAIT); /* both waiting */
+    ctx.victim = t[0];
+    if (pt == GRANTED_THEN_CANCELLED) {
+        k->give();
+        aw_future_cancel(t[0], NULL);
+    } else {
+        giver = spawn(give_and_cancel, pt == SAME_STEP ? 0 : 1);
+    }
+    drain();
+    ck_assert_msg(aw_future_cancelled(t[0]), "point %d", pt);
+    assert_order(want, 1); /* the next waiter got it: nothing lost */
+    k->check();
+    unref_all(t, 2);
+    aw_future_unref(giver);
+    k->teardown();
+}
+
+/* From callback code: the grant future dropped unread. */
+static void
+grant_dropped_run(const struct grantee *k)
+{
+    aw_future *pre[2] = {NULL, NULL}, *w[2];
+    int i;
+
+    gk = k;
+    k->setup();
+    for (i = 0; i < 2; i++) {
+        if (k->pre != NULL) {
+            pre[i] = k->pre();
+            ck_assert_int_eq(aw_future_error(pre[i]), 0);
+        }
+        w[i] = k->wait();
+        ck_assert_int_eq(aw_future_done(w[i]), 0);
+    }
+    k->give();
+    ck_assert_int_eq(aw_future_done(w[0]), 1);
+    aw_future_unref(w[0]); /* unread: it goes on to w[1] */
+    ck_assert_int_eq(aw_future_done(w[1]), 1);
+    ck_assert_int_eq(aw_future_error(w[1]), 0);
+    k->after();
+    k->check();
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(w[1]);
+    aw_future_unref(pre[0]);
+    aw_future_unref(pre[1]);
+    k->teardown();
+}
+
+START_TEST(lock_grant_cancelled_before_resume_goes_to_next)
+{
+    int pt;
+
+    for (pt = 0; pt < POINTS; pt++)
+        grant_cancel_run(&grantees[0], (enum point)pt);
+    grant_dropped_run(&grantees[0]);
+}
+END_TEST
+
+START_TEST(semaphore_grant_cancelled_before_resume_goes_to_next)
+{
+    int pt;
+
+    for (pt = 0; pt < POINTS; pt++)
+        grant_cancel_run(&grantees[1], (enum point)pt);
+    grant_dropped_run(&grantees[1]);
+}
+END_TEST
+
+START_TEST(bounded_semaphore_grant_cancelled_before_resume_goes_to_next)
+{
+    int pt;
+
+    for (pt = 0; pt < POINTS; pt++)
+        grant_cancel_run(&grantees[2], (enum point)pt);
+    grant_dropped_run(&grantees[2]);
+}
+END_TEST
+
+START_TEST(condition_reacquire_cancelled_before_resume_goes_to_next)
+{
+    /* Not CANCEL_THEN_GIVE: a wait cancelled before its notify
+     * re-acquires the lock itself (condition_wait_cancelled_reacquires_lock). */
+    grant_cancel_run(&grantees[3], GRANTED_THEN_CANCELLED);
+    grant_cancel_run(&grantees[3], SAME_STEP);
+    grant_dropped_run(&grantees[3]);
+}
+END_TEST
+
+/* ---- bad input ---------------------------------------------------------------------- */
+
+static int
+never(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+/* Every public call of sync.h with NULL, a closed loop, out-of-range
+ * values: an error code, no crash, the object unchanged. */
+START_TEST(sync_bad_arguments)
+{
+    aw_loop *other, *closed;
+    aw_lock *l, *foreign;
+    aw_future *f;
+
+    ck_assert_int_eq(aw_loop_new(&closed), 0);
+    ck_assert_int_eq(aw_loop_close(closed), 0);
+    ck_assert_ptr_null(aw_lock_new(NULL));
+    ck_assert_ptr_null(aw_lock_new(closed));
+    ck_assert_ptr_null(aw_event_new(NULL));
+    ck_assert_ptr_null(aw_event_new(closed));
+    ck_assert_ptr_null(aw_semaphore_new(NULL, 1));
+    ck_assert_ptr_null(aw_semaphore_new(closed, 1));
+    ck_assert_ptr_null(aw_semaphore_new(loop, INT_MIN));
+    ck_assert_ptr_null(aw_semaphore_new_bounded(NULL, 1));
+    ck_assert_ptr_null(aw_semaphore_new_bounded(loop, -1));
+    ck_assert_ptr_null(aw_condition_new(NULL, NULL));
+    ck_assert_ptr_null(aw_condition_new(closed, NULL));
+    ck_assert_ptr_null(aw_barrier_new(NULL, 1));
+    ck_assert_ptr_null(aw_barrier_new(closed, 1));
+    ck_assert_ptr_null(aw_barrier_new(loop, -3));
+    ck_assert_int_eq(aw_loop_free(closed), 0);
+
+    /* A condition over another loop's lock. */
+    ck_assert_int_eq(aw_loop_new(&other), 0);
+    foreign = aw_lock_new(other);
+    ck_assert_ptr_null(aw_condition_new(loop, foreign));
+    aw_lock_free(foreign);
+    ck_assert_int_eq(aw_loop_free(other), 0);
+
+    aw_lock_free(NULL);
+    aw_event_free(NULL);
+    aw_semaphore_free(NULL);
+    aw_condition_free(NULL);
+    aw_barrier_free(NULL);
+
+    ck_assert_ptr_null(aw_lock_acquire(NULL));
+    ck_assert_int_eq(aw_lock_try_acquire(NULL), -EINVAL);
+    ck_assert_int_eq(aw_lock_release(NULL), -EINVAL);
+    ck_assert_int_eq(aw_lock_locked(NULL), 0);
+
+    ck_assert_int_eq(aw_event_set(NULL), -EINVAL);
+    ck_assert_int_eq(aw_event_clear(NULL), -EINVAL);
+    ck_assert_int_eq(aw_event_is_set(NULL), 0);
+    ck_assert_ptr_null(aw_event_wait(NULL));
+
+    ck_assert_ptr_null(aw_semaphore_acquire(NULL));
+    ck_assert_int_eq(aw_semaphore_try_acquire(NULL), -EINVAL);
+    ck_assert_int_eq(aw_semaphore_release(NULL), -EINVAL);
+    ck_assert_int_eq(aw_semaphore_value(NULL), -EINVAL);
+
+    ck_assert_ptr_null(aw_condition_lock(NULL));
+    ck_assert_ptr_null(aw_condition_wait(NULL));
+    ck_assert_ptr_null(aw_condition_wait_for(NULL, never, NULL));
+    ck_assert_int_eq(aw_condition_notify(NULL, 1), -EINVAL);
+    ck_assert_int_eq(aw_condition_notify_all(NULL), -EINVAL);
+
+    ck_assert_ptr_null(aw_barrier_wait(NULL));
+    ck_assert_int_eq(aw_barrier_reset(NULL), -EINVAL);
+    ck_assert_int_eq(aw_barrier_abort(NULL), -EINVAL);
+    ck_assert_int_eq(aw_barrier_broken(NULL), 0);
+    ck_assert_int_eq(aw_barrier_n_waiting(NULL), -EINVAL);
+    ck_assert_int_eq(aw_barrier_parties(NULL), -EINVAL);
+
+    /* A condition: a NULL predicate, a negative count, no lock held. */
+    ctx.cond = aw_condition_new(loop, NULL);
+    l = aw_condition_lock(ctx.cond);
+    f = aw_condition_wait_for(ctx.cond, NULL, NULL);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    f = aw_condition_wait_for(ctx.cond, never, NULL);
+    ck_assert_int_eq(aw_future_error(f), -EPERM); /* lock not held */
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_lock_try_acquire(l), 0);
+    f = aw_condition_wait(ctx.cond);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, -1), -EINVAL);
+    ck_assert_int_eq(aw_future_done(f), 0); /* still waiting */
+    ck_assert_int_eq(aw_lock_locked(l), 0);  /* the wait let go */
+    aw_future_unref(f);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
+/* Freed, kept in memory by a future still held: nothing new is taken. */
+START_TEST(freed_primitives_refuse_new_operations)
+{
+    aw_future *e, *s, *b, *c, *hold, *f;
+    aw_condition *cond;
+
+    ctx.event = aw_event_new(loop);
+    ctx.sem = aw_semaphore_new(loop, 0);
+    ctx.barrier = aw_barrier_new(loop, 2);
+    cond = aw_condition_new(loop, NULL);
+    e = aw_event_wait(ctx.event);
+    s = aw_semaphore_acquire(ctx.sem);
+    b = aw_barrier_wait(ctx.barrier);
+    hold = relock(aw_condition_lock(cond), NULL);
+    c = aw_condition_wait(cond);
+    aw_event_free(ctx.event);
+    aw_semaphore_free(ctx.sem);
+    aw_barrier_free(ctx.barrier);
+    aw_condition_free(cond);
+    ck_assert_int_eq(aw_event_set(ctx.event), -EINVAL);
+    ck_assert_int_eq(aw_event_clear(ctx.event), -EINVAL);
+    f = aw_event_wait(ctx.event);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_semaphore_try_acquire(ctx.sem), -EINVAL);
+    ck_assert_int_eq(aw_semaphore_value(ctx.sem), -EINVAL);
+    f = aw_semaphore_acquire(ctx.sem);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_barrier_reset(ctx.barrier), -EINVAL);
+    ck_assert_int_eq(aw_barrier_abort(ctx.barrier), -EINVAL);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), -EINVAL);
+    f = aw_barrier_wait(ctx.barrier);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_condition_notify(cond, 1), -EINVAL);
+    ck_assert_ptr_null(aw_condition_lock(cond));
+    f = aw_condition_wait(cond);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(e);
+    aw_future_unref(s);
+    aw_future_unref(b);
+    aw_future_unref(c);
+    aw_future_unref(hold);
+}
+END_TEST
+
+/* notify by a task that does not hold the lock its owner holds. */
+static AW_TASK(lock_keeper, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_lock_acquire(aw_condition_lock(ctx.cond)), NULL);
+    AW_AWAIT(aw_future_ref(ctx.go), NULL);
+    aw_lock_release(aw_condition_lock(ctx.cond));
+    (void)f;
+    AW_END();
+}
+
+static AW_TASK(bad_notifier, struct fr *f)
+{
+    AW_BEGIN();
+    record(aw_condition_notify(ctx.cond, 1));
+    record(aw_condition_notify_all(ctx.cond));
+    (void)f;
+    AW_END();
+}
+
+START_TEST(condition_notify_by_other_task_refused)
+{
+    static const int want[] = {-EPERM, -EPERM};
+    aw_task *k, *n;
+
+    reset();
+    ctx.cond = aw_condition_new(loop, NULL);
+    ctx.go = aw_future_new(loop);
+    k = spawn(lock_keeper, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    n = spawn(bad_notifier, 2);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    assert_order(want, 2);
+    aw_future_set_result_int(ctx.go, 1);
+    drain();
+    aw_future_unref(k);
+    aw_future_unref(n);
+    aw_future_unref(ctx.go);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -594,17 +1317,39 @@ aw_test_suite(void)
     tcase_add_test(tc, lock_waiter_cancelled_before_grant);
     tcase_add_test(tc, lock_waiter_cancelled_after_grant_loses_no_wakeup);
     tcase_add_test(tc, lock_from_callbacks);
+    tcase_add_test(tc, lock_freed_in_finally_after_grant);
+    tcase_add_test(tc, lock_free_then_release_futures);
+    tcase_add_test(tc, lock_release_futures_then_free);
+    tcase_add_test(tc, lock_freed_refuses_new_operations);
+    tcase_add_test(tc, condition_free_then_release_futures);
+    tcase_add_test(tc, condition_release_futures_then_free);
+    tcase_add_test(tc, semaphore_free_then_release_futures);
+    tcase_add_test(tc, semaphore_release_futures_then_free);
+    tcase_add_test(tc, event_and_barrier_free_then_release_futures);
+    tcase_add_test(tc, event_and_barrier_release_futures_then_free);
     tcase_add_test(tc, event_set_wakes_every_waiter);
     tcase_add_test(tc, free_cancels_waiters);
     tcase_add_test(tc, semaphore_fifo_and_value);
     tcase_add_test(tc, bounded_semaphore_release_beyond_bound);
     tcase_add_test(tc, semaphore_cancelled_after_grant_loses_no_wakeup);
+    tcase_add_test(tc, semaphore_release_at_int_max_overflows);
     tcase_add_test(tc, condition_notify_and_notify_all);
     tcase_add_test(tc, condition_wait_for_predicate);
     tcase_add_test(tc, condition_wait_cancelled_reacquires_lock);
     tcase_add_test(tc, condition_wait_without_lock_refused);
+    tcase_add_test(tc, condition_wait_cancelled_dropped_unread_releases_lock);
     tcase_add_test(tc, barrier_n_tasks_several_rounds);
     tcase_add_test(tc, barrier_abort_and_reset);
+    tcase_add_test(tc, barrier_parties_at_int_max);
+    tcase_add_test(tc, sync_bad_arguments);
+    tcase_add_test(tc, freed_primitives_refuse_new_operations);
+    tcase_add_test(tc, condition_notify_by_other_task_refused);
+    tcase_add_test(tc, lock_grant_cancelled_before_resume_goes_to_next);
+    tcase_add_test(tc, semaphore_grant_cancelled_before_resume_goes_to_next);
+    tcase_add_test(tc,
+                   bounded_semaphore_grant_cancelled_before_resume_goes_to_next);
+    tcase_add_test(tc,
+                   condition_reacquire_cancelled_before_resume_goes_to_next);
     suite_add_tcase(s, tc);
     return s;
 }

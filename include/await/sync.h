@@ -28,9 +28,18 @@ extern "C" {
  * leaves the queue.
  *
  * The acquire/wait functions return a reference to a future (the shared
- * -ENOMEM future out of memory; NULL for a NULL object).  Every object
- * belongs to one loop and counts as work on it until freed; freeing one
- * cancels its waiters.
+ * -ENOMEM future out of memory; NULL for a NULL object; failed with
+ * -EINVAL for an object already freed).  Every object belongs to one loop
+ * and counts as work on it until it is freed and its futures are released.
+ *
+ * Freeing.  An object may be freed while futures it granted or refused
+ * are still held (a task frees its lock in its cleanup while another task
+ * was just granted it): freeing cancels the waiters and marks the object
+ * freed, so that it hands nothing on and takes no new operation (-EINVAL);
+ * its memory stays until the last of its futures is released, in either
+ * order.  A task granted a lock that is then freed goes on, and its
+ * aw_lock_release() returns -EINVAL.  Do not use the pointer once the
+ * futures are gone too.
  */
 
 /* ---- Lock ------------------------------------------------------------------- */
@@ -38,7 +47,8 @@ extern "C" {
 typedef struct aw_lock aw_lock;
 
 /* aw_lock_new - an unlocked lock; NULL for a NULL or closed loop or out of
- * memory.  aw_lock_free - accepts NULL; waiters are cancelled. */
+ * memory.  aw_lock_free - accepts NULL (and a lock freed already);
+ * waiters are cancelled, conditions' waiters re-acquiring it too. */
 AW_EXTERN aw_lock *aw_lock_new(aw_loop *loop);
 AW_EXTERN void aw_lock_free(aw_lock *lock);
 
@@ -48,27 +58,32 @@ AW_EXTERN void aw_lock_free(aw_lock *lock);
 AW_EXTERN aw_future *aw_lock_acquire(aw_lock *lock);
 
 /* aw_lock_try_acquire - 0 when acquired now, AW_EBUSY when locked or
- * waited for (fairness), -EINVAL. */
+ * waited for (fairness), -EINVAL (NULL or freed). */
 AW_EXTERN int aw_lock_try_acquire(aw_lock *lock);
 
 /* aw_lock_release - 0; AW_EINVALSTATE when not locked; -EPERM when the
- * owner is a task and the caller is not that task. */
+ * owner is a task and the caller is not that task; -EINVAL (NULL or
+ * freed). */
 AW_EXTERN int aw_lock_release(aw_lock *lock);
 
-/* aw_lock_locked - 1 when locked (or granted to a waiter). */
+/* aw_lock_locked - 1 when locked (or granted to a waiter); 0 for NULL. */
 AW_EXTERN int aw_lock_locked(const aw_lock *lock);
 
 /* ---- Event ------------------------------------------------------------------- */
 
 typedef struct aw_event aw_event;
 
+/* aw_event_new - an event, not set; NULL for a NULL or closed loop or
+ * out of memory.  aw_event_free - accepts NULL; waiters are cancelled. */
 AW_EXTERN aw_event *aw_event_new(aw_loop *loop);
 AW_EXTERN void aw_event_free(aw_event *event);
 
-/* aw_event_set - set the flag and wake every waiter; 0 or -EINVAL. */
+/* aw_event_set - set the flag and wake every waiter; 0 or -EINVAL (NULL
+ * or freed). */
 AW_EXTERN int aw_event_set(aw_event *event);
-/* aw_event_clear - clear the flag; 0 or -EINVAL. */
+/* aw_event_clear - clear the flag; 0 or -EINVAL (NULL or freed). */
 AW_EXTERN int aw_event_clear(aw_event *event);
+/* aw_event_is_set - 1 when set; 0 for NULL. */
 AW_EXTERN int aw_event_is_set(const aw_event *event);
 /* aw_event_wait - a future done once the flag is set (at once if it is). */
 AW_EXTERN aw_future *aw_event_wait(aw_event *event);
@@ -78,28 +93,37 @@ AW_EXTERN aw_future *aw_event_wait(aw_event *event);
 typedef struct aw_semaphore aw_semaphore;
 
 /* aw_semaphore_new - value units (>= 0).  aw_semaphore_new_bounded - the
- * same, but releasing beyond the initial value is an error. NULL for a
- * negative value or out of memory. */
+ * same, but releasing beyond the initial value is an error.  NULL for a
+ * NULL or closed loop, a negative value or out of memory.
+ * aw_semaphore_free - accepts NULL; waiters are cancelled. */
 AW_EXTERN aw_semaphore *aw_semaphore_new(aw_loop *loop, int value);
 AW_EXTERN aw_semaphore *aw_semaphore_new_bounded(aw_loop *loop, int value);
 AW_EXTERN void aw_semaphore_free(aw_semaphore *sem);
 
 /* aw_semaphore_acquire - a future done once a unit is the caller's. */
 AW_EXTERN aw_future *aw_semaphore_acquire(aw_semaphore *sem);
-/* aw_semaphore_try_acquire - 0, AW_EBUSY (none free, or waiters), -EINVAL. */
+/* aw_semaphore_try_acquire - 0, AW_EBUSY (none free, or waiters),
+ * -EINVAL (NULL or freed). */
 AW_EXTERN int aw_semaphore_try_acquire(aw_semaphore *sem);
 /* aw_semaphore_release - give a unit back (to the first waiter if any):
- * 0; AW_ELIMIT for a bounded semaphore already at its initial value. */
+ * 0; AW_ELIMIT for a bounded semaphore already at its initial value;
+ * -EOVERFLOW (nothing changed) for one at INT_MAX; -EINVAL (NULL or
+ * freed).  (A unit granted, then given back unread to a semaphore at
+ * INT_MAX, is dropped: it cannot be counted.) */
 AW_EXTERN int aw_semaphore_release(aw_semaphore *sem);
-/* aw_semaphore_value - units free now. */
+/* aw_semaphore_value - units free now; -EINVAL (NULL or freed). */
 AW_EXTERN int aw_semaphore_value(const aw_semaphore *sem);
 
 /* ---- Condition ------------------------------------------------------------------ */
 
 typedef struct aw_condition aw_condition;
 
-/* aw_condition_new - a condition over lock (not owned; it must outlive the
- * condition), or over a lock of its own when lock is NULL. */
+/* aw_condition_new - a condition over lock (not owned: the condition
+ * keeps its memory, and waits fail with -EINVAL once it is freed), or over
+ * a lock of its own when lock is NULL.  NULL for a NULL or closed loop, a
+ * lock of another loop or freed, out of memory.  aw_condition_free -
+ * accepts NULL; waiters end cancelled (re-acquiring the lock first, as a
+ * cancelled wait does); the lock of its own is freed. */
 AW_EXTERN aw_condition *aw_condition_new(aw_loop *loop, aw_lock *lock);
 AW_EXTERN void aw_condition_free(aw_condition *cond);
 /* aw_condition_lock - its lock: acquire and release it with aw_lock_*. */
@@ -111,7 +135,9 @@ AW_EXTERN aw_lock *aw_condition_lock(aw_condition *cond);
  * caller's again.  Cancelled while waiting, the future still re-acquires
  * the lock before it ends cancelled (asyncio): the caller holds the lock
  * on every outcome but -EPERM (the caller did not hold the lock; nothing
- * changed).
+ * changed) and -EINVAL (freed).  As for a lock grant, the lock counts as
+ * the caller's once the outcome is read: a wait future released unread
+ * (its task cancelled before it resumed, or dropped) gives the lock on.
  */
 AW_EXTERN aw_future *aw_condition_wait(aw_condition *cond);
 
@@ -124,7 +150,7 @@ AW_EXTERN aw_future *aw_condition_wait_for(aw_condition *cond,
 /* aw_condition_notify - wake up to n waiters (in order); returns how
  * many.  aw_condition_notify_all - wake them all.  The caller should hold
  * the lock (asyncio requires it: -EPERM when a task holds it and the
- * caller is another task). */
+ * caller is another task).  -EINVAL for NULL, a negative n, or freed. */
 AW_EXTERN int aw_condition_notify(aw_condition *cond, int n);
 AW_EXTERN int aw_condition_notify_all(aw_condition *cond);
 
@@ -132,7 +158,9 @@ AW_EXTERN int aw_condition_notify_all(aw_condition *cond);
 
 typedef struct aw_barrier aw_barrier;
 
-/* aw_barrier_new - a barrier for parties (>= 1) waiters. */
+/* aw_barrier_new - a barrier for parties (>= 1) waiters; NULL for a NULL
+ * or closed loop, parties < 1, out of memory.  aw_barrier_free - accepts
+ * NULL; waiters are cancelled. */
 AW_EXTERN aw_barrier *aw_barrier_new(aw_loop *loop, int parties);
 AW_EXTERN void aw_barrier_free(aw_barrier *barrier);
 
@@ -146,7 +174,9 @@ AW_EXTERN void aw_barrier_free(aw_barrier *barrier);
 AW_EXTERN aw_future *aw_barrier_wait(aw_barrier *barrier);
 /* aw_barrier_reset - fail the current waiters with AW_EBROKEN and start
  * over, unbroken.  aw_barrier_abort - break it: waiters now and later
- * fail with AW_EBROKEN until a reset. */
+ * fail with AW_EBROKEN until a reset.  Both: 0 or -EINVAL (NULL or
+ * freed).  aw_barrier_broken - 1 when broken, 0 for NULL;
+ * aw_barrier_n_waiting, aw_barrier_parties - -EINVAL for NULL or freed. */
 AW_EXTERN int aw_barrier_reset(aw_barrier *barrier);
 AW_EXTERN int aw_barrier_abort(aw_barrier *barrier);
 AW_EXTERN int aw_barrier_broken(const aw_barrier *barrier);
