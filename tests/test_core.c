@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +83,26 @@ START_TEST(version_is_the_package_version)
 }
 END_TEST
 
+/* AW_VERSION_* come from the one version configure was given (AC_INIT),
+ * agree with each other, and aw_version() returns the same at run time. */
+START_TEST(version_macros_match_aw_version)
+{
+    char s[64];
+
+    snprintf(s, sizeof(s), "%d.%d.%d", AW_VERSION_MAJOR, AW_VERSION_MINOR,
+             AW_VERSION_PATCH);
+    ck_assert_str_eq(s, AW_VERSION_STRING);
+    ck_assert_str_eq(AW_VERSION_STRING, PACKAGE_VERSION);
+    ck_assert_str_eq(aw_version(), AW_VERSION_STRING);
+    ck_assert_int_eq(AW_VERSION_HEX, (AW_VERSION_MAJOR << 16) |
+                                         (AW_VERSION_MINOR << 8) |
+                                         AW_VERSION_PATCH);
+#if AW_VERSION_HEX < 0x000100
+#error "AW_VERSION_HEX is not usable in #if"
+#endif
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -94,6 +115,7 @@ aw_test_suite(void)
     tcase_add_test(tc, unknown_codes_are_named_unknown);
     tcase_add_test(tc, replace_allocator_rejects_null);
     tcase_add_test(tc, version_is_the_package_version);
+    tcase_add_test(tc, version_macros_match_aw_version);
     suite_add_tcase(s, tc);
     return s;
 }

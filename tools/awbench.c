@@ -1651,9 +1651,33 @@ main(int argc, char **argv)
             rounds = atoi(argv[++i]);
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
-        else {
+        else if (strcmp(argv[i], "--help") == 0) {
+            printf("Usage: awbench [--json] [--rounds N] [--only NAME]\n"
+                   "libawait's benchmarks, each next to raw libevent doing "
+                   "the same work.\n"
+                   "\n"
+                   "  --json       one JSON object instead of a table\n"
+                   "  --rounds N   rounds per benchmark (default 5; the "
+                   "median is kept)\n"
+                   "  --only NAME  run one benchmark\n"
+                   "  --help       display this help and exit\n"
+                   "  --version    output version information and exit\n"
+                   "\n"
+                   "Report bugs to: "
+                   "https://github.com/libawait/libawait/issues\n");
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("awbench (libawait) %s\n"
+                   "Copyright (c) 2026 The libawait authors\n"
+                   "License MIT: <https://opensource.org/licenses/MIT>.\n"
+                   "This is free software: you are free to change and "
+                   "redistribute it.\n",
+                   AW_VERSION_STRING);
+            return 0;
+        } else {
             fprintf(stderr,
-                    "usage: awbench [--json] [--rounds N] [--only NAME]\n");
+                    "Usage: awbench [--json] [--rounds N] [--only NAME]\n"
+                    "Try 'awbench --help' for more information.\n");
             return 2;
         }
     }

@@ -488,9 +488,44 @@ demo_network(void)
     return rc == 0 ? 0 : 1;
 }
 
-int
-main(void)
+/* --help and --version (GNU conventions); anything else is refused. */
+static int
+options(int argc, char **argv)
 {
+    if (argc < 2)
+        return -1;
+    if (argc == 2 && strcmp(argv[1], "--help") == 0) {
+        printf("Usage: awdemo [--help] [--version]\n"
+               "A guided run of libawait: the loop, futures, tasks and an "
+               "echo server over\nloopback, printing what happens.\n"
+               "\n"
+               "  --help     display this help and exit\n"
+               "  --version  output version information and exit\n"
+               "\n"
+               "Report bugs to: https://github.com/libawait/libawait/issues\n");
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("awdemo (libawait) %s\n"
+               "Copyright (c) 2026 The libawait authors\n"
+               "License MIT: <https://opensource.org/licenses/MIT>.\n"
+               "This is free software: you are free to change and "
+               "redistribute it.\n",
+               AW_VERSION_STRING);
+        return 0;
+    }
+    fprintf(stderr, "Usage: awdemo [--help] [--version]\n"
+                    "Try 'awdemo --help' for more information.\n");
+    return 2;
+}
+
+int
+main(int argc, char **argv)
+{
+    int rc = options(argc, argv);
+
+    if (rc >= 0)
+        return rc;
     printf("libawait %s demo\n", aw_version());
     if (demo_loop() != 0 || demo_futures() != 0 || demo_tasks() != 0 ||
         demo_network() != 0)

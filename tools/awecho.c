@@ -9,6 +9,7 @@
  * closes the server, cancels the clients' tasks and exits once they have
  * ended. */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,11 +95,40 @@ on_signal(aw_loop *loop, void *arg)
     return aw_loop_stop(loop);
 }
 
+/* --help to stdout with status 0, a bad option to stderr with status 2. */
 static void
-usage(void)
+usage(int status)
 {
-    fprintf(stderr, "usage: awecho [-h HOST] [-p PORT] [-u PATH] [-v]\n");
-    exit(2);
+    if (status != 0) {
+        fprintf(stderr, "usage: awecho [-h HOST] [-p PORT] [-u PATH] [-v]\n"
+                        "Try 'awecho --help' for more information.\n");
+        exit(status);
+    }
+    printf("Usage: awecho [-h HOST] [-p PORT] [-u PATH] [-v]\n"
+           "An echo daemon: echoes every line back to its sender.\n"
+           "\n"
+           "  -h HOST    listen on HOST (default 127.0.0.1)\n"
+           "  -p PORT    listen on PORT (default 7007)\n"
+           "  -u PATH    listen on the Unix socket PATH instead\n"
+           "  -v         report connections on stderr\n"
+           "      --help     display this help and exit\n"
+           "      --version  output version information and exit\n"
+           "\n"
+           "SIGINT or SIGTERM shuts it down cleanly.\n"
+           "Report bugs to: https://github.com/libawait/libawait/issues\n");
+    exit(0);
+}
+
+static void
+version(void)
+{
+    printf("awecho (libawait) %s\n"
+           "Copyright (c) 2026 The libawait authors\n"
+           "License MIT: <https://opensource.org/licenses/MIT>.\n"
+           "This is free software: you are free to change and redistribute "
+           "it.\n",
+           AW_VERSION_STRING);
+    exit(0);
 }
 
 int
@@ -110,8 +140,20 @@ main(int argc, char **argv)
     aw_future *f;
     void *srv = NULL;
 
-    while ((opt = getopt(argc, argv, "h:p:u:v")) != -1) {
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'H'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+
+    while ((opt = getopt_long(argc, argv, "h:p:u:v", longopts, NULL)) != -1) {
         switch (opt) {
+        case 'H':
+            usage(0);
+            break;
+        case 'V':
+            version();
+            break;
         case 'h':
             host = optarg;
             break;
@@ -125,7 +167,7 @@ main(int argc, char **argv)
             verbose = 1;
             break;
         default:
-            usage();
+            usage(2);
         }
     }
     if ((rc = aw_loop_new(&loop)) != 0) {

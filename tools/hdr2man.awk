@@ -4,6 +4,11 @@
 #
 #   awk -v version=0.1.0 -v date=2026-11-25 -f hdr2man.awk include/await/queue.h
 #
+# With -v links=DIR it writes instead, for each public function and
+# function-like macro of the synopsis, a page DIR/NAME.3 holding only
+# ".so man3/aw_queue.3", so that `man aw_queue_put` opens the module's
+# page, and prints the names, one a line.
+#
 # The header's first comment names the module; a "---- title ----" comment
 # starts a subsection; every other comment becomes a paragraph followed by
 # the declarations it documents (indented comment lines are examples, set
@@ -88,9 +93,15 @@ function emit_decl(   i, text) {
         for (i = 0; i < ndecl; i++)
             out(esc(decl[i]))
         # The synopsis lists the functions, function types and macros.
-        if (text ~ /^#define / || (text ~ /\(/ && text !~ /\{/))
+        if (text ~ /^#define / || (text ~ /\(/ && text !~ /\{/)) {
             for (i = 0; i < ndecl; i++)
                 syn[nsyn++] = decl[i]
+            # The names a link page is made for: functions and macros
+            # with parameters, not function types.
+            if (text !~ /^typedef/ &&
+                match(text, /[A-Za-z_][A-Za-z_0-9]*\(/))
+                names[nnames++] = substr(text, RSTART, RLENGTH - 1)
+        }
         out(".ft R")
         out(".fi")
     }
@@ -100,7 +111,7 @@ function emit_decl(   i, text) {
 
 BEGIN {
     page = FILENAME
-    nbody = nsyn = ncom = ndecl = depth = 0
+    nbody = nsyn = ncom = ndecl = depth = nnames = 0
     incomment = indefine = 0
     title = ""
 }
@@ -241,6 +252,15 @@ END {
     if (ndecl > 0)
         emit_decl()
     flush_comment()
+    if (links != "") {
+        for (i = 0; i < nnames; i++) {
+            file = links "/" names[i] ".3"
+            print ".so man3/" page ".3" > file
+            close(file)
+            print names[i]
+        }
+        exit 0
+    }
     print ".\\\" SPDX-License-Identifier: MIT"
     printf ".TH %s 3 %s \"libawait %s\" \"Library Functions Manual\"\n", \
         toupper(page), date, version
@@ -263,7 +283,7 @@ END {
         print body[i]
     print ".SH SEE ALSO"
     n = split("core loop future task sync queue transport stream", mods, " ")
-    printf ".BR libawait (3)"
+    printf ".BR libawait (7),\n.BR libawait (3)"
     for (i = 1; i <= n; i++)
         if ("aw_" mods[i] != page)
             printf ",\n.BR aw_%s (3)", mods[i]

@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <stddef.h>
 
+#include "await/version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -88,7 +90,14 @@ AW_EXTERN int aw_replace_allocator(aw_malloc_fn malloc_fn,
                                    aw_realloc_fn realloc_fn,
                                    aw_calloc_fn calloc_fn, aw_free_fn free_fn);
 
-/* aw_version - the library version as "MAJOR.MINOR.PATCH". */
+/*
+ * aw_version - the version of the library running, "MAJOR.MINOR.PATCH"
+ * (static).  <await/version.h>, included here, gives the version a
+ * program is compiled against: AW_VERSION_MAJOR, AW_VERSION_MINOR,
+ * AW_VERSION_PATCH, AW_VERSION_HEX (0xMMmmpp) and AW_VERSION_STRING, the
+ * string aw_version() returns when library and header are one release.
+ * All come from the one version configure was given.  Thread-safe.
+ */
 AW_EXTERN const char *aw_version(void);
 
 #ifdef __cplusplus
