@@ -137,6 +137,7 @@ struct aw_loop {
     unsigned own_base : 1;
     unsigned running : 1;
     unsigned stopping : 1;
+    unsigned stop_pending : 1; /* stop() between runs: for the next run */
     unsigned closed : 1;
     unsigned in_process : 1;
     unsigned ready_armed : 1;
@@ -303,6 +304,8 @@ aw_loop_set_exception_handler(aw_loop *loop, aw_exception_handler_fn fn,
 {
     if (loop == NULL)
         return -EINVAL;
+    if (loop->closed)
+        return AW_ECLOSED;
     loop->exc_fn = fn;
     loop->exc_arg = fn ? arg : NULL;
     return 0;
@@ -313,6 +316,8 @@ aw_loop_set_debug(aw_loop *loop, int enabled)
 {
     if (loop == NULL)
         return -EINVAL;
+    if (loop->closed)
+        return AW_ECLOSED;
     loop->debug = enabled != 0;
     return 0;
 }
@@ -328,6 +333,8 @@ aw_loop_set_slow_callback_duration(aw_loop *loop, double seconds)
 {
     if (loop == NULL || isnan(seconds) || seconds < 0)
         return -EINVAL;
+    if (loop->closed)
+        return AW_ECLOSED;
     loop->slow_callback_duration = seconds;
     return 0;
 }
@@ -571,6 +578,16 @@ run_pass(aw_loop *loop)
     }
 }
 
+/* A stop requested from one of the loop's callbacks ends the dispatch
+ * under way, the loop's run or libevent's own. */
+static void
+stop_dispatch(aw_loop *loop)
+{
+    event_base_loopbreak(loop->base);
+    if (!loop->running)
+        loop->stopping = 0; /* the base is under libevent's dispatch */
+}
+
 static void
 loop_process(aw_loop *loop)
 {
@@ -585,9 +602,7 @@ loop_process(aw_loop *loop)
             break;
         run_pass(loop);
         if (loop->stopping) {
-            event_base_loopbreak(loop->base);
-            if (!loop->running)
-                loop->stopping = 0; /* the base is under libevent's dispatch */
+            stop_dispatch(loop);
             break;
         }
         if (++passes == MAX_PASSES_PER_POLL)
@@ -1049,6 +1064,8 @@ run_iterations(aw_loop *loop, int once, int nowait)
     int rc = 0;
 
     loop->running = 1;
+    loop->stopping = loop->stop_pending;
+    loop->stop_pending = 0;
     loop->thread = pthread_self();
     running_loop = loop;
     for (;;) {
@@ -1100,16 +1117,21 @@ aw_loop_stop(aw_loop *loop)
         return -EINVAL;
     if (loop->closed)
         return AW_ECLOSED;
-    if (!loop->running && !loop->in_process &&
-        event_base_get_running_event(loop->base) != NULL) {
-        /* From an application's libevent callback, under libevent's own
-         * dispatch: break that dispatch; there is no run to stop later. */
-        event_base_loopbreak(loop->base);
+    if (loop->running || loop->in_process) {
+        loop->stopping = 1;
+        if (!loop->in_process)
+            event_base_loopbreak(loop->base); /* from a libevent callback */
         return 0;
     }
-    loop->stopping = 1;
-    if (loop->running && !loop->in_process)
-        event_base_loopbreak(loop->base); /* e.g. from a libevent callback */
+    /* Not in a run nor in one of the loop's callbacks: between runs, or
+     * in an application's libevent callback under libevent's own dispatch
+     * of the base.  Which one cannot be asked of libevent: its
+     * event_base_get_running_event() is undefined (it crashes) outside a
+     * callback.  So do what each needs: the stop is kept for the next run
+     * (asyncio), and a dispatch under way is broken; libevent forgets the
+     * break when a dispatch starts, so it is harmless between runs. */
+    loop->stop_pending = 1;
+    event_base_loopbreak(loop->base);
     return 0;
 }
 
@@ -1205,8 +1227,8 @@ io_cb(evutil_socket_t fd, short what, void *arg)
     run_callback(loop, w->fn[dir], w->arg[dir]);
     loop->in_process = 0;
     running_loop = saved;
-    if (loop->stopping && loop->running)
-        event_base_loopbreak(loop->base);
+    if (loop->stopping)
+        stop_dispatch(loop);
     if (loop->ready_head != NULL)
         ready_wake(loop);
     arm_timer(loop);
@@ -1343,8 +1365,8 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     run_callback(loop, s->fn, s->arg);
     loop->in_process = 0;
     running_loop = saved;
-    if (loop->stopping && loop->running)
-        event_base_loopbreak(loop->base);
+    if (loop->stopping)
+        stop_dispatch(loop);
     if (loop->ready_head != NULL)
         ready_wake(loop);
     arm_timer(loop);

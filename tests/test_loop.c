@@ -895,6 +895,294 @@ START_TEST(adopt_external_event_base)
 }
 END_TEST
 
+/* ---- every call in every state ----------------------------------------- */
+
+/* The states a loop can be in when a call is made (asyncio's
+ * test_base_events covers the same calls one by one). */
+enum loop_state {
+    ST_NEVER_RUN,
+    ST_BETWEEN_RUNS,
+    ST_STOP_PENDING,           /* stop() called before any run */
+    ST_STOP_PENDING_AFTER_RUN, /* stop() called between runs */
+    ST_RUNNING,                /* from a callback */
+    ST_STOPPING,               /* from a callback, after stop() */
+    ST_CLOSED,
+    ST_CLOSED_AFTER_RUN,
+    ST_COUNT
+};
+
+struct state_probe {
+    enum loop_state st;
+    int fds[2];
+    int threadsafe_ran;
+    struct captured reports;
+};
+
+static int
+count_threadsafe_cb(aw_loop *l, void *arg)
+{
+    struct state_probe *p = arg;
+
+    (void)l;
+    p->threadsafe_ran++;
+    return 0;
+}
+
+static int
+never_cb(aw_loop *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    ck_abort_msg("a cancelled or refused callback ran");
+    return 0;
+}
+
+/* A handle just scheduled: its calls work in every state. */
+static void
+check_handle(aw_handle *h)
+{
+    ck_assert(!aw_handle_cancelled(h));
+    ck_assert_ptr_eq(aw_handle_ref(h), h);
+    aw_handle_unref(h);
+    ck_assert_int_eq(aw_handle_cancel(h), 0);
+    ck_assert(aw_handle_cancelled(h));
+    ck_assert_int_eq(aw_handle_cancel(h), AW_EINVALSTATE);
+    aw_handle_unref(h);
+}
+
+/* Every call that leaves the state as it is. */
+static void
+exercise_calls(aw_loop *l, struct state_probe *p)
+{
+    int closed = p->st == ST_CLOSED || p->st == ST_CLOSED_AFTER_RUN;
+    int running = p->st == ST_RUNNING || p->st == ST_STOPPING;
+    int want = closed ? AW_ECLOSED : 0;
+    aw_exception_context ctx;
+    struct event_base *base;
+    aw_handle *h = NULL;
+    aw_loop *other;
+    char name[64];
+    double t;
+
+    ck_assert_ptr_nonnull(aw_loop_get_base(l));
+    ck_assert_int_eq(aw_loop_is_closed(l), closed);
+    ck_assert_int_eq(aw_loop_is_running(l), running);
+    ck_assert_ptr_eq(aw_get_running_loop(), running ? l : NULL);
+    t = aw_loop_time(l);
+    ck_assert(t > 0 && aw_loop_time(l) >= t);
+
+    /* Another loop can be made and freed whatever this one does. */
+    ck_assert_int_eq(aw_loop_new(&other), 0);
+    ck_assert_int_eq(aw_loop_free(other), 0);
+    base = event_base_new();
+    ck_assert_int_eq(aw_loop_new_with_base(&other, base), 0);
+    ck_assert_int_eq(aw_loop_free(other), 0);
+    event_base_free(base);
+
+    ck_assert_int_eq(aw_loop_call_soon(l, never_cb, NULL, &h), want);
+    if (!closed)
+        check_handle(h);
+    ck_assert_int_eq(aw_loop_call_later(l, 10, never_cb, NULL, &h), want);
+    if (!closed)
+        check_handle(h);
+    ck_assert_int_eq(aw_loop_call_at(l, t + 10, never_cb, NULL, &h), want);
+    if (!closed)
+        check_handle(h);
+    ck_assert_int_eq(aw_loop_call_later(l, -1, never_cb, NULL, NULL),
+                     closed ? AW_ECLOSED : -EINVAL);
+    ck_assert_int_eq(aw_loop_call_soon_threadsafe(l, count_threadsafe_cb, p),
+                     want);
+    ck_assert_int_eq(aw_handle_cancel(NULL), -EINVAL);
+
+    ck_assert_int_eq(aw_loop_add_reader(l, p->fds[0], never_cb, NULL), want);
+    ck_assert_int_eq(aw_loop_remove_reader(l, p->fds[0]), closed ? want : 1);
+    ck_assert_int_eq(aw_loop_remove_reader(l, p->fds[0]), want);
+    ck_assert_int_eq(aw_loop_add_writer(l, p->fds[1], never_cb, NULL), want);
+    ck_assert_int_eq(aw_loop_remove_writer(l, p->fds[1]), closed ? want : 1);
+    ck_assert_int_eq(aw_loop_remove_writer(l, p->fds[1]), want);
+    ck_assert_int_eq(aw_loop_add_signal_handler(l, SIGUSR2, never_cb, NULL),
+                     want);
+    ck_assert_int_eq(aw_loop_remove_signal_handler(l, SIGUSR2),
+                     closed ? want : 1);
+    ck_assert_int_eq(aw_loop_remove_signal_handler(l, SIGUSR2), want);
+
+    ck_assert_int_eq(aw_loop_set_debug(l, 1), want);
+    ck_assert_int_eq(aw_loop_get_debug(l), !closed);
+    ck_assert_int_eq(aw_loop_set_debug(l, 0), want);
+    ck_assert_int_eq(aw_loop_get_debug(l), 0);
+    ck_assert_int_eq(aw_loop_set_slow_callback_duration(l, 0.5), want);
+    /* Closed, the handler set before closing keeps receiving reports. */
+    ck_assert_int_eq(aw_loop_set_exception_handler(l, capture_handler,
+                                                   &p->reports),
+                     want);
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.message = "a report in every state";
+    p->reports.calls = 0;
+    aw_loop_call_exception_handler(l, &ctx);
+    ck_assert_int_eq(p->reports.calls, 1);
+    ck_assert_str_eq(p->reports.message, "a report in every state");
+    aw_callback_name(never_cb, name, sizeof(name));
+    ck_assert(name[0] != '\0');
+}
+
+/* The calls that change the state, last. */
+static void
+exercise_run_calls(aw_loop *l, struct state_probe *p)
+{
+    switch (p->st) {
+    case ST_RUNNING:
+    case ST_STOPPING:
+        ck_assert_int_eq(aw_loop_run_forever(l), AW_ERUNNING);
+        ck_assert_int_eq(aw_loop_run_once(l, AW_RUN_NOWAIT), AW_ERUNNING);
+        ck_assert_int_eq(aw_loop_close(l), AW_ERUNNING);
+        ck_assert_int_eq(aw_loop_free(l), AW_ERUNNING);
+        ck_assert_int_eq(aw_loop_stop(l), 0);
+        break;
+    case ST_CLOSED:
+    case ST_CLOSED_AFTER_RUN:
+        ck_assert_int_eq(aw_loop_run_forever(l), AW_ECLOSED);
+        ck_assert_int_eq(aw_loop_run_once(l, AW_RUN_NOWAIT), AW_ECLOSED);
+        ck_assert_int_eq(aw_loop_stop(l), AW_ECLOSED);
+        ck_assert_int_eq(aw_loop_close(l), 0);
+        break;
+    default:
+        /* The thread-safe call keeps the loop open until it has run. */
+        ck_assert_int_eq(aw_loop_close(l), AW_EBUSY);
+        ck_assert_int_eq(aw_loop_free(l), AW_EBUSY);
+        ck_assert_int_eq(aw_loop_stop(l), 0);
+        ck_assert_int_eq(aw_loop_stop(l), 0);
+        /* A pending stop: one iteration, then the run returns. */
+        ck_assert_int_eq(aw_loop_run_forever(l), 0);
+        ck_assert_int_eq(aw_test_run_until(l, &p->threadsafe_ran, 5), 1);
+        ck_assert_int_eq(aw_loop_run_once(l, AW_RUN_NOWAIT), 0);
+        ck_assert_int_eq(aw_loop_close(l), 0);
+        ck_assert_int_eq(aw_loop_close(l), 0);
+        ck_assert(aw_loop_is_closed(l));
+        ck_assert_int_eq(aw_loop_stop(l), AW_ECLOSED);
+        break;
+    }
+}
+
+static int
+exercise_cb(aw_loop *l, void *arg)
+{
+    struct state_probe *p = arg;
+
+    if (p->st == ST_STOPPING)
+        ck_assert_int_eq(aw_loop_stop(l), 0);
+    exercise_calls(l, p);
+    exercise_run_calls(l, p);
+    return aw_loop_stop(l);
+}
+
+static int
+nothing_cb(aw_loop *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    return 0;
+}
+
+static void
+exercise_state(enum loop_state st)
+{
+    struct state_probe p;
+    aw_loop *l;
+
+    memset(&p, 0, sizeof(p));
+    p.st = st;
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, p.fds), 0);
+    ck_assert_int_eq(aw_loop_new(&l), 0);
+    if (st == ST_BETWEEN_RUNS || st == ST_STOP_PENDING_AFTER_RUN ||
+        st == ST_CLOSED_AFTER_RUN) {
+        ck_assert_int_eq(aw_loop_call_soon(l, nothing_cb, NULL, NULL), 0);
+        ck_assert_int_eq(aw_loop_call_soon(l, stop_cb, NULL, NULL), 0);
+        ck_assert_int_eq(aw_loop_run_forever(l), 0);
+        ck_assert_int_eq(aw_loop_run_once(l, AW_RUN_NOWAIT), 0);
+    }
+    if (st == ST_STOP_PENDING || st == ST_STOP_PENDING_AFTER_RUN)
+        ck_assert_int_eq(aw_loop_stop(l), 0);
+    if (st == ST_CLOSED || st == ST_CLOSED_AFTER_RUN) {
+        ck_assert_int_eq(
+            aw_loop_set_exception_handler(l, capture_handler, &p.reports), 0);
+        ck_assert_int_eq(aw_loop_close(l), 0);
+    }
+    if (st == ST_RUNNING || st == ST_STOPPING) {
+        ck_assert_int_eq(aw_loop_call_soon(l, exercise_cb, &p, NULL), 0);
+        ck_assert_int_eq(aw_loop_run_forever(l), 0);
+        ck_assert(!aw_loop_is_running(l));
+        ck_assert_int_eq(aw_test_run_until(l, &p.threadsafe_ran, 5), 1);
+    } else {
+        exercise_calls(l, &p);
+        exercise_run_calls(l, &p);
+    }
+    ck_assert_int_eq(aw_loop_free(l), 0);
+    close(p.fds[0]);
+    close(p.fds[1]);
+}
+
+/* Every call of loop.h in every state of the loop returns its documented
+ * code, and none crashes or leaks (the fixture counts allocations). */
+START_TEST(every_call_in_every_state)
+{
+    exercise_state((enum loop_state)_i);
+}
+END_TEST
+
+/* The issue's crash: stop between runs went into libevent's
+ * event_base_get_running_event(), undefined outside a callback. */
+START_TEST(stop_between_runs_then_run_one_iteration)
+{
+    struct entry a = {1, 0};
+    const int want[] = {1}, want2[] = {1, 2};
+
+    order.n = 0;
+    ck_assert_int_eq(aw_loop_call_soon(loop, stop_cb, NULL, NULL), 0);
+    ck_assert_int_eq(aw_loop_run_forever(loop), 0);
+    ck_assert_int_eq(aw_loop_stop(loop), 0);
+    ck_assert_int_eq(aw_loop_call_soon(loop, reschedule_b_cb, &a, NULL), 0);
+    ck_assert_int_eq(aw_loop_run_forever(loop), 0);
+    assert_order(want, 1);
+    ck_assert_int_eq(aw_loop_run_once(loop, AW_RUN_NOWAIT), 0);
+    assert_order(want2, 2);
+}
+END_TEST
+
+static void
+break_dispatch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ck_assert_int_eq(aw_loop_stop(arg), 0); /* breaks libevent's dispatch */
+}
+
+/* The same after libevent's own dispatch of an adopted base: a stop from
+ * outside any callback is for the next run. */
+START_TEST(stop_after_libevent_dispatch_of_adopted_base)
+{
+    struct event_base *base = event_base_new();
+    struct timeval tv = {0, 1000};
+    struct entry a = {1, 0};
+    const int want[] = {1};
+    aw_loop *adopted;
+
+    ck_assert_int_eq(aw_loop_new_with_base(&adopted, base), 0);
+    ck_assert_int_eq(event_base_once(base, -1, EV_TIMEOUT, break_dispatch_cb,
+                                     adopted, &tv),
+                     0);
+    ck_assert_int_eq(event_base_dispatch(base), 0);
+    ck_assert_int_eq(aw_loop_stop(adopted), 0);
+    order.n = 0;
+    ck_assert_int_eq(aw_loop_call_soon(adopted, reschedule_b_cb, &a, NULL),
+                     0);
+    ck_assert_int_eq(aw_loop_run_forever(adopted), 0);
+    assert_order(want, 1);
+    ck_assert_int_eq(aw_loop_run_once(adopted, AW_RUN_NOWAIT), 0);
+    ck_assert_int_eq(aw_loop_free(adopted), 0);
+    event_base_free(base);
+}
+END_TEST
+
 /* ---- bad input ------------------------------------------------------------ */
 
 START_TEST(bad_arguments_return_einval)
@@ -998,6 +1286,9 @@ aw_test_suite(void)
     tcase_add_test(tc, debug_mode_reports_slow_callback);
     tcase_add_test(tc, callback_name_falls_back_to_address);
     tcase_add_test(tc, adopt_external_event_base);
+    tcase_add_loop_test(tc, every_call_in_every_state, 0, ST_COUNT);
+    tcase_add_test(tc, stop_between_runs_then_run_one_iteration);
+    tcase_add_test(tc, stop_after_libevent_dispatch_of_adopted_base);
     tcase_add_test(tc, bad_arguments_return_einval);
     tcase_add_test(tc, allocation_failure_leaves_loop_working);
     suite_add_tcase(s, tc);

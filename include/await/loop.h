@@ -80,7 +80,13 @@ AW_EXTERN struct event_base *aw_loop_get_base(aw_loop *loop);
  * handler, while callbacks, timers, readers, writers, signal handlers or
  * handles the caller still references exist: cancel or finish them and
  * close again.  Returns AW_ERUNNING when called while the loop runs.
- * Every call on a closed loop, except aw_loop_free(), returns AW_ECLOSED.
+ * On a closed loop: the calls that return a code return AW_ECLOSED (to
+ * schedule, watch, run, stop, or change a setting) except aw_loop_close()
+ * (0) and aw_loop_free() (frees it); the calls that only look
+ * (aw_loop_is_closed, aw_loop_is_running, aw_loop_get_debug, aw_loop_time,
+ * aw_loop_get_base: the base lives until aw_loop_free) answer as usual, and
+ * aw_loop_call_exception_handler() still reaches the handler set before
+ * the close.  No handle of a closed loop can exist (close waits for them).
  */
 AW_EXTERN int aw_loop_close(aw_loop *loop);
 
@@ -127,9 +133,13 @@ AW_EXTERN int aw_loop_run_once(aw_loop *loop, int flags);
 /*
  * aw_loop_stop - stop the loop (asyncio's stop): the callbacks of the pass
  * under way still run, those they schedule wait for the next run.  Called
- * while the loop is not running, the next run does one iteration and stops.
- * When the base is driven by libevent's own dispatch, the dispatch is broken
- * with event_base_loopbreak().  Returns 0, or AW_ECLOSED / -EINVAL.
+ * while the loop is not running (never run, or between runs), the next
+ * aw_loop_run_*() does one iteration and stops.  When the base is driven by
+ * libevent's own dispatch, the dispatch is broken with
+ * event_base_loopbreak(); a stop from an application's libevent callback
+ * (not the loop's) is also kept for the next aw_loop_run_*(), as libevent
+ * cannot tell that callback from a call between runs.  Safe in every
+ * state.  Returns 0, or AW_ECLOSED / -EINVAL.
  */
 AW_EXTERN int aw_loop_stop(aw_loop *loop);
 
@@ -247,7 +257,8 @@ AW_EXTERN int aw_loop_remove_signal_handler(aw_loop *loop, int signum);
  * aw_loop_set_exception_handler - replace the handler that receives what
  * the loop reports: failed callbacks, slow callbacks in debug mode, work
  * outstanding at close (asyncio's set_exception_handler).  NULL restores
- * the default, which prints one line to stderr.  Returns 0 or -EINVAL.
+ * the default, which prints one line to stderr.  Returns 0, -EINVAL, or
+ * AW_ECLOSED.
  */
 AW_EXTERN int aw_loop_set_exception_handler(aw_loop *loop,
                                             aw_exception_handler_fn fn,
@@ -265,13 +276,14 @@ AW_EXTERN void aw_loop_default_exception_handler(
  * aw_loop_set_debug - debug mode (asyncio's set_debug): every callback is
  * timed and one that runs for at least the slow-callback duration (0.1 s
  * by default) is reported, named; scheduling from a thread that is not the
- * running loop's returns AW_EWRONGTHREAD.  Returns 0 or -EINVAL.
+ * running loop's returns AW_EWRONGTHREAD.  Returns 0, -EINVAL, or
+ * AW_ECLOSED.
  */
 AW_EXTERN int aw_loop_set_debug(aw_loop *loop, int enabled);
 AW_EXTERN int aw_loop_get_debug(const aw_loop *loop);
 
 /* aw_loop_set_slow_callback_duration - the debug-mode threshold, seconds.
- * -EINVAL for a negative or NaN value. */
+ * -EINVAL for a negative or NaN value; AW_ECLOSED. */
 AW_EXTERN int aw_loop_set_slow_callback_duration(aw_loop *loop,
                                                  double seconds);
 
