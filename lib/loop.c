@@ -43,6 +43,11 @@
 #define POOL_MAX_SIZE 256
 #define POOL_CLASSES (POOL_MAX_SIZE / 16)
 
+/* The longest the libevent timer is armed for (asyncio's
+ * MAXIMUM_SELECT_TIMEOUT): a later deadline, however far, or too far to
+ * be a struct timeval, re-arms it when it fires. */
+#define MAX_TIMER_WAIT (24.0 * 3600.0)
+
 /* asyncio's rule for purging cancelled timers from the heap. */
 #define MIN_SCHEDULED_TIMERS 100
 
@@ -61,6 +66,7 @@ struct aw_handle {
         aw_handle *next; /* in the ready queue or the free list */
         uint64_t seq;    /* in the timer heap: orders equal deadlines */
     } u;
+    double when; /* a timer's deadline (set for timers only) */
     uint32_t refs;
     uint8_t state;
     uint8_t is_timer;
@@ -196,6 +202,12 @@ aw_handle_unref(aw_handle *handle)
 {
     if (handle != NULL)
         handle_release(handle->loop, handle);
+}
+
+double
+aw_handle_when(const aw_handle *handle)
+{
+    return handle != NULL && handle->is_timer ? handle->when : NAN;
 }
 
 int
@@ -502,7 +514,8 @@ arm_timer(aw_loop *loop)
             handle_release(loop, heap_pop(loop));
         }
     }
-    if (loop->heap_len == 0) {
+    /* A deadline of INFINITY is never: nothing to arm for. */
+    if (loop->heap_len == 0 || loop->heap[0].when == INFINITY) {
         if (loop->armed_when != INFINITY) {
             event_del(loop->timer_ev);
             loop->armed_when = INFINITY;
@@ -514,6 +527,8 @@ arm_timer(aw_loop *loop)
         double delay = when - now_monotonic();
         struct timeval tv = {0, 0};
 
+        if (delay > MAX_TIMER_WAIT)
+            delay = MAX_TIMER_WAIT; /* fires early: re-armed then */
         if (delay > 0) {
             /* Round up: a timer that fires early only costs a re-arm. */
             double usec = ceil(delay * 1e6);
@@ -712,13 +727,14 @@ aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn, void *arg,
 
     if (AW__UNLIKELY(rc != 0))
         return rc;
-    if (AW__UNLIKELY(!isfinite(when)))
+    if (AW__UNLIKELY(isnan(when) || when == -INFINITY))
         return -EINVAL;
     h = handle_alloc(loop);
     if (AW__UNLIKELY(h == NULL))
         return -ENOMEM;
     handle_init(loop, h, fn, arg, 1, NULL);
     h->u.seq = loop->timer_seq++;
+    h->when = when;
     if (AW__UNLIKELY(heap_push(loop, when, h) != 0)) {
         handle_release(loop, h);
         return -ENOMEM;
@@ -738,7 +754,7 @@ int
 aw_loop_call_later(aw_loop *loop, double delay, aw_callback_fn fn, void *arg,
                    aw_handle **handlep)
 {
-    if (AW__UNLIKELY(isnan(delay) || delay < 0 || isinf(delay)))
+    if (AW__UNLIKELY(isnan(delay) || delay < 0))
         return loop != NULL && loop->closed ? AW_ECLOSED : -EINVAL;
     return aw_loop_call_at(loop, now_monotonic() + delay, fn, arg, handlep);
 }

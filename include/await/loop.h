@@ -171,7 +171,10 @@ AW_EXTERN int aw_loop_call_soon(aw_loop *loop, aw_callback_fn fn, void *arg,
  * aw_loop_call_later - run fn(loop, arg) after `delay` seconds (asyncio's
  * call_later).  Timers run in deadline order, equal deadlines in the order
  * scheduled; a timer that falls due is queued behind the callbacks already
- * ready.  -EINVAL for a negative, NaN or infinite delay; else as call_soon.
+ * ready.  A delay of INFINITY, or one so large that the deadline is
+ * beyond any clock, is never: the timer stays pending (and keeps the loop
+ * from closing) until cancelled, and the loop sleeps meanwhile.  -EINVAL
+ * for a negative or NaN delay; else as call_soon.
  */
 AW_EXTERN int aw_loop_call_later(aw_loop *loop, double delay,
                                  aw_callback_fn fn, void *arg,
@@ -179,8 +182,8 @@ AW_EXTERN int aw_loop_call_later(aw_loop *loop, double delay,
 
 /*
  * aw_loop_call_at - run fn(loop, arg) at loop time `when` (asyncio's
- * call_at); a deadline in the past runs on the next pass.  -EINVAL for a
- * NaN or infinite `when`; else as aw_loop_call_later().
+ * call_at); a deadline in the past runs on the next pass; INFINITY is
+ * never.  -EINVAL for NaN or -INFINITY; else as aw_loop_call_later().
  */
 AW_EXTERN int aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn,
                               void *arg, aw_handle **handlep);
@@ -202,6 +205,12 @@ AW_EXTERN int aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn,
  * -EINVAL for NULL.
  */
 AW_EXTERN int aw_handle_cancel(aw_handle *handle);
+
+/* aw_handle_when - a timer's deadline in loop time (asyncio's
+ * TimerHandle.when): the `when` given to aw_loop_call_at(), or the loop
+ * time plus the delay given to aw_loop_call_later() (INFINITY for never).
+ * NaN for a handle of aw_loop_call_soon() and for NULL. */
+AW_EXTERN double aw_handle_when(const aw_handle *handle);
 
 /* aw_handle_cancelled - 1 if the handle was cancelled, else 0. */
 AW_EXTERN int aw_handle_cancelled(const aw_handle *handle);
