@@ -783,6 +783,25 @@ wake_fd_write(aw_loop *loop)
     (void)n;
 }
 
+static void drain_threadsafe(aw_loop *loop);
+
+/* From the loop's own thread, inside its run or a callback: one queue with
+ * call_soon, as asyncio has, so that the order of the calls is kept.  Calls
+ * still queued under the lock (from this thread before the run, or from
+ * others) join the ready queue first: a thread's calls run in order. */
+static int
+call_soon_in_loop_thread(aw_loop *loop, aw_callback_fn fn, void *arg)
+{
+    size_t queued;
+
+    pthread_mutex_lock(&loop->ts_lock);
+    queued = loop->ts_len;
+    pthread_mutex_unlock(&loop->ts_lock);
+    if (queued > 0)
+        drain_threadsafe(loop);
+    return aw_loop_call_soon(loop, fn, arg, NULL);
+}
+
 int
 aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn, void *arg)
 {
@@ -790,6 +809,8 @@ aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn, void *arg)
 
     if (loop == NULL || fn == NULL)
         return -EINVAL;
+    if (running_loop == loop)
+        return call_soon_in_loop_thread(loop, fn, arg);
     pthread_mutex_lock(&loop->ts_lock);
     if (loop->ts_closed) {
         rc = AW_ECLOSED;
@@ -820,17 +841,13 @@ aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn, void *arg)
     return 0;
 }
 
+/* Move the calls other threads queued into the ready queue, in order. */
 static void
-wake_cb(evutil_socket_t fd, short what, void *arg)
+drain_threadsafe(aw_loop *loop)
 {
-    aw_loop *loop = arg;
     struct ts_call *calls;
     size_t i, n, cap;
-    char buf[64];
 
-    (void)what;
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
     /* Swap buffers under the lock; schedule outside it. */
     pthread_mutex_lock(&loop->ts_lock);
     calls = loop->ts_calls;
@@ -854,12 +871,7 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
                 run_callback(loop, calls[i].fn, calls[i].arg);
             break;
         }
-        h->fn = calls[i].fn;
-        h->arg = calls[i].arg;
-        h->loop = loop;
-        h->state = HANDLE_SCHEDULED;
-        h->is_timer = 0;
-        h->refs = 1;
+        handle_init(loop, h, calls[i].fn, calls[i].arg, 0, NULL);
         loop->pending_callbacks++;
         ready_append(loop, h);
     }
@@ -867,6 +879,17 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
     loop->ts_spare_cap = cap;
     if (loop->ready_head != NULL)
         ready_wake(loop);
+}
+
+static void
+wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    char buf[64];
+
+    (void)what;
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    drain_threadsafe(arg);
 }
 
 /* ---- creation, running, closing ----------------------------------------- */

@@ -697,6 +697,38 @@ START_TEST(call_soon_threadsafe_4_threads_exactly_once)
 }
 END_TEST
 
+/* asyncio appends call_soon and call_soon_threadsafe to one queue: from
+ * the loop's thread, the order of the calls is the order they run in. */
+static int
+mixed_soon_cb(aw_loop *l, void *arg)
+{
+    static struct entry e[4] = {{1, 0}, {2, 0}, {3, 0}, {4, 1}};
+
+    (void)arg;
+    ck_assert_int_eq(aw_loop_call_soon(l, record_cb, &e[0], NULL), 0);
+    ck_assert_int_eq(aw_loop_call_soon_threadsafe(l, record_cb, &e[1]), 0);
+    ck_assert_int_eq(aw_loop_call_soon(l, record_cb, &e[2], NULL), 0);
+    ck_assert_int_eq(aw_loop_call_soon_threadsafe(l, record_cb, &e[3]), 0);
+    return 0;
+}
+
+START_TEST(call_soon_threadsafe_in_loop_thread_keeps_fifo)
+{
+    static struct entry early = {9, 0};
+    const int want[] = {1, 9, 2, 3, 4};
+
+    order.n = 0;
+    /* Queued under the lock before the run: it joins the ready queue when
+     * the loop wakes, at the latest before the next thread-safe call from
+     * this thread (calls from one thread run in the order made). */
+    ck_assert_int_eq(aw_loop_call_soon_threadsafe(loop, record_cb, &early),
+                     0);
+    ck_assert_int_eq(aw_loop_call_soon(loop, mixed_soon_cb, NULL, NULL), 0);
+    ck_assert_int_eq(aw_loop_run_forever(loop), 0);
+    assert_order(want, 5);
+}
+END_TEST
+
 static void *
 late_wake_thread(void *arg)
 {
@@ -1385,6 +1417,7 @@ aw_test_suite(void)
     tcase_add_test(tc, signal_handler_rejects_bad_signals);
     tcase_add_test(tc, call_soon_threadsafe_4_threads_exactly_once);
     tcase_add_test(tc, call_soon_threadsafe_wakes_sleeping_loop);
+    tcase_add_test(tc, call_soon_threadsafe_in_loop_thread_keeps_fifo);
     tcase_add_test(tc, debug_mode_refuses_call_soon_from_other_thread);
     tcase_add_test(tc, exception_handler_receives_callback_failure);
     tcase_add_test(tc, debug_mode_reports_slow_callback);

@@ -191,8 +191,11 @@ AW_EXTERN int aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn,
 /*
  * aw_loop_call_soon_threadsafe - schedule fn(loop, arg) from any thread and
  * wake the loop if it sleeps (asyncio's call_soon_threadsafe).  Calls from
- * one thread run in the order made.  No handle: such a call cannot be
- * cancelled.  Thread-safe: the one loop call that is.  Returns 0, -EINVAL,
+ * one thread run in the order made.  Made from the loop's own thread while
+ * it runs (from a callback), the call joins the ready queue as
+ * aw_loop_call_soon() does, in FIFO order with it; from another thread, or
+ * between runs, it is queued under a lock and joins the ready queue when
+ * the loop wakes.  No handle: such a call cannot be cancelled.  Thread-safe: the one loop call that is.  Returns 0, -EINVAL,
  * AW_ECLOSED, or -ENOMEM.
  */
 AW_EXTERN int aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn,
