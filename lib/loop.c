@@ -263,12 +263,23 @@ aw_callback_name(aw_callback_fn fn, char *buf, size_t size)
     return buf;
 }
 
+/* The first aw_exception_context ended with `duration`: smaller is a size
+ * not set; larger comes from a newer header, whose extra fields we skip. */
+#define CONTEXT_SIZE_V1                                                      \
+    (offsetof(aw_exception_context, duration) + sizeof(double))
+
+static int
+context_size_ok(const aw_exception_context *context)
+{
+    return context != NULL && context->size >= CONTEXT_SIZE_V1;
+}
+
 void
 aw_loop_default_exception_handler(aw_loop *loop,
                                   const aw_exception_context *context)
 {
     (void)loop;
-    if (context == NULL)
+    if (!context_size_ok(context))
         return;
     if (context->code != 0)
         fprintf(stderr, "libawait: %s: %s (%s)\n",
@@ -279,16 +290,17 @@ aw_loop_default_exception_handler(aw_loop *loop,
                 context->message ? context->message : "error");
 }
 
-void
+int
 aw_loop_call_exception_handler(aw_loop *loop,
                                const aw_exception_context *context)
 {
-    if (loop == NULL || context == NULL)
-        return;
+    if (loop == NULL || !context_size_ok(context))
+        return -EINVAL;
     if (loop->exc_fn != NULL)
         loop->exc_fn(loop, context, loop->exc_arg);
     else
         aw_loop_default_exception_handler(loop, context);
+    return 0;
 }
 
 void
@@ -303,6 +315,7 @@ aw__loop_report(aw_loop *loop, int code, aw_callback_fn fn, void *arg,
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
     memset(&ctx, 0, sizeof(ctx));
+    ctx.size = sizeof(ctx);
     ctx.message = message;
     ctx.code = code;
     ctx.callback = fn;
@@ -367,6 +380,7 @@ run_callback_debug(aw_loop *loop, aw_callback_fn fn, void *arg, int rc,
         snprintf(message, sizeof(message),
                  "Executing callback %s took %.3f seconds", name, dt);
         memset(&ctx, 0, sizeof(ctx));
+        ctx.size = sizeof(ctx);
         ctx.message = message;
         ctx.callback = fn;
         ctx.callback_arg = arg;

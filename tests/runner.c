@@ -122,6 +122,7 @@ capture_handler(aw_loop *l, const aw_exception_context *ctx, void *arg)
 
     (void)l;
     c->calls++;
+    c->size = ctx->size;
     c->code = ctx->code;
     c->duration = ctx->duration;
     c->callback = ctx->callback;

@@ -829,6 +829,55 @@ START_TEST(exception_handler_receives_callback_failure)
 }
 END_TEST
 
+/* The context applications fill in grows without breaking old binaries: a
+ * leading size, checked (issue 12). */
+START_TEST(exception_context_size_checked)
+{
+    struct {
+        aw_exception_context ctx;
+        int newer_field;
+    } bigger;
+    aw_exception_context ctx;
+    int token;
+
+    capture_reports();
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.message = "size not set";
+    ck_assert_int_eq(aw_loop_call_exception_handler(loop, &ctx), -EINVAL);
+    ctx.size = offsetof(aw_exception_context, duration);
+    ck_assert_int_eq(aw_loop_call_exception_handler(loop, &ctx), -EINVAL);
+    ck_assert(!AW_EXCEPTION_CONTEXT_HAS(&ctx, duration));
+    ck_assert(AW_EXCEPTION_CONTEXT_HAS(&ctx, callback_arg));
+    ck_assert_int_eq(aw_loop_call_exception_handler(loop, NULL), -EINVAL);
+    ck_assert_int_eq(aw_loop_call_exception_handler(NULL, &ctx), -EINVAL);
+    ck_assert_int_eq(cap.calls, 0);
+    /* The default handler ignores a context of a wrong size, too. */
+    aw_loop_default_exception_handler(loop, &ctx);
+    aw_loop_default_exception_handler(loop, NULL);
+    ctx.size = sizeof(ctx);
+    ctx.message = "sized";
+    ctx.code = -EIO;
+    ck_assert_int_eq(aw_loop_call_exception_handler(loop, &ctx), 0);
+    ck_assert_int_eq(cap.calls, 1);
+    ck_assert_uint_eq(cap.size, sizeof(ctx));
+    ck_assert_str_eq(cap.message, "sized");
+    ck_assert(AW_EXCEPTION_CONTEXT_HAS(&ctx, duration));
+    /* A newer, larger context is passed on as it is. */
+    memset(&bigger, 0, sizeof(bigger));
+    bigger.ctx.size = sizeof(bigger);
+    bigger.ctx.message = "from a newer header";
+    ck_assert_int_eq(aw_loop_call_exception_handler(loop, &bigger.ctx), 0);
+    ck_assert_int_eq(cap.calls, 2);
+    ck_assert_uint_eq(cap.size, sizeof(bigger));
+    /* The library's own reports carry the size. */
+    ck_assert_int_eq(
+        aw_loop_call_soon(loop, aw_test_failing_callback, &token, NULL), 0);
+    ck_assert_int_eq(aw_loop_run_forever(loop), 0);
+    ck_assert_int_eq(cap.calls, 3);
+    ck_assert_uint_eq(cap.size, sizeof(aw_exception_context));
+}
+END_TEST
+
 int
 aw_test_slow_callback(aw_loop *l, void *arg)
 {
@@ -855,6 +904,7 @@ START_TEST(debug_mode_reports_slow_callback)
     ck_assert_int_eq(aw_loop_run_forever(loop), 0);
     ck_assert_int_eq(cap.calls, 1);
     ck_assert(cap.duration >= 0.01);
+    ck_assert_uint_eq(cap.size, sizeof(aw_exception_context));
     ck_assert(cap.callback == aw_test_slow_callback);
     ck_assert_msg(strstr(cap.message, "aw_test_slow_callback") != NULL &&
                       strstr(cap.message, "took") != NULL,
@@ -1049,9 +1099,10 @@ exercise_calls(aw_loop *l, struct state_probe *p)
                                                    &p->reports),
                      want);
     memset(&ctx, 0, sizeof(ctx));
+    ctx.size = sizeof(ctx);
     ctx.message = "a report in every state";
     p->reports.calls = 0;
-    aw_loop_call_exception_handler(l, &ctx);
+    ck_assert_int_eq(aw_loop_call_exception_handler(l, &ctx), 0);
     ck_assert_int_eq(p->reports.calls, 1);
     ck_assert_str_eq(p->reports.message, "a report in every state");
     aw_callback_name(never_cb, name, sizeof(name));
@@ -1420,6 +1471,7 @@ aw_test_suite(void)
     tcase_add_test(tc, call_soon_threadsafe_in_loop_thread_keeps_fifo);
     tcase_add_test(tc, debug_mode_refuses_call_soon_from_other_thread);
     tcase_add_test(tc, exception_handler_receives_callback_failure);
+    tcase_add_test(tc, exception_context_size_checked);
     tcase_add_test(tc, debug_mode_reports_slow_callback);
     tcase_add_test(tc, callback_name_falls_back_to_address);
     tcase_add_test(tc, adopt_external_event_base);

@@ -59,6 +59,7 @@ void assert_order(const int *want, int n);
 /* What an exception handler was told last, and how many times. */
 struct captured {
     int calls;
+    size_t size; /* the context's size field */
     int code;
     double duration;
     aw_callback_fn callback;

@@ -28,18 +28,28 @@ typedef struct aw_handle aw_handle;
 typedef int (*aw_callback_fn)(aw_loop *loop, void *arg);
 
 /*
- * What the exception handler receives (asyncio's context dict).  Only
- * `message` is always set; the rest are 0/NULL when they do not apply.  The
- * library may add fields at the end; never allocate this struct yourself
- * except to pass to aw_loop_call_exception_handler().
+ * What the exception handler receives (asyncio's context dict).  `size` and
+ * `message` are always set; the rest are 0/NULL when they do not apply.
+ * The struct grows at the end without breaking old binaries: `size` is
+ * sizeof(aw_exception_context) as the code that filled it in was compiled,
+ * and a handler reads a field only when AW_EXCEPTION_CONTEXT_HAS() says the
+ * context has it.  To pass one to aw_loop_call_exception_handler(), zero
+ * it, set `size` to sizeof(aw_exception_context), then the fields.
  */
 typedef struct aw_exception_context {
+    size_t size;             /* sizeof(aw_exception_context) of its maker */
     const char *message;     /* what happened, one line */
     int code;                /* the error code, or 0 */
     aw_callback_fn callback; /* the callback concerned */
     void *callback_arg;      /* and its argument */
     double duration;         /* seconds, for slow-callback reports */
 } aw_exception_context;
+
+/* AW_EXCEPTION_CONTEXT_HAS - non-zero when the context (a pointer) holds
+ * `field`, a member name of aw_exception_context. */
+#define AW_EXCEPTION_CONTEXT_HAS(context, field)                             \
+    ((context)->size >= offsetof(aw_exception_context, field) +               \
+                            sizeof((context)->field))
 
 typedef void (*aw_exception_handler_fn)(aw_loop *loop,
                                         const aw_exception_context *context,
@@ -276,11 +286,19 @@ AW_EXTERN int aw_loop_set_exception_handler(aw_loop *loop,
                                             aw_exception_handler_fn fn,
                                             void *arg);
 
-/* aw_loop_call_exception_handler - report through the current handler. */
-AW_EXTERN void aw_loop_call_exception_handler(
+/*
+ * aw_loop_call_exception_handler - report context through the loop's
+ * current handler (asyncio's call_exception_handler).  Returns 0; -EINVAL,
+ * with no report, for a NULL loop or context, or a context whose size is
+ * smaller than the first aw_exception_context (size and the five fields
+ * after it: a size not set).  A larger size, from a newer header, is
+ * accepted: the fields this library does not know are left to the handler.
+ */
+AW_EXTERN int aw_loop_call_exception_handler(
     aw_loop *loop, const aw_exception_context *context);
 
-/* aw_loop_default_exception_handler - the default: one line to stderr. */
+/* aw_loop_default_exception_handler - the default: one line to stderr
+ * (nothing for a NULL context or one of a wrong size). */
 AW_EXTERN void aw_loop_default_exception_handler(
     aw_loop *loop, const aw_exception_context *context);
 
