@@ -46,4 +46,10 @@ struct aw__future_slots {
 };
 struct aw__future_slots *aw__loop_future_slots(aw_loop *loop);
 
+/* 0 when the loop's backend can watch fd, else -EMFILE: libevent's select
+ * backend cannot watch an fd >= FD_SETSIZE (its fd_set would overflow; with
+ * glibc's fortified FD_SET the process aborts).  For every module that
+ * gives libevent an fd (events, bufferevents, listeners). */
+int aw__loop_fd_watchable(aw_loop *loop, int fd);
+
 #endif /* AWAIT_LOOP_INTERNAL_H */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -148,6 +149,7 @@ struct aw_loop {
     unsigned in_process : 1;
     unsigned ready_armed : 1;
     unsigned debug : 1;
+    unsigned select_backend : 1; /* libevent's select: fds < FD_SETSIZE */
 };
 
 static __thread aw_loop *running_loop;
@@ -1006,6 +1008,8 @@ loop_init(aw_loop **loopp, struct event_base *base, int own_base)
     loop->armed_when = INFINITY;
     loop->slow_callback_duration = 0.1;
     loop->wake_fd[0] = loop->wake_fd[1] = -1;
+    loop->select_backend = event_base_get_method(base) != NULL &&
+                           strcmp(event_base_get_method(base), "select") == 0;
     aw__pool_init(&loop->handles, sizeof(aw_handle), HANDLES_PER_SLAB);
     for (int i = 0; i < POOL_CLASSES; i++)
         aw__pool_init(&loop->pools[i], (size_t)(i + 1) * 16,
@@ -1310,6 +1314,8 @@ add_io(aw_loop *loop, int fd, int dir, aw_callback_fn fn, void *arg)
     if (loop->closed)
         return AW_ECLOSED;
     rc = check_fd(fd);
+    if (rc == 0)
+        rc = aw__loop_fd_watchable(loop, fd);
     if (rc != 0)
         return rc;
     if (fd >= loop->io_cap) {
@@ -1483,6 +1489,16 @@ aw_loop_remove_signal_handler(aw_loop *loop, int signum)
 }
 
 /* ---- for the modules above --------------------------------------------- */
+
+int
+aw__loop_fd_watchable(aw_loop *loop, int fd)
+{
+    /* libevent's select backend would write past its fd_set (glibc's
+     * fortified FD_SET aborts the process instead). */
+    if (loop->select_backend && fd >= FD_SETSIZE)
+        return -EMFILE;
+    return 0;
+}
 
 void
 aw__loop_track(aw_loop *loop, long delta)

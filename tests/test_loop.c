@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -558,6 +560,43 @@ START_TEST(fd_watchers_reject_bad_fds)
     /* The loop still works. */
     ck_assert_int_eq(aw_loop_call_soon(loop, stop_cb, NULL, NULL), 0);
     ck_assert_int_eq(aw_loop_run_forever(loop), 0);
+}
+END_TEST
+
+/* select() cannot watch an fd of FD_SETSIZE or more: on that backend such
+ * an fd is refused (-EMFILE) instead of aborting in libevent; the others
+ * watch it. */
+START_TEST(fd_beyond_select_limit)
+{
+    const char *method = event_base_get_method(aw_loop_get_base(loop));
+    struct io_state st = {0};
+    struct rlimit rl;
+    int fds[2], high = FD_SETSIZE + 10;
+
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur <= (rlim_t)high) {
+        rl.rlim_cur = rl.rlim_max;
+        if (rl.rlim_cur <= (rlim_t)high || setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return; /* cannot open such an fd here */
+    }
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    ck_assert_int_eq(dup2(fds[0], high), high);
+    st.fd = high;
+    if (strcmp(method, "select") == 0) {
+        ck_assert_int_eq(aw_loop_add_reader(loop, high, on_readable, &st),
+                         -EMFILE);
+        ck_assert_int_eq(aw_loop_add_writer(loop, high, on_readable, &st),
+                         -EMFILE);
+    } else {
+        ck_assert_int_eq(write(fds[1], "big", 3), 3);
+        ck_assert_int_eq(aw_loop_add_reader(loop, high, on_readable, &st), 0);
+        ck_assert_int_eq(aw_loop_run_forever(loop), 0);
+        ck_assert_str_eq(st.buf, "big");
+        ck_assert_int_eq(aw_loop_remove_reader(loop, high), 1);
+    }
+    close(high);
+    close(fds[0]);
+    close(fds[1]);
 }
 END_TEST
 
@@ -1372,6 +1411,19 @@ START_TEST(nan_deadline_refused)
 }
 END_TEST
 
+/* make check-backends runs the suite with libevent's EVENT_NOEPOLL /
+ * EVENT_NOPOLL and names the backend it expects: the loop's base uses it. */
+START_TEST(backend_is_the_expected_one)
+{
+    const char *want = getenv("AW_TEST_EXPECT_BACKEND");
+    const char *got = event_base_get_method(aw_loop_get_base(loop));
+
+    ck_assert_ptr_nonnull(got);
+    if (want != NULL && want[0] != '\0')
+        ck_assert_str_eq(got, want);
+}
+END_TEST
+
 /* ---- bad input ------------------------------------------------------------ */
 
 START_TEST(bad_arguments_return_einval)
@@ -1464,6 +1516,7 @@ aw_test_suite(void)
     tcase_add_test(tc, timers_not_starved_by_callback_chain);
     tcase_add_test(tc, reader_and_writer_on_socketpair);
     tcase_add_test(tc, fd_watchers_reject_bad_fds);
+    tcase_add_test(tc, fd_beyond_select_limit);
     tcase_add_test(tc, signal_handler_delivery);
     tcase_add_test(tc, signal_handler_rejects_bad_signals);
     tcase_add_test(tc, call_soon_threadsafe_4_threads_exactly_once);
@@ -1481,6 +1534,7 @@ aw_test_suite(void)
     tcase_add_test(tc, huge_delay_is_never_and_loop_sleeps);
     tcase_add_test(tc, sleep_huge_delay_lets_loop_sleep);
     tcase_add_test(tc, nan_deadline_refused);
+    tcase_add_test(tc, backend_is_the_expected_one);
     tcase_add_test(tc, bad_arguments_return_einval);
     tcase_add_test(tc, allocation_failure_leaves_loop_working);
     suite_add_tcase(s, tc);

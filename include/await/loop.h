@@ -242,7 +242,9 @@ AW_EXTERN void aw_handle_unref(aw_handle *handle);
  * add_reader), until aw_loop_remove_reader().  A reader already on fd is
  * replaced.  Remove the reader before closing the fd.  Returns 0; -EBADF
  * for a closed or negative fd; -EPERM for a regular file or directory
- * (epoll cannot watch them); -EINVAL; AW_ECLOSED; -ENOMEM.
+ * (epoll cannot watch them); -EMFILE for an fd of FD_SETSIZE or more when
+ * libevent's backend is select (EVENT_NOEPOLL and EVENT_NOPOLL set), which
+ * cannot watch it; -EINVAL; AW_ECLOSED; -ENOMEM.
  */
 AW_EXTERN int aw_loop_add_reader(aw_loop *loop, int fd, aw_callback_fn fn,
                                  void *arg);
