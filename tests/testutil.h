@@ -24,6 +24,10 @@ TCase *aw_test_tcase(const char *name);
 /* Allocations made through libawait's allocator and not yet freed. */
 long aw_test_live_allocations(void);
 
+/* Allocation calls made through libawait's allocator so far (those made
+ * to fail included): an allocation-failure sweep counts a clean run. */
+long aw_test_allocations(void);
+
 /* Make the n-th allocation from now fail (1 = the next); 0 disables. */
 void aw_test_fail_allocation(long n);
 
