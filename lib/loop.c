@@ -67,7 +67,6 @@ struct aw_handle {
         aw_handle *next; /* in the ready queue or the free list */
         uint64_t seq;    /* in the timer heap: orders equal deadlines */
     } u;
-    double when; /* a timer's deadline (set for timers only) */
     uint32_t refs;
     uint8_t state;
     uint8_t is_timer;
@@ -209,7 +208,17 @@ aw_handle_unref(aw_handle *handle)
 double
 aw_handle_when(const aw_handle *handle)
 {
-    return handle != NULL && handle->is_timer ? handle->when : NAN;
+    size_t i;
+
+    /* The deadline lives in the heap entry only (a timer costs its handle
+     * and one entry); looking it up is linear, fine for a rare call. */
+    if (handle == NULL || !handle->is_timer ||
+        handle->state != HANDLE_SCHEDULED)
+        return NAN;
+    for (i = 0; i < handle->loop->heap_len; i++)
+        if (handle->loop->heap[i].handle == handle)
+            return handle->loop->heap[i].when;
+    return NAN;
 }
 
 int
@@ -750,7 +759,6 @@ aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn, void *arg,
         return -ENOMEM;
     handle_init(loop, h, fn, arg, 1, NULL);
     h->u.seq = loop->timer_seq++;
-    h->when = when;
     if (AW__UNLIKELY(heap_push(loop, when, h) != 0)) {
         handle_release(loop, h);
         return -ENOMEM;

@@ -1352,6 +1352,7 @@ check_far_timer_sleeps(int use_call_at, double value)
     ck_assert(!aw_handle_cancelled(far));
     ck_assert_int_eq(aw_loop_close(loop), AW_EBUSY); /* still pending */
     ck_assert_int_eq(aw_handle_cancel(far), 0);
+    ck_assert(isnan(aw_handle_when(far))); /* no longer pending */
     aw_handle_unref(far);
 }
 

@@ -219,10 +219,12 @@ AW_EXTERN int aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn,
  */
 AW_EXTERN int aw_handle_cancel(aw_handle *handle);
 
-/* aw_handle_when - a timer's deadline in loop time (asyncio's
+/* aw_handle_when - a pending timer's deadline in loop time (asyncio's
  * TimerHandle.when): the `when` given to aw_loop_call_at(), or the loop
  * time plus the delay given to aw_loop_call_later() (INFINITY for never).
- * NaN for a handle of aw_loop_call_soon() and for NULL. */
+ * NaN once the timer is due, has run or was cancelled, for a handle of
+ * aw_loop_call_soon() and for NULL.  Linear in the number of timers
+ * pending: meant for debugging and tests, not for every timer. */
 AW_EXTERN double aw_handle_when(const aw_handle *handle);
 
 /* aw_handle_cancelled - 1 if the handle was cancelled, else 0. */
