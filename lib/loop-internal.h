@@ -117,4 +117,10 @@ aw__loop_track(aw_loop *loop, long delta)
     aw__loop_head(loop)->live_objects += (size_t)delta;
 }
 
+/* 0 when the loop's backend can watch fd, else -EMFILE: libevent's select
+ * backend cannot watch an fd >= FD_SETSIZE (its fd_set would overflow; with
+ * glibc's fortified FD_SET the process aborts).  For every module that
+ * gives libevent an fd (events, bufferevents, listeners). */
+int aw__loop_fd_watchable(aw_loop *loop, int fd);
+
 #endif /* AWAIT_LOOP_INTERNAL_H */

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +44,11 @@
  * class of 16 bytes up to this size. */
 #define POOL_MAX_SIZE 256
 #define POOL_CLASSES (POOL_MAX_SIZE / 16)
+
+/* The longest the libevent timer is armed for (asyncio's
+ * MAXIMUM_SELECT_TIMEOUT): a later deadline, however far, or too far to
+ * be a struct timeval, re-arms it when it fires. */
+#define MAX_TIMER_WAIT (24.0 * 3600.0)
 
 /* asyncio's rule for purging cancelled timers from the heap. */
 #define MIN_SCHEDULED_TIMERS 100
@@ -138,10 +144,12 @@ struct aw_loop {
     unsigned own_base : 1;
     unsigned running : 1;
     unsigned stopping : 1;
+    unsigned stop_pending : 1; /* stop() between runs: for the next run */
     unsigned closed : 1;
     unsigned in_process : 1;
     unsigned ready_armed : 1;
     unsigned debug : 1;
+    unsigned select_backend : 1; /* libevent's select: fds < FD_SETSIZE */
 };
 
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
@@ -203,6 +211,22 @@ aw_handle_unref(aw_handle *handle)
         handle_release(handle->loop, handle);
 }
 
+double
+aw_handle_when(const aw_handle *handle)
+{
+    size_t i;
+
+    /* The deadline lives in the heap entry only (a timer costs its handle
+     * and one entry); looking it up is linear, fine for a rare call. */
+    if (handle == NULL || !handle->is_timer ||
+        handle->state != HANDLE_SCHEDULED)
+        return NAN;
+    for (i = 0; i < handle->loop->heap_len; i++)
+        if (handle->loop->heap[i].handle == handle)
+            return handle->loop->heap[i].when;
+    return NAN;
+}
+
 int
 aw_handle_cancelled(const aw_handle *handle)
 {
@@ -256,12 +280,23 @@ aw_callback_name(aw_callback_fn fn, char *buf, size_t size)
     return buf;
 }
 
+/* The first aw_exception_context ended with `duration`: smaller is a size
+ * not set; larger comes from a newer header, whose extra fields we skip. */
+#define CONTEXT_SIZE_V1                                                      \
+    (offsetof(aw_exception_context, duration) + sizeof(double))
+
+static int
+context_size_ok(const aw_exception_context *context)
+{
+    return context != NULL && context->size >= CONTEXT_SIZE_V1;
+}
+
 void
 aw_loop_default_exception_handler(aw_loop *loop,
                                   const aw_exception_context *context)
 {
     (void)loop;
-    if (context == NULL)
+    if (!context_size_ok(context))
         return;
     if (context->code != 0)
         fprintf(stderr, "libawait: %s: %s (%s)\n",
@@ -272,16 +307,17 @@ aw_loop_default_exception_handler(aw_loop *loop,
                 context->message ? context->message : "error");
 }
 
-void
+int
 aw_loop_call_exception_handler(aw_loop *loop,
                                const aw_exception_context *context)
 {
-    if (loop == NULL || context == NULL)
-        return;
+    if (loop == NULL || !context_size_ok(context))
+        return -EINVAL;
     if (loop->exc_fn != NULL)
         loop->exc_fn(loop, context, loop->exc_arg);
     else
         aw_loop_default_exception_handler(loop, context);
+    return 0;
 }
 
 void
@@ -296,6 +332,7 @@ aw__loop_report(aw_loop *loop, int code, aw_callback_fn fn, void *arg,
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
     memset(&ctx, 0, sizeof(ctx));
+    ctx.size = sizeof(ctx);
     ctx.message = message;
     ctx.code = code;
     ctx.callback = fn;
@@ -309,6 +346,8 @@ aw_loop_set_exception_handler(aw_loop *loop, aw_exception_handler_fn fn,
 {
     if (loop == NULL)
         return -EINVAL;
+    if (loop->closed)
+        return AW_ECLOSED;
     loop->exc_fn = fn;
     loop->exc_arg = fn ? arg : NULL;
     return 0;
@@ -319,6 +358,8 @@ aw_loop_set_debug(aw_loop *loop, int enabled)
 {
     if (loop == NULL)
         return -EINVAL;
+    if (loop->closed)
+        return AW_ECLOSED;
     loop->debug = enabled != 0;
     loop->head.task.timing = loop->debug;
     return 0;
@@ -335,6 +376,8 @@ aw_loop_set_slow_callback_duration(aw_loop *loop, double seconds)
 {
     if (loop == NULL || isnan(seconds) || seconds < 0)
         return -EINVAL;
+    if (loop->closed)
+        return AW_ECLOSED;
     loop->slow_callback_duration = seconds;
     return 0;
 }
@@ -376,6 +419,7 @@ run_callback_debug(aw_loop *loop, aw_callback_fn fn, void *arg, int rc,
         snprintf(message, sizeof(message),
                  "Executing %s took %.3f seconds", name, dt);
         memset(&ctx, 0, sizeof(ctx));
+        ctx.size = sizeof(ctx);
         ctx.message = message;
         ctx.callback = fn;
         ctx.callback_arg = arg;
@@ -526,7 +570,8 @@ arm_timer(aw_loop *loop)
             handle_release(loop, heap_pop(loop));
         }
     }
-    if (loop->heap_len == 0) {
+    /* A deadline of INFINITY is never: nothing to arm for. */
+    if (loop->heap_len == 0 || loop->heap[0].when == INFINITY) {
         if (loop->armed_when != INFINITY) {
             event_del(loop->timer_ev);
             loop->armed_when = INFINITY;
@@ -538,6 +583,8 @@ arm_timer(aw_loop *loop)
         double delay = when - now_monotonic();
         struct timeval tv = {0, 0};
 
+        if (delay > MAX_TIMER_WAIT)
+            delay = MAX_TIMER_WAIT; /* fires early: re-armed then */
         if (delay > 0) {
             /* Round up: a timer that fires early only costs a re-arm. */
             double usec = ceil(delay * 1e6);
@@ -602,6 +649,16 @@ run_pass(aw_loop *loop)
     }
 }
 
+/* A stop requested from one of the loop's callbacks ends the dispatch
+ * under way, the loop's run or libevent's own. */
+static void
+stop_dispatch(aw_loop *loop)
+{
+    event_base_loopbreak(loop->base);
+    if (!loop->running)
+        loop->stopping = 0; /* the base is under libevent's dispatch */
+}
+
 static void
 loop_process(aw_loop *loop)
 {
@@ -616,9 +673,7 @@ loop_process(aw_loop *loop)
             break;
         run_pass(loop);
         if (loop->stopping) {
-            event_base_loopbreak(loop->base);
-            if (!loop->running)
-                loop->stopping = 0; /* the base is under libevent's dispatch */
+            stop_dispatch(loop);
             break;
         }
         if (++passes == MAX_PASSES_PER_POLL)
@@ -728,7 +783,7 @@ aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn, void *arg,
 
     if (AW__UNLIKELY(rc != 0))
         return rc;
-    if (AW__UNLIKELY(!isfinite(when)))
+    if (AW__UNLIKELY(isnan(when) || when == -INFINITY))
         return -EINVAL;
     h = handle_alloc(loop);
     if (AW__UNLIKELY(h == NULL))
@@ -754,7 +809,7 @@ int
 aw_loop_call_later(aw_loop *loop, double delay, aw_callback_fn fn, void *arg,
                    aw_handle **handlep)
 {
-    if (AW__UNLIKELY(isnan(delay) || delay < 0 || isinf(delay)))
+    if (AW__UNLIKELY(isnan(delay) || delay < 0))
         return loop != NULL && loop->closed ? AW_ECLOSED : -EINVAL;
     return aw_loop_call_at(loop, now_monotonic() + delay, fn, arg, handlep);
 }
@@ -783,6 +838,25 @@ wake_fd_write(aw_loop *loop)
     (void)n;
 }
 
+static void drain_threadsafe(aw_loop *loop);
+
+/* From the loop's own thread, inside its run or a callback: one queue with
+ * call_soon, as asyncio has, so that the order of the calls is kept.  Calls
+ * still queued under the lock (from this thread before the run, or from
+ * others) join the ready queue first: a thread's calls run in order. */
+static int
+call_soon_in_loop_thread(aw_loop *loop, aw_callback_fn fn, void *arg)
+{
+    size_t queued;
+
+    pthread_mutex_lock(&loop->ts_lock);
+    queued = loop->ts_len;
+    pthread_mutex_unlock(&loop->ts_lock);
+    if (queued > 0)
+        drain_threadsafe(loop);
+    return aw_loop_call_soon(loop, fn, arg, NULL);
+}
+
 int
 aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn, void *arg)
 {
@@ -790,6 +864,8 @@ aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn, void *arg)
 
     if (loop == NULL || fn == NULL)
         return -EINVAL;
+    if (running_loop == loop)
+        return call_soon_in_loop_thread(loop, fn, arg);
     pthread_mutex_lock(&loop->ts_lock);
     if (loop->ts_closed) {
         rc = AW_ECLOSED;
@@ -820,17 +896,13 @@ aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn, void *arg)
     return 0;
 }
 
+/* Move the calls other threads queued into the ready queue, in order. */
 static void
-wake_cb(evutil_socket_t fd, short what, void *arg)
+drain_threadsafe(aw_loop *loop)
 {
-    aw_loop *loop = arg;
     struct ts_call *calls;
     size_t i, n, cap;
-    char buf[64];
 
-    (void)what;
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
     /* Swap buffers under the lock; schedule outside it. */
     pthread_mutex_lock(&loop->ts_lock);
     calls = loop->ts_calls;
@@ -854,12 +926,7 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
                 run_callback(loop, calls[i].fn, calls[i].arg);
             break;
         }
-        h->fn = calls[i].fn;
-        h->arg = calls[i].arg;
-        h->loop = loop;
-        h->state = HANDLE_SCHEDULED;
-        h->is_timer = 0;
-        h->refs = 1;
+        handle_init(loop, h, calls[i].fn, calls[i].arg, 0, NULL);
         loop->pending_callbacks++;
         ready_append(loop, h);
     }
@@ -867,6 +934,17 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
     loop->ts_spare_cap = cap;
     if (loop->ready_head != NULL)
         ready_wake(loop);
+}
+
+static void
+wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    char buf[64];
+
+    (void)what;
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    drain_threadsafe(arg);
 }
 
 /* ---- creation, running, closing ----------------------------------------- */
@@ -973,6 +1051,8 @@ loop_init(aw_loop **loopp, struct event_base *base, int own_base)
     loop->armed_when = INFINITY;
     loop->slow_callback_duration = 0.1;
     loop->wake_fd[0] = loop->wake_fd[1] = -1;
+    loop->select_backend = event_base_get_method(base) != NULL &&
+                           strcmp(event_base_get_method(base), "select") == 0;
     aw__pool_init(&loop->handles, sizeof(aw_handle), HANDLES_PER_SLAB);
     for (int i = 0; i < POOL_CLASSES; i++)
         aw__pool_init(&loop->pools[i], (size_t)(i + 1) * 16,
@@ -1084,6 +1164,8 @@ run_iterations(aw_loop *loop, int once, int nowait)
     int rc = 0;
 
     loop->running = 1;
+    loop->stopping = loop->stop_pending;
+    loop->stop_pending = 0;
     loop->thread = pthread_self();
     running_loop = loop;
     for (;;) {
@@ -1135,16 +1217,21 @@ aw_loop_stop(aw_loop *loop)
         return -EINVAL;
     if (loop->closed)
         return AW_ECLOSED;
-    if (!loop->running && !loop->in_process &&
-        event_base_get_running_event(loop->base) != NULL) {
-        /* From an application's libevent callback, under libevent's own
-         * dispatch: break that dispatch; there is no run to stop later. */
-        event_base_loopbreak(loop->base);
+    if (loop->running || loop->in_process) {
+        loop->stopping = 1;
+        if (!loop->in_process)
+            event_base_loopbreak(loop->base); /* from a libevent callback */
         return 0;
     }
-    loop->stopping = 1;
-    if (loop->running && !loop->in_process)
-        event_base_loopbreak(loop->base); /* e.g. from a libevent callback */
+    /* Not in a run nor in one of the loop's callbacks: between runs, or
+     * in an application's libevent callback under libevent's own dispatch
+     * of the base.  Which one cannot be asked of libevent: its
+     * event_base_get_running_event() is undefined (it crashes) outside a
+     * callback.  So do what each needs: the stop is kept for the next run
+     * (asyncio), and a dispatch under way is broken; libevent forgets the
+     * break when a dispatch starts, so it is harmless between runs. */
+    loop->stop_pending = 1;
+    event_base_loopbreak(loop->base);
     return 0;
 }
 
@@ -1253,8 +1340,8 @@ io_cb(evutil_socket_t fd, short what, void *arg)
     run_callback(loop, w->fn[dir], w->arg[dir]);
     loop->in_process = 0;
     running_loop = saved;
-    if (loop->stopping && loop->running)
-        event_base_loopbreak(loop->base);
+    if (loop->stopping)
+        stop_dispatch(loop);
     if (loop->ready_head != NULL)
         ready_wake(loop);
     arm_timer(loop);
@@ -1283,6 +1370,8 @@ add_io(aw_loop *loop, int fd, int dir, aw_callback_fn fn, void *arg)
     if (loop->closed)
         return AW_ECLOSED;
     rc = check_fd(fd);
+    if (rc == 0)
+        rc = aw__loop_fd_watchable(loop, fd);
     if (rc != 0)
         return rc;
     if (fd >= loop->io_cap) {
@@ -1391,8 +1480,8 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     run_callback(loop, s->fn, s->arg);
     loop->in_process = 0;
     running_loop = saved;
-    if (loop->stopping && loop->running)
-        event_base_loopbreak(loop->base);
+    if (loop->stopping)
+        stop_dispatch(loop);
     if (loop->ready_head != NULL)
         ready_wake(loop);
     arm_timer(loop);
@@ -1456,6 +1545,16 @@ aw_loop_remove_signal_handler(aw_loop *loop, int signum)
 }
 
 /* ---- for the modules above --------------------------------------------- */
+
+int
+aw__loop_fd_watchable(aw_loop *loop, int fd)
+{
+    /* libevent's select backend would write past its fd_set (glibc's
+     * fortified FD_SET aborts the process instead). */
+    if (loop->select_backend && fd >= FD_SETSIZE)
+        return -EMFILE;
+    return 0;
+}
 
 void *
 aw__loop_alloc(aw_loop *loop, size_t size)

@@ -4,6 +4,7 @@
  * for automake's tap driver. */
 #include "config.h"
 
+#include <execinfo.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,17 +15,28 @@
 aw_loop *loop;
 
 static atomic_long live_allocations;
+static atomic_long total_allocations; /* calls, the failed ones too */
 static atomic_long fail_countdown;
 static long setup_allocations;
 
 static int
 should_fail(void)
 {
-    long n = atomic_load(&fail_countdown);
+    long n;
+
+    atomic_fetch_add(&total_allocations, 1);
+    n = atomic_load(&fail_countdown);
 
     while (n > 0) {
-        if (atomic_compare_exchange_weak(&fail_countdown, &n, n - 1))
+        if (atomic_compare_exchange_weak(&fail_countdown, &n, n - 1)) {
+            if (n == 1 && getenv("AW_TEST_FAIL_BACKTRACE") != NULL) {
+                /* Where the failing allocation is made (addr2line -f). */
+                void *frames[16];
+
+                backtrace_symbols_fd(frames, backtrace(frames, 16), 2);
+            }
             return n == 1;
+        }
     }
     return 0;
 }
@@ -76,6 +88,12 @@ aw_test_live_allocations(void)
     return atomic_load(&live_allocations);
 }
 
+long
+aw_test_allocations(void)
+{
+    return atomic_load(&total_allocations);
+}
+
 void
 aw_test_fail_allocation(long n)
 {
@@ -122,6 +140,7 @@ capture_handler(aw_loop *l, const aw_exception_context *ctx, void *arg)
 
     (void)l;
     c->calls++;
+    c->size = ctx->size;
     c->code = ctx->code;
     c->duration = ctx->duration;
     c->callback = ctx->callback;

@@ -24,6 +24,10 @@ TCase *aw_test_tcase(const char *name);
 /* Allocations made through libawait's allocator and not yet freed. */
 long aw_test_live_allocations(void);
 
+/* Allocation calls made through libawait's allocator so far (those made
+ * to fail included): an allocation-failure sweep counts a clean run. */
+long aw_test_allocations(void);
+
 /* Make the n-th allocation from now fail (1 = the next); 0 disables. */
 void aw_test_fail_allocation(long n);
 
@@ -59,6 +63,7 @@ void assert_order(const int *want, int n);
 /* What an exception handler was told last, and how many times. */
 struct captured {
     int calls;
+    size_t size; /* the context's size field */
     int code;
     double duration;
     aw_callback_fn callback;

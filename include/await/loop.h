@@ -28,18 +28,28 @@ typedef struct aw_handle aw_handle;
 typedef int (*aw_callback_fn)(aw_loop *loop, void *arg);
 
 /*
- * What the exception handler receives (asyncio's context dict).  Only
- * `message` is always set; the rest are 0/NULL when they do not apply.  The
- * library may add fields at the end; never allocate this struct yourself
- * except to pass to aw_loop_call_exception_handler().
+ * What the exception handler receives (asyncio's context dict).  `size` and
+ * `message` are always set; the rest are 0/NULL when they do not apply.
+ * The struct grows at the end without breaking old binaries: `size` is
+ * sizeof(aw_exception_context) as the code that filled it in was compiled,
+ * and a handler reads a field only when AW_EXCEPTION_CONTEXT_HAS() says the
+ * context has it.  To pass one to aw_loop_call_exception_handler(), zero
+ * it, set `size` to sizeof(aw_exception_context), then the fields.
  */
 typedef struct aw_exception_context {
+    size_t size;             /* sizeof(aw_exception_context) of its maker */
     const char *message;     /* what happened, one line */
     int code;                /* the error code, or 0 */
     aw_callback_fn callback; /* the callback concerned */
     void *callback_arg;      /* and its argument */
     double duration;         /* seconds, for slow-callback reports */
 } aw_exception_context;
+
+/* AW_EXCEPTION_CONTEXT_HAS - non-zero when the context (a pointer) holds
+ * `field`, a member name of aw_exception_context. */
+#define AW_EXCEPTION_CONTEXT_HAS(context, field)                             \
+    ((context)->size >= offsetof(aw_exception_context, field) +               \
+                            sizeof((context)->field))
 
 typedef void (*aw_exception_handler_fn)(aw_loop *loop,
                                         const aw_exception_context *context,
@@ -80,7 +90,13 @@ AW_EXTERN struct event_base *aw_loop_get_base(aw_loop *loop);
  * handler, while callbacks, timers, readers, writers, signal handlers or
  * handles the caller still references exist: cancel or finish them and
  * close again.  Returns AW_ERUNNING when called while the loop runs.
- * Every call on a closed loop, except aw_loop_free(), returns AW_ECLOSED.
+ * On a closed loop: the calls that return a code return AW_ECLOSED (to
+ * schedule, watch, run, stop, or change a setting) except aw_loop_close()
+ * (0) and aw_loop_free() (frees it); the calls that only look
+ * (aw_loop_is_closed, aw_loop_is_running, aw_loop_get_debug, aw_loop_time,
+ * aw_loop_get_base: the base lives until aw_loop_free) answer as usual, and
+ * aw_loop_call_exception_handler() still reaches the handler set before
+ * the close.  No handle of a closed loop can exist (close waits for them).
  */
 AW_EXTERN int aw_loop_close(aw_loop *loop);
 
@@ -127,9 +143,13 @@ AW_EXTERN int aw_loop_run_once(aw_loop *loop, int flags);
 /*
  * aw_loop_stop - stop the loop (asyncio's stop): the callbacks of the pass
  * under way still run, those they schedule wait for the next run.  Called
- * while the loop is not running, the next run does one iteration and stops.
- * When the base is driven by libevent's own dispatch, the dispatch is broken
- * with event_base_loopbreak().  Returns 0, or AW_ECLOSED / -EINVAL.
+ * while the loop is not running (never run, or between runs), the next
+ * aw_loop_run_*() does one iteration and stops.  When the base is driven by
+ * libevent's own dispatch, the dispatch is broken with
+ * event_base_loopbreak(); a stop from an application's libevent callback
+ * (not the loop's) is also kept for the next aw_loop_run_*(), as libevent
+ * cannot tell that callback from a call between runs.  Safe in every
+ * state.  Returns 0, or AW_ECLOSED / -EINVAL.
  */
 AW_EXTERN int aw_loop_stop(aw_loop *loop);
 
@@ -161,7 +181,10 @@ AW_EXTERN int aw_loop_call_soon(aw_loop *loop, aw_callback_fn fn, void *arg,
  * aw_loop_call_later - run fn(loop, arg) after `delay` seconds (asyncio's
  * call_later).  Timers run in deadline order, equal deadlines in the order
  * scheduled; a timer that falls due is queued behind the callbacks already
- * ready.  -EINVAL for a negative, NaN or infinite delay; else as call_soon.
+ * ready.  A delay of INFINITY, or one so large that the deadline is
+ * beyond any clock, is never: the timer stays pending (and keeps the loop
+ * from closing) until cancelled, and the loop sleeps meanwhile.  -EINVAL
+ * for a negative or NaN delay; else as call_soon.
  */
 AW_EXTERN int aw_loop_call_later(aw_loop *loop, double delay,
                                  aw_callback_fn fn, void *arg,
@@ -169,8 +192,8 @@ AW_EXTERN int aw_loop_call_later(aw_loop *loop, double delay,
 
 /*
  * aw_loop_call_at - run fn(loop, arg) at loop time `when` (asyncio's
- * call_at); a deadline in the past runs on the next pass.  -EINVAL for a
- * NaN or infinite `when`; else as aw_loop_call_later().
+ * call_at); a deadline in the past runs on the next pass; INFINITY is
+ * never.  -EINVAL for NaN or -INFINITY; else as aw_loop_call_later().
  */
 AW_EXTERN int aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn,
                               void *arg, aw_handle **handlep);
@@ -178,8 +201,11 @@ AW_EXTERN int aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn,
 /*
  * aw_loop_call_soon_threadsafe - schedule fn(loop, arg) from any thread and
  * wake the loop if it sleeps (asyncio's call_soon_threadsafe).  Calls from
- * one thread run in the order made.  No handle: such a call cannot be
- * cancelled.  Thread-safe: the one loop call that is.  Returns 0, -EINVAL,
+ * one thread run in the order made.  Made from the loop's own thread while
+ * it runs (from a callback), the call joins the ready queue as
+ * aw_loop_call_soon() does, in FIFO order with it; from another thread, or
+ * between runs, it is queued under a lock and joins the ready queue when
+ * the loop wakes.  No handle: such a call cannot be cancelled.  Thread-safe: the one loop call that is.  Returns 0, -EINVAL,
  * AW_ECLOSED, or -ENOMEM.
  */
 AW_EXTERN int aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn,
@@ -192,6 +218,14 @@ AW_EXTERN int aw_loop_call_soon_threadsafe(aw_loop *loop, aw_callback_fn fn,
  * -EINVAL for NULL.
  */
 AW_EXTERN int aw_handle_cancel(aw_handle *handle);
+
+/* aw_handle_when - a pending timer's deadline in loop time (asyncio's
+ * TimerHandle.when): the `when` given to aw_loop_call_at(), or the loop
+ * time plus the delay given to aw_loop_call_later() (INFINITY for never).
+ * NaN once the timer is due, has run or was cancelled, for a handle of
+ * aw_loop_call_soon() and for NULL.  Linear in the number of timers
+ * pending: meant for debugging and tests, not for every timer. */
+AW_EXTERN double aw_handle_when(const aw_handle *handle);
 
 /* aw_handle_cancelled - 1 if the handle was cancelled, else 0. */
 AW_EXTERN int aw_handle_cancelled(const aw_handle *handle);
@@ -210,7 +244,9 @@ AW_EXTERN void aw_handle_unref(aw_handle *handle);
  * add_reader), until aw_loop_remove_reader().  A reader already on fd is
  * replaced.  Remove the reader before closing the fd.  Returns 0; -EBADF
  * for a closed or negative fd; -EPERM for a regular file or directory
- * (epoll cannot watch them); -EINVAL; AW_ECLOSED; -ENOMEM.
+ * (epoll cannot watch them); -EMFILE for an fd of FD_SETSIZE or more when
+ * libevent's backend is select (EVENT_NOEPOLL and EVENT_NOPOLL set), which
+ * cannot watch it; -EINVAL; AW_ECLOSED; -ENOMEM.
  */
 AW_EXTERN int aw_loop_add_reader(aw_loop *loop, int fd, aw_callback_fn fn,
                                  void *arg);
@@ -247,17 +283,26 @@ AW_EXTERN int aw_loop_remove_signal_handler(aw_loop *loop, int signum);
  * aw_loop_set_exception_handler - replace the handler that receives what
  * the loop reports: failed callbacks, slow callbacks in debug mode, work
  * outstanding at close (asyncio's set_exception_handler).  NULL restores
- * the default, which prints one line to stderr.  Returns 0 or -EINVAL.
+ * the default, which prints one line to stderr.  Returns 0, -EINVAL, or
+ * AW_ECLOSED.
  */
 AW_EXTERN int aw_loop_set_exception_handler(aw_loop *loop,
                                             aw_exception_handler_fn fn,
                                             void *arg);
 
-/* aw_loop_call_exception_handler - report through the current handler. */
-AW_EXTERN void aw_loop_call_exception_handler(
+/*
+ * aw_loop_call_exception_handler - report context through the loop's
+ * current handler (asyncio's call_exception_handler).  Returns 0; -EINVAL,
+ * with no report, for a NULL loop or context, or a context whose size is
+ * smaller than the first aw_exception_context (size and the five fields
+ * after it: a size not set).  A larger size, from a newer header, is
+ * accepted: the fields this library does not know are left to the handler.
+ */
+AW_EXTERN int aw_loop_call_exception_handler(
     aw_loop *loop, const aw_exception_context *context);
 
-/* aw_loop_default_exception_handler - the default: one line to stderr. */
+/* aw_loop_default_exception_handler - the default: one line to stderr
+ * (nothing for a NULL context or one of a wrong size). */
 AW_EXTERN void aw_loop_default_exception_handler(
     aw_loop *loop, const aw_exception_context *context);
 
@@ -265,13 +310,14 @@ AW_EXTERN void aw_loop_default_exception_handler(
  * aw_loop_set_debug - debug mode (asyncio's set_debug): every callback is
  * timed and one that runs for at least the slow-callback duration (0.1 s
  * by default) is reported, named; scheduling from a thread that is not the
- * running loop's returns AW_EWRONGTHREAD.  Returns 0 or -EINVAL.
+ * running loop's returns AW_EWRONGTHREAD.  Returns 0, -EINVAL, or
+ * AW_ECLOSED.
  */
 AW_EXTERN int aw_loop_set_debug(aw_loop *loop, int enabled);
 AW_EXTERN int aw_loop_get_debug(const aw_loop *loop);
 
 /* aw_loop_set_slow_callback_duration - the debug-mode threshold, seconds.
- * -EINVAL for a negative or NaN value. */
+ * -EINVAL for a negative or NaN value; AW_ECLOSED. */
 AW_EXTERN int aw_loop_set_slow_callback_duration(aw_loop *loop,
                                                  double seconds);
 
