@@ -76,6 +76,10 @@ AW_EXTERN int aw_loop_new(aw_loop **loopp);
  * internal event registered on it (its thread-safe wake-up), so such a
  * dispatch ends with event_base_loopexit()/loopbreak() or aw_loop_stop().
  * Returns as aw_loop_new(), and -EINVAL for a NULL base.
+ * struct event_base crosses the ABI here and in aw_loop_get_base():
+ * libevent's SONAME (libevent_core-2.1.so.7) is part of libawait's, and a
+ * program using these two must be built against the libevent libawait
+ * was built with.
  */
 AW_EXTERN int aw_loop_new_with_base(aw_loop **loopp, struct event_base *base);
 
