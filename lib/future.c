@@ -1534,7 +1534,7 @@ combo_new(aw_loop *loop, int kind, size_t n, aw_future **futures, int unique,
             aw__future_attach(in->items[i], combo_on_input, c) != 0)
             goto nomem;
     }
-    if (kind == K_WAIT && timeout >= 0 &&
+    if (kind == K_WAIT && !isinf(timeout) &&
         aw_loop_call_later(loop, timeout, wait_timeout, c, &c->timer) != 0)
         goto nomem;
     if (in->n == 0 && kind == K_GATHER) {
@@ -1586,7 +1586,7 @@ aw_gather(aw_loop *loop, size_t n, aw_future **futures, int flags)
     }
     return combo_new(loop, K_GATHER, n, futures, 0,
                      (flags & AW_GATHER_RETURN_ERRORS) ? X_RETURN_ERRORS : 0,
-                     0, -1);
+                     0, INFINITY);
 }
 
 aw_future *
@@ -1608,7 +1608,7 @@ aw_any(aw_loop *loop, size_t n, aw_future **futures)
         return bad;
     if (n == 0)
         return aw__future_failed_new(loop, -EINVAL, aw__format("aw_any: no inputs"));
-    return combo_new(loop, K_ANY, n, futures, 0, 0, 0, -1);
+    return combo_new(loop, K_ANY, n, futures, 0, 0, 0, INFINITY);
 }
 
 aw_future *
@@ -1622,7 +1622,7 @@ aw_race(aw_loop *loop, size_t n, aw_future **futures)
     }
     if ((bad = check_inputs(loop, n, futures, "aw_race")) != NULL)
         return bad;
-    return combo_new(loop, K_RACE, n, futures, 0, 0, 0, -1);
+    return combo_new(loop, K_RACE, n, futures, 0, 0, 0, INFINITY);
 }
 
 aw_future *
@@ -1647,8 +1647,8 @@ aw_wait(aw_loop *loop, size_t n, aw_future **futures, int mode,
                                     : isnan(timeout) ? "timeout is NaN"
                                                      : "unknown mode"));
     }
-    if (isinf(timeout))
-        timeout = -1;
+    if (timeout < 0)
+        timeout = 0; /* already past: the next pass */
     return combo_new(loop, K_WAIT, n, futures, 1, 0, mode, timeout);
 }
 
@@ -1751,8 +1751,10 @@ aw_wait_for(aw_future *future, double timeout)
         return aw__future_failed_new(loop, -EINVAL,
                              aw__format("aw_wait_for: timeout is NaN"));
     }
-    if (future->state != AW_FUTURE_PENDING || timeout < 0 || isinf(timeout))
+    if (future->state != AW_FUTURE_PENDING || (isinf(timeout) && timeout > 0))
         return future; /* nothing to time: the future is its own outcome */
+    if (timeout < 0)
+        timeout = 0; /* already past: times out on the next pass */
     w = (struct wait_for *)aw__future_alloc(loop, &aw__wait_for_ops);
     if (w == NULL) {
         aw_future_unref(future);
@@ -1889,7 +1891,9 @@ aw_as_completed_new(aw_loop *loop, size_t n, aw_future **futures,
             it->registered++;
         }
     }
-    if (timeout >= 0 && !isinf(timeout) && it->registered > 0 &&
+    if (timeout < 0)
+        timeout = 0; /* already past: the next pass */
+    if (!isinf(timeout) && it->registered > 0 &&
         aw_loop_call_later(loop, timeout, as_completed_timeout, it,
                            &it->timer) != 0)
         goto fail;

@@ -7,6 +7,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <float.h>
 #include <stddef.h>
 #include <fcntl.h>
 #include <math.h>
@@ -783,8 +784,10 @@ aw_loop_call_at(aw_loop *loop, double when, aw_callback_fn fn, void *arg,
 
     if (AW__UNLIKELY(rc != 0))
         return rc;
-    if (AW__UNLIKELY(isnan(when) || when == -INFINITY))
+    if (AW__UNLIKELY(isnan(when)))
         return -EINVAL;
+    if (AW__UNLIKELY(when == -INFINITY))
+        when = -DBL_MAX; /* long past: the next pass, first */
     h = handle_alloc(loop);
     if (AW__UNLIKELY(h == NULL))
         return -ENOMEM;
@@ -809,8 +812,10 @@ int
 aw_loop_call_later(aw_loop *loop, double delay, aw_callback_fn fn, void *arg,
                    aw_handle **handlep)
 {
-    if (AW__UNLIKELY(isnan(delay) || delay < 0))
+    if (AW__UNLIKELY(isnan(delay)))
         return loop != NULL && loop->closed ? AW_ECLOSED : -EINVAL;
+    /* A delay < 0 is a deadline already past: the next pass, in the
+     * order of the deadlines (asyncio). */
     return aw_loop_call_at(loop, now_monotonic() + delay, fn, arg, handlep);
 }
 

@@ -1068,7 +1068,7 @@ aw_sleep_result(aw_loop *loop, double delay, void *result)
     if (f == NULL)
         return aw__future_nomem(loop);
     f->v.ptr = result;
-    if (!isinf(delay) &&
+    if (!(isinf(delay) && delay > 0) &&
         aw_loop_call_later(loop, delay > 0 ? delay : 0, sleep_fire, f, &h) !=
             0) {
         aw_future_unref(f);
@@ -1115,7 +1115,7 @@ timeout_arm(aw_timeout *to, double when)
     aw_loop *loop = to->task->base.loop;
 
     to->when = when;
-    if (isinf(when))
+    if (isinf(when) && when > 0)
         return 0;
     return aw_loop_call_at(loop, when, timeout_fire, to, &to->timer);
 }
@@ -1173,8 +1173,9 @@ aw_timeout_enter(aw_task *task, double delay)
 {
     if (task == NULL || isnan(delay))
         return NULL;
-    if (delay < 0 || isinf(delay))
+    if (isinf(delay) && delay > 0)
         return aw_timeout_enter_at(task, INFINITY);
+    /* A delay already past (< 0) expires at the next pass (asyncio). */
     return aw_timeout_enter_at(task, aw_loop_time(task->loop) + delay);
 }
 
@@ -1210,7 +1211,7 @@ aw_timeout_reschedule_in(aw_timeout *to, double delay)
 {
     if (to == NULL || isnan(delay))
         return -EINVAL;
-    if (delay < 0 || isinf(delay))
+    if (isinf(delay) && delay > 0)
         return aw_timeout_reschedule(to, INFINITY);
     return aw_timeout_reschedule(to, aw_loop_time(to->task->base.loop) +
                                          delay);

@@ -1102,11 +1102,11 @@ START_TEST(combinators_reject_bad_inputs)
     g = aw_any(loop, 0, NULL);
     ck_assert_int_eq(aw_future_error(g), -EINVAL);
     aw_future_unref(g);
-    g = aw_wait(loop, 0, NULL, AW_ALL_COMPLETED, -1);
+    g = aw_wait(loop, 0, NULL, AW_ALL_COMPLETED, AW_NO_TIMEOUT);
     ck_assert_int_eq(aw_future_error(g), -EINVAL);
     aw_future_unref(g);
     in[0] = aw_future_new(loop);
-    g = aw_wait(loop, 1, in, 99, -1);
+    g = aw_wait(loop, 1, in, 99, AW_NO_TIMEOUT);
     ck_assert_int_eq(aw_future_error(g), -EINVAL);
     aw_future_unref(g);
     in[0] = aw_future_new(loop);
@@ -1197,7 +1197,7 @@ START_TEST(wait_first_completed)
 
     in[0] = aw_future_ref(b);
     in[1] = aw_future_ref(a);
-    w = aw_wait(loop, 2, in, AW_FIRST_COMPLETED, -1);
+    w = aw_wait(loop, 2, in, AW_FIRST_COMPLETED, AW_NO_TIMEOUT);
     run(w);
     s = sets_of(w);
     ck_assert_int_eq(s->ndone, 1);
@@ -1220,7 +1220,7 @@ START_TEST(wait_first_error)
     in[0] = later(0.001, 0, 0);
     in[1] = later(0.005, 1, -EIO);
     in[2] = aw_future_ref(slow);
-    w = aw_wait(loop, 3, in, AW_FIRST_ERROR, -1);
+    w = aw_wait(loop, 3, in, AW_FIRST_ERROR, AW_NO_TIMEOUT);
     run(w);
     s = sets_of(w);
     ck_assert_int_eq(s->ndone, 2);
@@ -1233,7 +1233,7 @@ START_TEST(wait_first_error)
     /* No error: waits for all. */
     in[0] = later(0.001, 0, 0);
     in[1] = later(0.002, 1, 0);
-    w = aw_wait(loop, 2, in, AW_FIRST_ERROR, -1);
+    w = aw_wait(loop, 2, in, AW_FIRST_ERROR, AW_NO_TIMEOUT);
     run(w);
     ck_assert_int_eq(sets_of(w)->ndone, 2);
     aw_future_unref(w);
@@ -1248,7 +1248,7 @@ START_TEST(wait_all_completed_and_duplicates)
     in[0] = aw_future_ref(a);
     in[1] = later(0.001, 1, -EIO);
     in[2] = aw_future_ref(a); /* given twice: appears once */
-    w = aw_wait(loop, 3, in, AW_ALL_COMPLETED, -1);
+    w = aw_wait(loop, 3, in, AW_ALL_COMPLETED, AW_NO_TIMEOUT);
     run(w);
     s = sets_of(w);
     ck_assert_int_eq(s->ndone, 2);
@@ -1297,7 +1297,7 @@ START_TEST(as_completed_order)
     in[0] = later(0.03, 0, 0);
     in[1] = later(0.001, 1, 0);
     in[2] = later(0.015, 2, 0);
-    it = aw_as_completed_new(loop, 3, in, -1);
+    it = aw_as_completed_new(loop, 3, in, AW_NO_TIMEOUT);
     ck_assert_ptr_nonnull(it);
     for (i = 0; i < 3; i++) {
         n = aw_as_completed_next(it);
@@ -1341,7 +1341,7 @@ START_TEST(as_completed_settled_first_and_timeout)
 
     /* Freed with a future still to come: that future is cancelled. */
     in[0] = aw_future_new(loop);
-    it = aw_as_completed_new(loop, 1, in, -1);
+    it = aw_as_completed_new(loop, 1, in, AW_NO_TIMEOUT);
     n1 = aw_as_completed_next(it);
     aw_as_completed_free(it);
     ck_assert_int_eq(aw_future_cancelled(n1), 1);
@@ -1414,7 +1414,7 @@ START_TEST(wait_for_without_timeout_is_the_future)
 {
     aw_future *f = aw_future_new(loop);
 
-    ck_assert_ptr_eq(aw_wait_for(f, -1), f);
+    ck_assert_ptr_eq(aw_wait_for(f, AW_NO_TIMEOUT), f);
     ck_assert_ptr_eq(aw_wait_for(f, INFINITY), f);
     f = aw_wait_for(f, NAN);
     ck_assert_int_eq(aw_future_error(f), -EINVAL);
@@ -1636,7 +1636,7 @@ START_TEST(cancel_refused_once_outcome_decided)
             f = aw_any(loop, 2, in);
             break;
         case 2:
-            f = aw_wait(loop, 2, in, AW_FIRST_COMPLETED, -1);
+            f = aw_wait(loop, 2, in, AW_FIRST_COMPLETED, AW_NO_TIMEOUT);
             break;
         default:
             aw_future_unref(in[1]);
@@ -1689,7 +1689,7 @@ START_TEST(wait_really_done)
     really_b = b;
     in[0] = aw_future_ref(b);
     in[1] = aw_future_ref(a);
-    w = aw_wait(loop, 2, in, AW_FIRST_COMPLETED, -1);
+    w = aw_wait(loop, 2, in, AW_FIRST_COMPLETED, AW_NO_TIMEOUT);
     ck_assert_int_eq(aw_loop_call_soon(loop, set_a, a, NULL), 0);
     ck_assert_int_eq(aw_loop_call_soon(loop, set_b_later, NULL, NULL), 0);
     run(w);
@@ -1748,7 +1748,7 @@ START_TEST(taking_calls_release_input_on_error)
             r = aw_gather(loop, 1, in, 0x100); /* unknown flags */
             break;
         case 5:
-            r = aw_wait(loop, 1, in, 99, -1); /* unknown mode */
+            r = aw_wait(loop, 1, in, 99, AW_NO_TIMEOUT); /* unknown mode */
             break;
         case 6:
             r = aw_wait(loop, 1, in, AW_FIRST_COMPLETED, NAN);
@@ -1777,6 +1777,61 @@ START_TEST(taking_calls_release_input_on_error)
         ck_assert_msg(destroyed == 1, "call %d kept its input", i);
     }
     ck_assert_int_eq(aw_loop_free(other), 0);
+}
+END_TEST
+
+/* ---- timeouts already past ---------------------------------------------------- */
+
+/* asyncio test_wait_for_timeout_less_then_0_or_0: a timeout of 0 or less
+ * has expired: the input is cancelled and the wait fails with
+ * AW_ETIMEDOUT; a future already done is its own outcome. */
+START_TEST(wait_for_timeout_less_then_0_or_0)
+{
+    const double timeouts[] = {0, -1, -INFINITY};
+    aw_future *in, *w;
+    size_t i;
+
+    for (i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++) {
+        in = aw_future_new(loop);
+        w = aw_wait_for(aw_future_ref(in), timeouts[i]);
+        ck_assert_ptr_ne(w, in);
+        run(w);
+        ck_assert_int_eq(aw_future_error(w), AW_ETIMEDOUT);
+        ck_assert_int_eq(aw_future_cancelled(in), 1);
+        aw_future_unref(w);
+        aw_future_unref(in);
+    }
+    in = aw_future_resolved_int(loop, 5);
+    w = aw_wait_for(aw_future_ref(in), 0);
+    ck_assert_ptr_eq(w, in); /* done: its own outcome */
+    ck_assert_int_eq(int_result(w), 5);
+    aw_future_unref(w);
+    aw_future_unref(in);
+}
+END_TEST
+
+/* aw_wait and aw_as_completed: a timeout already past expires on the
+ * next pass, not never. */
+START_TEST(wait_and_as_completed_timeout_in_the_past)
+{
+    aw_future *in[1], *w, *n;
+    aw_as_completed *it;
+    aw_wait_sets *s;
+
+    in[0] = aw_future_new(loop);
+    w = aw_wait(loop, 1, in, AW_ALL_COMPLETED, -1);
+    run(w);
+    ck_assert_int_eq(aw_future_result(w, (void **)&s), 0);
+    ck_assert_int_eq(s->npending, 1);
+    aw_future_unref(w);
+
+    in[0] = aw_future_new(loop);
+    it = aw_as_completed_new(loop, 1, in, -5);
+    n = aw_as_completed_next(it);
+    run(n);
+    ck_assert_int_eq(aw_future_error(n), AW_ETIMEDOUT);
+    aw_future_unref(n);
+    aw_as_completed_free(it);
 }
 END_TEST
 
@@ -1851,6 +1906,8 @@ aw_test_suite(void)
     tcase_add_test(tc, cancel_refused_once_outcome_decided);
     tcase_add_test(tc, wait_really_done);
     tcase_add_test(tc, taking_calls_release_input_on_error);
+    tcase_add_test(tc, wait_for_timeout_less_then_0_or_0);
+    tcase_add_test(tc, wait_and_as_completed_timeout_in_the_past);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1512,7 +1512,7 @@ END_TEST
 static AW_TASK(reschedule_absolute, struct fr *f)
 {
     AW_BEGIN();
-    f->to = aw_timeout_enter(AW_SELF(), -1); /* no deadline yet */
+    f->to = aw_timeout_enter(AW_SELF(), AW_NO_TIMEOUT); /* no deadline yet */
     ck_assert(isinf(aw_timeout_when(f->to)));
     f->delay = aw_loop_time(aw_task_loop(AW_SELF())) + 0.005;
     ck_assert_int_eq(aw_timeout_reschedule(f->to, f->delay), 0);
@@ -1582,6 +1582,39 @@ START_TEST(slow_step_report_names_task)
 }
 END_TEST
 
+static AW_TASK(timeout_in_past, struct fr *f)
+{
+    AW_BEGIN();
+    f->to = aw_timeout_enter(AW_SELF(), f->delay);
+    AW_TRY_AWAIT(f->rc, aw_sleep(aw_task_loop(AW_SELF()), 0), NULL);
+    f->rc2 = aw_timeout_exit(f->to);
+    f->to = NULL;
+    AW_END();
+}
+
+/* asyncio test_timeout_in_the_past_sleep_zero: timeout(-11) has expired:
+ * even a sleep(0) under it times out.  "No timeout" is AW_NO_TIMEOUT. */
+START_TEST(timeout_in_the_past_sleep_zero)
+{
+    const double delays[] = {-11, 0, -INFINITY, AW_NO_TIMEOUT};
+    const int want[] = {AW_ETIMEDOUT, AW_ETIMEDOUT, AW_ETIMEDOUT, 0};
+    size_t i;
+
+    for (i = 0; i < 4; i++) {
+        struct fr *f = frame(NULL);
+        aw_task *t;
+
+        f->delay = delays[i];
+        t = spawn_keep(timeout_in_past, f);
+        run(t);
+        ck_assert_int_eq(f->rc, want[i]);
+        ck_assert_int_eq(f->rc2, want[i]);
+        aw_future_unref(t);
+        free(f);
+    }
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1635,6 +1668,7 @@ aw_test_suite(void)
     tcase_add_test(tc, group_releases_children_as_they_end);
     tcase_add_test(tc, timeout_reschedule_takes_loop_time);
     tcase_add_test(tc, slow_step_report_names_task);
+    tcase_add_test(tc, timeout_in_the_past_sleep_zero);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -5,6 +5,7 @@
 #ifndef AWAIT_FUTURE_H
 #define AWAIT_FUTURE_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "await/core.h"
@@ -290,6 +291,14 @@ AW_EXTERN aw_future *aw_race(aw_loop *loop, size_t n, aw_future **futures);
 AW_EXTERN aw_future *const *aw_combinator_inputs(const aw_future *future,
                                                  size_t *n);
 
+/*
+ * AW_NO_TIMEOUT - the timeout that never expires (INFINITY), for
+ * aw_wait(), aw_wait_for(), aw_as_completed_new() and aw_timeout_enter().
+ * A negative timeout is not "none": it is already past, and expires at
+ * once, as in asyncio.
+ */
+#define AW_NO_TIMEOUT INFINITY
+
 enum aw_wait_mode {
     AW_FIRST_COMPLETED = 1, /* any input settled */
     AW_FIRST_ERROR,         /* any input failed, or all settled */
@@ -298,7 +307,8 @@ enum aw_wait_mode {
 
 /*
  * aw_wait - asyncio's wait(): settles with a result when `mode` is met or
- * `timeout` seconds passed (timeout < 0: no timeout; NaN: -EINVAL).
+ * `timeout` seconds passed (AW_NO_TIMEOUT: none; a timeout already past,
+ * <= 0: on the next pass, as asyncio; NaN: -EINVAL).
  * Inputs are never cancelled.  The result is an `aw_wait_sets *`, owned
  * by the future: done and pending inputs, each in the order given.  An
  * input given twice appears once (asyncio's sets).  n == 0 fails with
@@ -321,8 +331,9 @@ AW_EXTERN aw_future *aw_wait(aw_loop *loop, size_t n, aw_future **futures,
  * settle, a future whose result is that input (an `aw_future *` reference
  * owned by the result: read the input's outcome through it, or take it).
  * An input given twice comes once.  Once every input was handed out,
- * _next returns a future failed with AW_EEMPTY.  timeout >= 0: once it
- * passes, the futures still to come fail with AW_ETIMEDOUT.  Free with
+ * _next returns a future failed with AW_EEMPTY.  Once `timeout` seconds
+ * pass (AW_NO_TIMEOUT: never; <= 0: the next pass), the futures still to
+ * come fail with AW_ETIMEDOUT.  Free with
  * aw_as_completed_free(), which cancels the futures it handed out that
  * are still pending.  The iterator counts as work on the loop until freed.
  */
@@ -338,9 +349,10 @@ AW_EXTERN void aw_as_completed_free(aw_as_completed *it);
  * aw_wait_for - asyncio's wait_for(): the outcome of `future`, or, after
  * `timeout` seconds, `future` is cancelled and, once it has really ended,
  * the result fails with AW_ETIMEDOUT, unless the future still produced a
- * result, which is then kept rather than lost.  timeout < 0 or infinite,
- * or a future already settled: returns `future` itself.  NaN: a future
- * failed with -EINVAL.  Cancelling the returned future cancels `future`;
+ * result, which is then kept rather than lost.  A timeout already past
+ * (<= 0) times out on the next pass, as asyncio's wait_for(f, 0) and
+ * wait_for(f, -1) do.  AW_NO_TIMEOUT, or a future already settled:
+ * returns `future` itself.  NaN: a future failed with -EINVAL.  Cancelling the returned future cancels `future`;
  * it settles cancelled once `future` has ended (like a task).
  */
 AW_EXTERN aw_future *aw_wait_for(aw_future *future, double timeout);

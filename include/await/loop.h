@@ -187,8 +187,9 @@ AW_EXTERN int aw_loop_call_soon(aw_loop *loop, aw_callback_fn fn, void *arg,
  * scheduled; a timer that falls due is queued behind the callbacks already
  * ready.  A delay of INFINITY, or one so large that the deadline is
  * beyond any clock, is never: the timer stays pending (and keeps the loop
- * from closing) until cancelled, and the loop sleeps meanwhile.  -EINVAL
- * for a negative or NaN delay; else as call_soon.
+ * from closing) until cancelled, and the loop sleeps meanwhile.  A
+ * negative delay runs on the next pass, as asyncio does.  -EINVAL for a
+ * NaN delay; else as call_soon.
  */
 AW_EXTERN int aw_loop_call_later(aw_loop *loop, double delay,
                                  aw_callback_fn fn, void *arg,

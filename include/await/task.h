@@ -224,9 +224,10 @@ AW_EXTERN void aw_task_group_free(aw_task_group *group);
  */
 typedef struct aw_timeout aw_timeout;
 
-/* aw_timeout_enter - open a scope expiring after delay seconds (< 0 or
- * infinite: none yet); _at: at loop time when.  NULL for a task that is
- * not running now, a NaN, or out of memory. */
+/* aw_timeout_enter - open a scope expiring after delay seconds
+ * (AW_NO_TIMEOUT: none yet; a delay already past, < 0, expires at the
+ * next pass, as asyncio's timeout(-1)); _at: at loop time when.  NULL for
+ * a task that is not running now, a NaN, or out of memory. */
 AW_EXTERN aw_timeout *aw_timeout_enter(aw_task *task, double delay);
 AW_EXTERN aw_timeout *aw_timeout_enter_at(aw_task *task, double when);
 
@@ -234,8 +235,8 @@ AW_EXTERN aw_timeout *aw_timeout_enter_at(aw_task *task, double when);
  * aw_timeout_reschedule - move the deadline to loop time when (asyncio's
  * Timeout.reschedule) while the scope is open and not expired: INFINITY
  * for none; a time already past expires it on the next pass.
- * aw_timeout_reschedule_in - the same, delay seconds from now (< 0 or
- * infinite: no deadline).  Both return 0; -EINVAL (NULL, NaN); -ENOMEM
+ * aw_timeout_reschedule_in - the same, delay seconds from now
+ * (AW_NO_TIMEOUT: no deadline; < 0: already past).  Both return 0; -EINVAL (NULL, NaN); -ENOMEM
  * (the deadline is unchanged); AW_EINVALSTATE once it expired.
  */
 AW_EXTERN int aw_timeout_reschedule(aw_timeout *timeout, double when);
