@@ -24,6 +24,7 @@ enum kind {
     K_RACE,
     K_WAIT,
     K_WAIT_FOR,
+    K_AS_COMPLETED,
     K__FUTURE_KINDS
 };
 
@@ -92,6 +93,9 @@ struct aw__future_ops {
     void (*release)(aw_future *f);
     /* An F_EMBEDDED f is done with (neither pooled nor counted). */
     void (*reclaim)(aw_future *f);
+    /* The pending f has its first callback: somebody waits for it now.
+     * NULL: nothing to do. */
+    void (*watched)(aw_future *f);
 };
 
 enum {
@@ -114,7 +118,8 @@ aw__future_ops(const aw_future *f)
 /* This layer's own kinds (future.c), for the registry. */
 extern const struct aw__future_ops aw__plain_ops, aw__then_ops,
     aw__catch_ops, aw__finally_ops, aw__shield_ops, aw__gather_ops,
-    aw__any_ops, aw__race_ops, aw__wait_ops, aw__wait_for_ops;
+    aw__any_ops, aw__race_ops, aw__wait_ops, aw__wait_for_ops,
+    aw__as_completed_ops;
 
 /* A pending future of the kind ops describes, one reference, counted on
  * the loop. */

@@ -78,14 +78,23 @@ struct wait_block {
 struct aw_as_completed {
     aw_loop *loop;
     struct inputs *in;
-    aw_future **ready; /* settled inputs not handed out yet: a ring */
+    aw_future **ready; /* settled inputs not given out yet: a ring */
     size_t ready_head, ready_len;
-    aw_future **waiters; /* futures handed out, pending: a ring */
-    size_t waiters_head, waiters_len;
+    struct as_completed_fut **out; /* handed out, not given an input */
+    size_t nout;
     size_t handed;     /* results handed out or promised */
     size_t registered; /* inputs still to deliver */
+    uint32_t watch_seq;
     aw_handle *timer;
     int timed_out;
+};
+
+/* What aw_as_completed_next() hands out: interchangeable, as asyncio's
+ * are: an input goes to the one awaited first (its first callback,
+ * counted in base.aux), whatever order they were handed out in. */
+struct as_completed_fut {
+    aw_future base;
+    aw_as_completed *it; /* NULL once the iterator is freed */
 };
 
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
@@ -314,14 +323,16 @@ aw__future_settle_now(aw_future *f)
 int
 aw__future_attach(aw_future *f, aw_done_fn fn, void *arg)
 {
+    const struct aw__future_ops *ops = aw__future_ops(f);
+    int first = f->callbacks == NULL;
     struct cb *c;
 
-    if (f->callbacks == NULL && reserves(f) &&
+    if (first && !(ops->flags & AW__OPS_NORESERVE) &&
         AW__UNLIKELY(aw__loop_reserve(f->loop) != 0))
         return -ENOMEM;
     c = aw__loop_alloc(f->loop, sizeof(*c));
     if (AW__UNLIKELY(c == NULL)) {
-        if (f->callbacks == NULL && reserves(f))
+        if (first && !(ops->flags & AW__OPS_NORESERVE))
             aw__loop_unreserve(f->loop);
         return -ENOMEM;
     }
@@ -332,6 +343,8 @@ aw__future_attach(aw_future *f, aw_done_fn fn, void *arg)
     if (c->next != NULL)
         c->next->pprev = &c->next;
     f->callbacks = c;
+    if (first && AW__UNLIKELY(ops->watched != NULL))
+        ops->watched(f); /* may settle f: the callback is in the batch */
     return 0;
 }
 
@@ -1788,30 +1801,105 @@ unref_destroy(void *ptr)
     aw_future_unref(ptr);
 }
 
+static void
+as_completed_give(struct as_completed_fut *a, aw_future *input)
+{
+    aw_future *f = &a->base;
+
+    f->v.ptr = aw_future_ref(input);
+    f->o.destroy = unref_destroy;
+    f->state = AW_FUTURE_DONE;
+    aw__future_settle(f);
+}
+
+/* Drop out[i] (the last takes its place) and the iterator's reference. */
+static void
+as_completed_drop(aw_as_completed *it, size_t i)
+{
+    struct as_completed_fut *a = it->out[i];
+
+    it->out[i] = it->out[--it->nout];
+    a->it = NULL;
+    aw_future_unref(&a->base);
+}
+
+/* The index in out[] of the future awaited first, or SIZE_MAX; those
+ * cancelled by their holders are dropped and give their turn back. */
+static size_t
+as_completed_first_watched(aw_as_completed *it)
+{
+    size_t i = 0, best = SIZE_MAX;
+
+    while (i < it->nout) {
+        const aw_future *f = &it->out[i]->base;
+
+        if (f->state != AW_FUTURE_PENDING) {
+            it->handed--;
+            as_completed_drop(it, i);
+            continue;
+        }
+        if (f->aux != 0 &&
+            (best == SIZE_MAX || f->aux < it->out[best]->base.aux))
+            best = i;
+        i++;
+    }
+    return best;
+}
+
 static int
 as_completed_on_input(aw_future *input, void *arg)
 {
     aw_as_completed *it = arg;
-    size_t n = it->in->n;
+    size_t i;
 
     it->registered--;
-    while (it->waiters_len > 0) {
-        aw_future *w = it->waiters[it->waiters_head];
-
-        it->waiters_head = (it->waiters_head + 1) % n;
-        it->waiters_len--;
-        if (w->state == AW_FUTURE_PENDING) {
-            aw_future_set_result(w, aw_future_ref(input), unref_destroy);
-            aw_future_unref(w);
-            return 0;
-        }
-        /* A waiter cancelled by its holder gave its turn back. */
-        it->handed--;
-        aw_future_unref(w);
+    i = as_completed_first_watched(it);
+    if (i != SIZE_MAX) {
+        as_completed_give(it->out[i], input);
+        as_completed_drop(it, i);
+        return 0;
     }
-    it->ready[(it->ready_head + it->ready_len) % n] = input;
+    it->ready[(it->ready_head + it->ready_len) % it->in->n] = input;
     it->ready_len++;
     return 0;
+}
+
+/* A future handed out is awaited: the next input to finish is its, or
+ * one that finished already. */
+static void
+as_completed_watched(aw_future *f)
+{
+    struct as_completed_fut *a = (struct as_completed_fut *)f;
+    aw_as_completed *it = a->it;
+    size_t i;
+
+    if (it == NULL)
+        return;
+    if (++it->watch_seq == 0)
+        it->watch_seq = 1;
+    f->aux = it->watch_seq;
+    if (it->ready_len == 0 && !it->timed_out)
+        return;
+    for (i = 0; it->out[i] != a; i++)
+        ;
+    if (it->ready_len > 0) {
+        aw_future *input = it->ready[it->ready_head];
+
+        it->ready_head = (it->ready_head + 1) % it->in->n;
+        it->ready_len--;
+        as_completed_give(a, input);
+    } else {
+        aw__future_set_failed(f, AW_ETIMEDOUT,
+                              aw__format("as_completed timed out"));
+    }
+    as_completed_drop(it, i);
+}
+
+static void
+as_completed_cancel(aw_future *f, const char *msg)
+{
+    /* The iterator drops it when it next looks. */
+    aw__future_set_cancelled(f, msg != NULL ? aw__strdup(msg) : NULL);
 }
 
 static void
@@ -1829,21 +1917,19 @@ static int
 as_completed_timeout(aw_loop *loop, void *arg)
 {
     aw_as_completed *it = arg;
+    size_t i;
 
     (void)loop;
     aw_handle_unref(it->timer);
     it->timer = NULL;
     it->timed_out = 1;
     as_completed_detach(it);
-    while (it->waiters_len > 0) {
-        aw_future *w = it->waiters[it->waiters_head];
-
-        it->waiters_head = (it->waiters_head + 1) % it->in->n;
-        it->waiters_len--;
-        if (w->state == AW_FUTURE_PENDING)
-            aw_future_set_error(w, AW_ETIMEDOUT,
-                                "as_completed timed out");
-        aw_future_unref(w);
+    /* Those awaited now fail (nothing is ready, or they would have it);
+     * the others fail when they are awaited. */
+    while ((i = as_completed_first_watched(it)) != SIZE_MAX) {
+        aw__future_set_failed(&it->out[i]->base, AW_ETIMEDOUT,
+                              aw__format("as_completed timed out"));
+        as_completed_drop(it, i);
     }
     return 0;
 }
@@ -1877,8 +1963,8 @@ aw_as_completed_new(aw_loop *loop, size_t n, aw_future **futures,
     }
     m = it->in->n;
     it->ready = aw__calloc(m ? m : 1, sizeof(aw_future *));
-    it->waiters = aw__calloc(m ? m : 1, sizeof(aw_future *));
-    if (it->ready == NULL || it->waiters == NULL)
+    it->out = aw__calloc(m ? m : 1, sizeof(*it->out));
+    if (it->ready == NULL || it->out == NULL)
         goto fail;
     for (i = 0; i < m; i++) {
         aw_future *f = it->in->items[i];
@@ -1904,7 +1990,7 @@ fail:
     as_completed_detach(it);
     inputs_destroy(it->in->items);
     aw__free(it->ready);
-    aw__free(it->waiters);
+    aw__free(it->out);
     aw__free(it);
     return NULL;
 }
@@ -1912,33 +1998,23 @@ fail:
 aw_future *
 aw_as_completed_next(aw_as_completed *it)
 {
-    aw_future *f;
+    struct as_completed_fut *a;
 
     if (it == NULL)
         return NULL;
+    (void)as_completed_first_watched(it); /* count turns given back */
     if (it->handed == it->in->n)
         return aw_future_failed(it->loop, AW_EEMPTY,
                                 "as_completed: every input was handed out");
-    if (it->ready_len > 0) {
-        f = it->ready[it->ready_head];
-        it->ready_head = (it->ready_head + 1) % it->in->n;
-        it->ready_len--;
-        it->handed++;
-        return aw_future_resolved(it->loop, aw_future_ref(f), unref_destroy);
-    }
-    if (it->timed_out) {
-        it->handed++;
-        return aw_future_failed(it->loop, AW_ETIMEDOUT,
-                                "as_completed timed out");
-    }
-    f = aw_future_new(it->loop);
-    if (f == NULL)
+    a = (struct as_completed_fut *)aw__future_alloc(it->loop,
+                                                    &aw__as_completed_ops);
+    if (a == NULL)
         return aw__future_nomem(it->loop);
-    it->waiters[(it->waiters_head + it->waiters_len) % it->in->n] =
-        aw_future_ref(f);
-    it->waiters_len++;
+    a->it = it;
+    it->out[it->nout++] = (struct as_completed_fut *)(void *)aw_future_ref(
+        &a->base);
     it->handed++;
-    return f;
+    return &a->base;
 }
 
 void
@@ -1954,17 +2030,16 @@ aw_as_completed_free(aw_as_completed *it)
         aw_handle_unref(it->timer);
     }
     as_completed_detach(it);
-    while (it->waiters_len > 0) {
-        aw_future *w = it->waiters[it->waiters_head];
+    while (it->nout > 0) {
+        aw_future *f = &it->out[it->nout - 1]->base;
 
-        it->waiters_head = (it->waiters_head + 1) % it->in->n;
-        it->waiters_len--;
-        aw_future_cancel(w, "as_completed iterator freed");
-        aw_future_unref(w);
+        if (f->state == AW_FUTURE_PENDING)
+            aw_future_cancel(f, "as_completed iterator freed");
+        as_completed_drop(it, it->nout - 1);
     }
     inputs_destroy(it->in->items);
     aw__free(it->ready);
-    aw__free(it->waiters);
+    aw__free(it->out);
     aw__free(it);
     aw__loop_track(loop, -1);
 }
@@ -2101,6 +2176,10 @@ const struct aw__future_ops aw__gather_ops = COMBO_OPS(K_GATHER, "gather");
 const struct aw__future_ops aw__any_ops = COMBO_OPS(K_ANY, "any");
 const struct aw__future_ops aw__race_ops = COMBO_OPS(K_RACE, "race");
 const struct aw__future_ops aw__wait_ops = COMBO_OPS(K_WAIT, "wait");
+const struct aw__future_ops aw__as_completed_ops = {
+    .name = "as_completed", .kind = K_AS_COMPLETED,
+    .size = sizeof(struct as_completed_fut), .cancel = as_completed_cancel,
+    .watched = as_completed_watched};
 const struct aw__future_ops aw__wait_for_ops = {
     .name = "wait_for", .kind = K_WAIT_FOR, .size = sizeof(struct wait_for),
     .cancel = wait_for_cancel_op, .decided = wait_for_decided};

@@ -20,6 +20,7 @@ const struct aw__future_ops *const aw__future_kinds[AW__KINDS_MAX] = {
     [K_RACE] = &aw__race_ops,
     [K_WAIT] = &aw__wait_ops,
     [K_WAIT_FOR] = &aw__wait_for_ops,
+    [K_AS_COMPLETED] = &aw__as_completed_ops,
     [K_TASK] = &aw__task_ops,
     [K_SLEEP] = &aw__sleep_ops,
     [K_GROUP] = &aw__group_ops,

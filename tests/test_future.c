@@ -1325,6 +1325,8 @@ START_TEST(as_completed_settled_first_and_timeout)
     in[2] = aw_future_ref(f); /* once only */
     it = aw_as_completed_new(loop, 3, in, 0.01);
     n1 = aw_as_completed_next(it);
+    ck_assert_int_eq(aw_future_done(n1), 0); /* given its input once awaited */
+    run(n1);
     ck_assert_int_eq(aw_future_result(n1, &p), 0);
     ck_assert_int_eq(int_result(p), 7);
     n2 = aw_as_completed_next(it);
@@ -1835,6 +1837,65 @@ START_TEST(wait_and_as_completed_timeout_in_the_past)
 }
 END_TEST
 
+/* asyncio test_as_completed_reverse_wait: the futures as_completed hands
+ * out are interchangeable: the first one awaited gets the first input to
+ * finish, whatever order they were handed out in; also for inputs that
+ * finished before anything was awaited. */
+START_TEST(as_completed_reverse_wait)
+{
+    aw_future *in[2], *n[2];
+    aw_as_completed *it;
+    void *p;
+    int round;
+
+    for (round = 0; round < 2; round++) {
+        if (round == 0) {
+            in[0] = later(0.002, 1, 0); /* 'a' finishes first */
+            in[1] = later(0.02, 2, 0);
+        } else {
+            in[0] = aw_future_resolved_int(loop, 1);
+            in[1] = aw_future_resolved_int(loop, 2);
+        }
+        it = aw_as_completed_new(loop, 2, in, AW_NO_TIMEOUT);
+        n[0] = aw_as_completed_next(it);
+        n[1] = aw_as_completed_next(it);
+        run(n[1]); /* awaited first: gets the first to finish */
+        ck_assert_int_eq(aw_future_result(n[1], &p), 0);
+        ck_assert_int_eq(int_result(p), 1);
+        ck_assert_int_eq(aw_future_done(n[0]), 0);
+        run(n[0]);
+        ck_assert_int_eq(aw_future_result(n[0], &p), 0);
+        ck_assert_int_eq(int_result(p), 2);
+        aw_future_unref(n[0]);
+        aw_future_unref(n[1]);
+        aw_as_completed_free(it);
+    }
+}
+END_TEST
+
+/* A future handed out and cancelled by its holder gives its turn back: the
+ * input goes to the next one awaited. */
+START_TEST(as_completed_cancelled_turn_given_back)
+{
+    aw_future *in[1], *a, *b;
+    aw_as_completed *it;
+    void *p;
+
+    in[0] = later(0.002, 9, 0);
+    it = aw_as_completed_new(loop, 1, in, AW_NO_TIMEOUT);
+    a = aw_as_completed_next(it);
+    ck_assert_int_eq(aw_future_cancel(a, NULL), 0);
+    b = aw_as_completed_next(it);
+    ck_assert_int_eq(aw_future_error(b), AW_EINVALSTATE); /* pending */
+    run(b);
+    ck_assert_int_eq(aw_future_result(b, &p), 0);
+    ck_assert_int_eq(int_result(p), 9);
+    aw_future_unref(a);
+    aw_future_unref(b);
+    aw_as_completed_free(it);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1908,6 +1969,8 @@ aw_test_suite(void)
     tcase_add_test(tc, taking_calls_release_input_on_error);
     tcase_add_test(tc, wait_for_timeout_less_then_0_or_0);
     tcase_add_test(tc, wait_and_as_completed_timeout_in_the_past);
+    tcase_add_test(tc, as_completed_reverse_wait);
+    tcase_add_test(tc, as_completed_cancelled_turn_given_back);
     suite_add_tcase(s, tc);
     return s;
 }

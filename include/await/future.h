@@ -327,9 +327,13 @@ AW_EXTERN aw_future *aw_wait(aw_loop *loop, size_t n, aw_future **futures,
 /*
  * aw_as_completed - asyncio's as_completed(): returns an iterator (NULL
  * for bad arguments or out of memory; the inputs are released either way)
- * whose aw_as_completed_next() gives, for each input in the order they
- * settle, a future whose result is that input (an `aw_future *` reference
- * owned by the result: read the input's outcome through it, or take it).
+ * whose aw_as_completed_next() hands out, once per input, a future whose
+ * result will be an input (an `aw_future *` reference owned by the
+ * result: read the input's outcome through it, or take it).  They are
+ * interchangeable, as asyncio's are: each gets its input when it is
+ * awaited (its first done callback, a task's await), and the first
+ * awaited gets the first input to finish, whatever order they were
+ * handed out in.  One cancelled by its holder gives its turn back.
  * An input given twice comes once.  Once every input was handed out,
  * _next returns a future failed with AW_EEMPTY.  Once `timeout` seconds
  * pass (AW_NO_TIMEOUT: never; <= 0: the next pass), the futures still to
