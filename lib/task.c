@@ -29,6 +29,7 @@
 #include "future-internal.h"
 #include "kinds-internal.h"
 #include "loop-internal.h"
+#include "task-internal.h"
 
 enum tflag {
     T_STARTED = 1 << 0,
@@ -52,6 +53,8 @@ struct task_extra {
     unsigned own_pending;      /* scopes' and groups' not delivered */
     unsigned deliveries;       /* cancellations delivered at awaits */
     int group_code;            /* a group cancelled us with this error */
+    struct aw__task_hold *holds;     /* held (locks), newest first */
+    struct aw__task_hold *site_for;  /* gets the site of the next await */
 };
 
 struct aw__task {
@@ -275,6 +278,61 @@ list_remove(struct aw__task *t)
 
 static void timeout_free_all(struct aw__task *t);
 
+/* The task ends holding what it should have let go of: each holder
+ * reports it and lets go. */
+static void
+release_holds(struct aw__task *t)
+{
+    struct aw__task_hold *h;
+
+    if (t->extra == NULL)
+        return;
+    t->extra->site_for = NULL;
+    while ((h = t->extra->holds) != NULL) {
+        t->extra->holds = h->next;
+        h->next = NULL;
+        h->on_end(h, &t->base);
+    }
+}
+
+int
+aw__task_hold(aw_task *task, struct aw__task_hold *hold)
+{
+    struct aw__task *t = T(task);
+    struct task_extra *x = extra(t);
+
+    if (x == NULL)
+        return -ENOMEM;
+    hold->next = x->holds;
+    x->holds = hold;
+    if (tflags(t) & T_RUNNING) {
+        hold->site = NULL;
+        x->site_for = hold;
+    } else {
+        hold->site = t->site; /* granted while it waited there */
+    }
+    return 0;
+}
+
+void
+aw__task_unhold(aw_task *task, struct aw__task_hold *hold)
+{
+    struct task_extra *x = T(task)->extra;
+    struct aw__task_hold **pp;
+
+    if (x == NULL)
+        return;
+    if (x->site_for == hold)
+        x->site_for = NULL;
+    for (pp = &x->holds; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == hold) {
+            *pp = hold->next;
+            hold->next = NULL;
+            return;
+        }
+    }
+}
+
 static void
 task_finish(struct aw__task *t)
 {
@@ -292,6 +350,7 @@ task_finish(struct aw__task *t)
     t->frame = NULL;
     t->frame_free = NULL;
     timeout_free_all(t);
+    release_holds(t);
     fl = tflags(t);
     if ((fl & T_MUST_CANCEL) && !(fl & T_STAGED_ERROR)) {
         /* Cancelled after its last await and before it returned: it
@@ -467,6 +526,10 @@ aw_task__await(aw_task *task, aw_future *f, const struct aw__site *site)
     }
     t->awaiting = f;
     t->site = site;
+    if (AW__UNLIKELY(t->extra != NULL && t->extra->site_for != NULL)) {
+        t->extra->site_for->site = site;
+        t->extra->site_for = NULL;
+    }
     if ((tflags(t) & T_MUST_CANCEL) && f->state == AW_FUTURE_PENDING &&
         aw_future_cancel(f, t->extra ? t->extra->cancel_msg : NULL) == 0)
         tclear(t, T_MUST_CANCEL); /* it comes back through f */
