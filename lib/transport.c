@@ -2,6 +2,14 @@
 /* transport.c: transports and protocols on libevent bufferevents and
  * listeners (asyncio's selector transports).
  *
+ * The bufferevent reads (and connects); it never writes.  Writes are the
+ * transport's own: send()/sendmsg() with MSG_NOSIGNAL, so that a peer that
+ * went away is an error code and never a SIGPIPE (libevent 2.1 writes with
+ * writev, which raises it, and a library must not change the process's
+ * signal dispositions).  A write with nothing queued goes to the socket at
+ * once; only what the kernel did not take is queued, and writability is
+ * watched, by a plain event, only while something is queued.
+ *
  * Bufferevents run with BEV_OPT_DEFER_CALLBACKS, so that no protocol
  * callback ever runs inside a transport call; what a call decides
  * (pause_writing, connection_lost) is scheduled on the ready queue.  A
@@ -43,12 +51,16 @@
  * arrived in, not one per 4 KiB. */
 #define BEV_READ_CAP 4096
 #define TOPUP_MAX (60 * 1024)
+/* iovecs given to one sendmsg() of the queue */
+#define SEND_IOV 16
 
 enum tstate { T_CONNECTING, T_OPEN, T_CLOSING, T_LOST };
 
 struct aw_transport {
     aw_loop *loop;
-    struct bufferevent *bev; /* NULL once lost */
+    struct bufferevent *bev; /* NULL once lost; reads only */
+    struct evbuffer *out;    /* what the kernel did not take yet */
+    struct event *wev;       /* writability, pending while out has data */
     const aw_protocol *proto;
     void *user;
     aw_server *server;
@@ -116,7 +128,6 @@ aw__loop_dns(aw_loop *loop)
 /* ---- transports ---------------------------------------------------------------- */
 
 static void readcb(struct bufferevent *bev, void *arg);
-static void writecb(struct bufferevent *bev, void *arg);
 static void eventcb(struct bufferevent *bev, short what, void *arg);
 
 static aw_transport *
@@ -196,6 +207,14 @@ lose(aw_transport *t, int error)
         t->bev = NULL;
     }
     t->fd = -1;
+    if (t->wev != NULL) {
+        event_free(t->wev);
+        t->wev = NULL;
+    }
+    if (t->out != NULL) {
+        evbuffer_free(t->out);
+        t->out = NULL;
+    }
     if (aw_loop_call_soon(t->loop, deliver_lost, t, NULL) != 0)
         deliver_lost(t->loop, t); /* out of memory: now rather than never */
 }
@@ -227,15 +246,14 @@ schedule_writing_notice(aw_transport *t)
 static size_t
 out_len(const aw_transport *t)
 {
-    return t->bev != NULL ? evbuffer_get_length(bufferevent_get_output(t->bev))
-                          : 0;
+    return t->out != NULL ? evbuffer_get_length(t->out) : 0;
 }
 
 static void
 setup_bev(aw_transport *t, struct bufferevent *bev)
 {
     t->bev = bev;
-    bufferevent_setcb(bev, readcb, writecb, eventcb, t);
+    bufferevent_setcb(bev, readcb, NULL, eventcb, t);
 }
 
 static void
@@ -244,7 +262,8 @@ opened(aw_transport *t)
     t->state = T_OPEN;
     t->fd = (int)bufferevent_getfd(t->bev);
     t->reading = 1;
-    bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+    bufferevent_disable(t->bev, EV_WRITE); /* writes are ours */
+    bufferevent_enable(t->bev, EV_READ);
     t->made = 1;
     if (t->proto->connection_made != NULL)
         t->proto->connection_made(t, t->user);
@@ -343,19 +362,91 @@ flushed(aw_transport *t)
         lose(t, 0);
 }
 
-static void
-writecb(struct bufferevent *bev, void *arg)
+/* Send what is queued until the kernel takes no more.  0, or the
+ * socket's error. */
+static int
+send_queued(aw_transport *t)
 {
-    aw_transport *t = arg;
-    size_t n = evbuffer_get_length(bufferevent_get_output(bev));
+    struct evbuffer_iovec v[SEND_IOV];
+    struct msghdr mh;
+    size_t want;
+    ssize_t r;
+    int n, i;
+
+    while (evbuffer_get_length(t->out) > 0) {
+        n = evbuffer_peek(t->out, -1, NULL, v, SEND_IOV);
+        if (n > SEND_IOV)
+            n = SEND_IOV;
+        for (i = 0, want = 0; i < n; i++)
+            want += v[i].iov_len;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = v;
+        mh.msg_iovlen = (size_t)n;
+        r = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+        }
+        evbuffer_drain(t->out, (size_t)r);
+        if ((size_t)r < want)
+            return 0; /* the kernel is full: wait for writability */
+    }
+    return 0;
+}
+
+/* What follows a write or a flush: the limits, the end of the queue. */
+static void
+after_send(aw_transport *t)
+{
+    size_t n = out_len(t);
 
     if (t->paused && n <= t->low) {
         t->paused = 0;
-        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        schedule_writing_notice(t);
+    } else if (!t->paused && n > t->high) {
+        t->paused = 1;
         schedule_writing_notice(t);
     }
-    if (n == 0)
+    if (n == 0) {
+        if (t->wev != NULL)
+            event_del(t->wev);
         flushed(t);
+    } else if (t->wev != NULL) {
+        event_add(t->wev, NULL);
+    }
+}
+
+static void
+writable_cb(evutil_socket_t fd, short what, void *arg)
+{
+    aw_transport *t = arg;
+    int error;
+
+    (void)fd;
+    (void)what;
+    if (t->state == T_LOST)
+        return;
+    error = send_queued(t);
+    if (error != 0) {
+        lose(t, error);
+        return;
+    }
+    after_send(t);
+}
+
+/* Queue data[0..len) behind what the kernel took: the queue and its
+ * event are made when first needed.  0 or -ENOMEM. */
+static int
+queue_rest(aw_transport *t, const void *data, size_t len)
+{
+    if (t->out == NULL && (t->out = evbuffer_new()) == NULL)
+        return -ENOMEM;
+    if (t->wev == NULL &&
+        (t->wev = event_new(aw_loop_get_base(t->loop), t->fd, EV_WRITE,
+                            writable_cb, t)) == NULL)
+        return -ENOMEM;
+    return evbuffer_add(t->out, data, len) == 0 ? 0 : -ENOMEM;
 }
 
 static int connect_failed(aw_transport *t, int error, char *msg);
@@ -414,19 +505,39 @@ eventcb(struct bufferevent *bev, short what, void *arg)
 int
 aw_transport_write(aw_transport *t, const void *data, size_t len)
 {
+    size_t sent = 0;
+    int rc;
+
     if (t == NULL || (data == NULL && len > 0))
         return -EINVAL;
+    if (t->state == T_LOST && t->lost_error != 0)
+        return t->lost_error;
     if (t->state != T_OPEN || t->eof_pending)
         return AW_ECLOSED;
     if (len == 0)
         return 0;
-    if (bufferevent_write(t->bev, data, len) != 0)
-        return -ENOMEM;
-    if (!t->paused && out_len(t) > t->high) {
-        t->paused = 1;
-        bufferevent_setwatermark(t->bev, EV_WRITE, t->low, 0);
-        schedule_writing_notice(t);
+    if (out_len(t) == 0) {
+        ssize_t r;
+
+        do
+            r = send(t->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (r < 0 && errno == EINTR);
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            /* asyncio: the write returns, connection_lost tells. */
+            lose(t, -errno);
+            return 0;
+        }
+        sent = r > 0 ? (size_t)r : 0;
+        if (sent == len)
+            return 0;
     }
+    rc = queue_rest(t, (const char *)data + sent, len - sent);
+    if (rc != 0) {
+        if (sent > 0) /* part of it went: the stream cannot be mended */
+            lose(t, rc);
+        return rc;
+    }
+    after_send(t);
     return 0;
 }
 

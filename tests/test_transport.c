@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -535,6 +537,94 @@ START_TEST(server_close_with_clients_connected)
 }
 END_TEST
 
+/* The default SIGPIPE disposition, as a program that never heard of it
+ * has: a write that raised the signal would end the test. */
+static void
+sigpipe_default(void)
+{
+    struct sigaction sa;
+
+    ck_assert(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
+    ck_assert_int_eq(sigaction(SIGPIPE, NULL, &sa), 0);
+    ck_assert(sa.sa_handler == SIG_DFL);
+}
+
+/* A raw client of srv (Unix socket at path, or TCP) that sends a line and
+ * closes without reading; then the server side writes until the loss. */
+static void
+write_to_vanished_peer(aw_server *srv, const char *path)
+{
+    struct peer *p;
+    int fd, i, rc;
+
+    if (path != NULL) {
+        struct sockaddr_un sun;
+
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        memset(&sun, 0, sizeof(sun));
+        sun.sun_family = AF_UNIX;
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)),
+                         0);
+    } else {
+        struct sockaddr_in sin;
+
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        memset(&sin, 0, sizeof(sin));
+        sin.sin_family = AF_INET;
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sin.sin_port = htons((unsigned short)aw_server_port(srv));
+        ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)),
+                         0);
+    }
+    ck_assert_int_eq(write(fd, "hello\n", 6), 6);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    p = &server_peers[0];
+    while (p->len < 6)
+        aw_loop_run_once(loop, 0);
+    close(fd); /* never read what the server sends */
+    for (i = 0; i < 100000 && !p->lost; i++) {
+        if (aw_transport_write(p->t, "hello\n", 6) != 0)
+            break;
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    }
+    run_until(&p->lost);
+    ck_assert_msg(p->lost_error == -EPIPE || p->lost_error == -ECONNRESET,
+                  "lost with %d", p->lost_error);
+    /* Later writes get the connection's error. */
+    rc = aw_transport_write(p->t, "x", 1);
+    ck_assert_int_eq(rc, p->lost_error);
+}
+
+START_TEST(write_to_vanished_peer_is_an_error_not_sigpipe)
+{
+    static struct peer tmpl;
+    char path[64];
+    aw_future *f;
+    aw_server *srv;
+    void *v = NULL;
+
+    sigpipe_default();
+    memset(&tmpl, 0, sizeof(tmpl));
+    tmpl.keep_on_eof = 1; /* half-close: keep writing to the closed peer */
+    srv = serve("127.0.0.1", &tmpl);
+    write_to_vanished_peer(srv, NULL);
+    finish(srv);
+
+    snprintf(path, sizeof(path), "/tmp/awtest-pipe-%d.sock", (int)getpid());
+    nserver_peers = 0;
+    f = aw_create_unix_server(loop, path, &server_proto, &tmpl, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &v, NULL);
+    aw_future_unref(f);
+    srv = v;
+    write_to_vanished_peer(srv, path);
+    finish(srv);
+    unlink(path);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     aw_future *f;
@@ -573,6 +663,7 @@ aw_test_suite(void)
     tcase_add_test(tc, resolve_localhost_and_ipv6_literal);
     tcase_add_test(tc, cancelled_connect_leaves_nothing);
     tcase_add_test(tc, server_close_with_clients_connected);
+    tcase_add_test(tc, write_to_vanished_peer_is_an_error_not_sigpipe);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return s;

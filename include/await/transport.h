@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* await/transport.h: transports and protocols, the callback-first level
  * of networking (asyncio's Transport and Protocol), on libevent
- * bufferevents and listeners: TCP over IPv4 and IPv6, Unix stream
- * sockets. */
+ * bufferevents (for reading) and listeners: TCP over IPv4 and IPv6, Unix
+ * stream sockets.  Sockets are written with MSG_NOSIGNAL: a peer that went
+ * away is an error code (-EPIPE, -ECONNRESET), never a SIGPIPE, and the
+ * library leaves the process's signal dispositions alone. */
 #ifndef AWAIT_TRANSPORT_H
 #define AWAIT_TRANSPORT_H
 
@@ -46,9 +48,14 @@ typedef struct aw_protocol {
 /* ---- transports ------------------------------------------------------------------ */
 
 /*
- * aw_transport_write - queue len bytes (copied); never blocks.  0;
- * AW_ECLOSED once the transport is closing or closed, or after
- * write_eof; -ENOMEM; -EINVAL.
+ * aw_transport_write - send len bytes; never blocks.  With nothing queued
+ * they go to the socket at once; what the kernel does not take is queued
+ * (copied).  A peer found gone is not this call's error (asyncio): the
+ * connection is lost and connection_lost gets -EPIPE or -ECONNRESET.
+ * 0; AW_ECLOSED once the transport is closing or closed, or after
+ * write_eof; the connection's error once it was lost with one; -ENOMEM
+ * (when part of the data was already sent, the connection is lost with
+ * it); -EINVAL.
  */
 AW_EXTERN int aw_transport_write(aw_transport *t, const void *data,
                                  size_t len);
