@@ -78,11 +78,16 @@ AW_EXTERN void aw_stream_unref(aw_stream *s);
  * Reads.  One read at a time (another one started while one waits fails
  * with AW_EBUSY).  Results are aw_bytes owned by the future (take them to
  * keep them).  Errors: the connection's error when it was lost, AW_ECLOSED
- * after aw_stream_close().
+ * after aw_stream_close().  No data is lost in the hand-over: a read
+ * cancelled while it waits takes nothing, and a read settled with data
+ * whose future is released unread (its task cancelled after the data
+ * arrived, before it resumed) gives the data back to the front of the
+ * buffer for the next read (asyncio leaves it in the buffer).
  *
  * aw_stream_read - up to n bytes (n == 0: nothing), as soon as any are
  *   there; an empty result at end of file.
- * aw_stream_readexactly - exactly n bytes; AW_EINCOMPLETE at end of file
+ * aw_stream_readexactly - exactly n bytes, whatever the limit (reading
+ *   goes on past it for such a read); AW_EINCOMPLETE at end of file
  *   before that, the bytes read then given by aw_stream_partial().
  * aw_stream_readuntil - up to and including the separator.  AW_ELIMIT
  *   when the separator is not within the stream's limit (the data stays
@@ -104,7 +109,8 @@ AW_EXTERN aw_bytes *aw_stream_partial(aw_stream *s);
 AW_EXTERN int aw_stream_at_eof(const aw_stream *s);
 
 /* aw_stream_set_limit - the most a read may buffer: reading from the
- * socket pauses once twice this much is buffered; 0 picks 64 KiB. */
+ * socket pauses once twice this much is buffered and no read waits (a
+ * waiting readexactly may buffer what it needs); 0 picks 64 KiB. */
 AW_EXTERN int aw_stream_set_limit(aw_stream *s, size_t limit);
 
 /*
