@@ -353,14 +353,15 @@ try_read(aw_stream *s)
         struct evbuffer_ptr p = evbuffer_search(s->buf, s->sep, s->seplen,
                                                 NULL);
 
+        /* The limit is on the data before the separator (asyncio). */
         if (p.pos >= 0) {
-            size_t end = (size_t)p.pos + s->seplen;
-
-            if (end > s->limit)
+            if ((size_t)p.pos > s->limit)
                 fail_read(s, AW_ELIMIT, "separator found past the limit");
             else
-                finish_read(s, end);
-        } else if (len > s->limit) {
+                finish_read(s, (size_t)p.pos + s->seplen);
+        } else if (len + 1 > s->limit + s->seplen) {
+            /* Even a separator starting at the last seplen - 1 bytes
+             * would come after more than limit bytes. */
             fail_read(s, AW_ELIMIT, "separator not found within the limit");
         } else if (s->eof && s->error != 0) {
             fail_read(s, s->error, "connection lost");

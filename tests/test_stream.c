@@ -1162,6 +1162,60 @@ START_TEST(readexactly_above_limit)
 }
 END_TEST
 
+/* The limit is on the data before the separator (asyncio): a line of
+ * exactly limit bytes and its separator is read; one byte more is
+ * AW_ELIMIT, the data left buffered. */
+START_TEST(limit_applies_before_separator)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    aw_bytes *b;
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_stream_set_limit(s, 16), 0);
+    aw_stream_write(peer_side, "0123456789abcdef\n", 17);
+    expect(aw_stream_readline(s), "0123456789abcdef\n");
+    aw_stream_write(peer_side, "0123456789abcdef--", 18);
+    expect(aw_stream_readuntil(s, "--", 2), "0123456789abcdef--");
+    aw_stream_write(peer_side, "0123456789abcdefg\n", 18);
+    await_bytes(aw_stream_readline(s), AW_ELIMIT);
+    expect(aw_stream_readexactly(s, 18), "0123456789abcdefg\n");
+    /* Not found yet: 17 bytes may still end in the first byte of a
+     * two-byte separator; 18 may not. */
+    aw_stream_write(peer_side, "0123456789abcdefg", 17);
+    aw_stream_write_eof(peer_side);
+    await_bytes(aw_stream_readuntil(s, "--", 2), AW_EINCOMPLETE);
+    b = aw_stream_partial(s);
+    ck_assert_int_eq(aw_bytes_len(b), 17);
+    aw_bytes_free(b);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
+START_TEST(limit_not_found_past_limit)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_stream_set_limit(s, 16), 0);
+    aw_stream_write(peer_side, "0123456789abcdefgh", 18);
+    await_bytes(aw_stream_readuntil(s, "--", 2), AW_ELIMIT);
+    expect(aw_stream_readexactly(s, 18), "0123456789abcdefgh");
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1188,6 +1242,8 @@ aw_test_suite(void)
     tcase_add_test(tc, serve_until_cancelled);
     tcase_add_test(tc, read_cancelled_after_hand_over_loses_nothing);
     tcase_add_test(tc, readexactly_above_limit);
+    tcase_add_test(tc, limit_applies_before_separator);
+    tcase_add_test(tc, limit_not_found_past_limit);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -90,8 +90,10 @@ AW_EXTERN void aw_stream_unref(aw_stream *s);
  *   goes on past it for such a read); AW_EINCOMPLETE at end of file
  *   before that, the bytes read then given by aw_stream_partial().
  * aw_stream_readuntil - up to and including the separator.  AW_ELIMIT
- *   when the separator is not within the stream's limit (the data stays
- *   buffered); AW_EINCOMPLETE at end of file (partial as above).
+ *   when more than the stream's limit of bytes come before the separator
+ *   (the limit is on the data before it, as asyncio's: a line of exactly
+ *   limit bytes and its separator is read); the data stays buffered;
+ *   AW_EINCOMPLETE at end of file (partial as above).
  * aw_stream_readline - aw_stream_readuntil with "\n", except at end of
  *   file: the last bytes without a newline, or empty bytes (asyncio).
  */
