@@ -967,15 +967,16 @@ bound_socket(const struct sockaddr *sa, socklen_t len, int flags, int *err)
         *err = -errno;
         return -1;
     }
-    if (sa->sa_family != AF_UNIX && !(flags & AW_SERVER_NO_REUSE_ADDRESS))
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* An option asked for is set or the call fails. */
+    if ((sa->sa_family != AF_UNIX && !(flags & AW_SERVER_NO_REUSE_ADDRESS) &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) ||
 #ifdef SO_REUSEPORT
-    if (flags & AW_SERVER_REUSE_PORT)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        ((flags & AW_SERVER_REUSE_PORT) &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
 #endif
-    if (sa->sa_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, sa, len) != 0) {
+        (sa->sa_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, sa, len) != 0) {
         *err = -errno;
         close(fd);
         return -1;
@@ -1015,6 +1016,21 @@ aw_create_unix_server(aw_loop *loop, const char *path,
                              backlog);
 }
 
+/* Known flags, and not both REUSE_ADDRESS and NO_REUSE_ADDRESS. */
+static int
+flags_ok(int flags)
+{
+    int all = AW_SERVER_REUSE_ADDRESS | AW_SERVER_REUSE_PORT |
+              AW_SERVER_NO_REUSE_ADDRESS;
+
+#ifndef SO_REUSEPORT
+    all &= ~AW_SERVER_REUSE_PORT;
+#endif
+    return (flags & ~all) == 0 &&
+           (flags & (AW_SERVER_REUSE_ADDRESS | AW_SERVER_NO_REUSE_ADDRESS)) !=
+               (AW_SERVER_REUSE_ADDRESS | AW_SERVER_NO_REUSE_ADDRESS);
+}
+
 static aw_future *create_unix_server(aw_loop *loop, const char *path,
                                      const aw_protocol *proto, void *arg,
                                      aw_destroy_fn arg_destroy, int backlog);
@@ -1037,12 +1053,12 @@ aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
     if (path != NULL)
         return create_unix_server(loop, path, proto, arg, arg_destroy,
                                   backlog);
-    if (proto == NULL || port < 0 || port > 65535) {
+    if (proto == NULL || port < 0 || port > 65535 || !flags_ok(flags)) {
         if (arg_destroy != NULL)
             arg_destroy(arg);
         return aw__future_failed_new(loop, -EINVAL,
-                                     aw__format("aw_create_server: bad port "
-                                                "or protocol"));
+                                     aw__format("aw_create_server: bad port, "
+                                                "protocol or flags"));
     }
     if (backlog <= 0)
         backlog = DEFAULT_BACKLOG;
@@ -1135,6 +1151,18 @@ int
 aw_server_port(const aw_server *srv)
 {
     return srv != NULL ? srv->port : -EINVAL;
+}
+
+int
+aw_server_sockets(const aw_server *srv, int *fds, size_t n)
+{
+    size_t i;
+
+    if (srv == NULL || (fds == NULL && n > 0))
+        return -EINVAL;
+    for (i = 0; i < srv->nls && i < n; i++)
+        fds[i] = (int)evconnlistener_get_fd(srv->ls[i]);
+    return (int)srv->nls;
 }
 
 int

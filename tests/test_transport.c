@@ -625,6 +625,66 @@ START_TEST(write_to_vanished_peer_is_an_error_not_sigpipe)
 }
 END_TEST
 
+static int
+sockopt(int fd, int level, int name)
+{
+    int v = -1;
+    socklen_t len = sizeof(v);
+
+    ck_assert_int_eq(getsockopt(fd, level, name, &v, &len), 0);
+    return v != 0;
+}
+
+static aw_server *
+serve_flags(int flags, int want_rc)
+{
+    static struct peer tmpl;
+    aw_future *f = aw_create_server(loop, "127.0.0.1", 0, &server_proto,
+                                    &tmpl, flags, 0);
+    void *srv = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), want_rc);
+    if (want_rc == 0)
+        aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    return srv;
+}
+
+/* SO_REUSEADDR is on by default for TCP servers (asyncio on Unix), off on
+ * request; the listening sockets can be had (asyncio's Server.sockets). */
+START_TEST(server_reuse_address_by_default)
+{
+    aw_server *srv;
+    int fds[4];
+
+    srv = serve_flags(0, 0);
+    ck_assert_int_eq(aw_server_sockets(srv, fds, 4), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEADDR), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEPORT), 0);
+    ck_assert_int_eq(aw_server_sockets(srv, NULL, 0), 1);
+    ck_assert_int_eq(aw_server_sockets(srv, NULL, 1), -EINVAL);
+    ck_assert_int_eq(aw_server_sockets(NULL, fds, 4), -EINVAL);
+    aw_server_close(srv);
+    ck_assert_int_eq(aw_server_sockets(srv, fds, 4), 0);
+    aw_server_free(srv);
+
+    srv = serve_flags(AW_SERVER_REUSE_ADDRESS | AW_SERVER_REUSE_PORT, 0);
+    ck_assert_int_eq(aw_server_sockets(srv, fds, 4), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEADDR), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEPORT), 1);
+    aw_server_free(srv);
+
+    srv = serve_flags(AW_SERVER_NO_REUSE_ADDRESS, 0);
+    ck_assert_int_eq(aw_server_sockets(srv, fds, 4), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEADDR), 0);
+    aw_server_free(srv);
+
+    /* Contradictory or unknown flags. */
+    serve_flags(AW_SERVER_REUSE_ADDRESS | AW_SERVER_NO_REUSE_ADDRESS, -EINVAL);
+    serve_flags(0x100, -EINVAL);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     aw_future *f;
@@ -664,6 +724,7 @@ aw_test_suite(void)
     tcase_add_test(tc, cancelled_connect_leaves_nothing);
     tcase_add_test(tc, server_close_with_clients_connected);
     tcase_add_test(tc, write_to_vanished_peer_is_an_error_not_sigpipe);
+    tcase_add_test(tc, server_reuse_address_by_default);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return s;

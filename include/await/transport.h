@@ -137,10 +137,19 @@ AW_EXTERN aw_future *aw_create_unix_connection(aw_loop *loop,
 
 /* ---- serving ------------------------------------------------------------------------ */
 
+/*
+ * Flags of aw_create_server and aw_start_server (0 for the defaults).
+ * SO_REUSEADDR is on for TCP servers unless AW_SERVER_NO_REUSE_ADDRESS
+ * (asyncio's reuse_address, True by default on Unix); naming
+ * AW_SERVER_REUSE_ADDRESS says so explicitly.  AW_SERVER_REUSE_PORT sets
+ * SO_REUSEPORT (several loops, or processes, accepting on one port).  An
+ * unknown flag, or both REUSE_ADDRESS and NO_REUSE_ADDRESS, is -EINVAL;
+ * an option the system refuses fails the call with its error.
+ */
 enum aw_server_flags {
-    AW_SERVER_REUSE_ADDRESS = 1, /* SO_REUSEADDR (on unless told) */
-    AW_SERVER_REUSE_PORT = 2,    /* SO_REUSEPORT */
-    AW_SERVER_NO_REUSE_ADDRESS = 4
+    AW_SERVER_REUSE_ADDRESS = 1,   /* SO_REUSEADDR: the default */
+    AW_SERVER_REUSE_PORT = 2,      /* SO_REUSEPORT */
+    AW_SERVER_NO_REUSE_ADDRESS = 4 /* no SO_REUSEADDR */
 };
 
 /*
@@ -165,6 +174,12 @@ AW_EXTERN aw_future *aw_create_unix_server(aw_loop *loop, const char *path,
 
 /* aw_server_port - the port the first listening socket is bound to. */
 AW_EXTERN int aw_server_port(const aw_server *server);
+
+/* aw_server_sockets - the listening sockets (asyncio's Server.sockets):
+ * stores up to n descriptors in fds and returns how many there are (0
+ * once closed); -EINVAL.  The sockets stay the server's: query them
+ * (getsockname, getsockopt), do not close them. */
+AW_EXTERN int aw_server_sockets(const aw_server *server, int *fds, size_t n);
 
 /* aw_server_close - stop listening; connections already made go on.
  * aw_server_wait_closed - a future done once closed and every connection
