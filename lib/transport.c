@@ -1035,15 +1035,128 @@ static aw_future *create_unix_server(aw_loop *loop, const char *path,
                                      const aw_protocol *proto, void *arg,
                                      aw_destroy_fn arg_destroy, int backlog);
 
+/* Bind and listen on every address of res (port 0: every address on the
+ * port the first one got).  0 or an error. */
+static int
+listen_all(aw_server *srv, struct evutil_addrinfo *res, int flags,
+           int backlog)
+{
+    struct evutil_addrinfo *ai;
+    int rc = 0;
+
+    for (ai = res; ai != NULL && rc == 0; ai = ai->ai_next) {
+        struct sockaddr_storage ss;
+        evutil_socket_t fd;
+
+        if (ai->ai_addrlen > sizeof(ss))
+            continue;
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        if (srv->port != 0) {
+            if (ss.ss_family == AF_INET)
+                ((struct sockaddr_in *)&ss)->sin_port = htons(srv->port);
+            else if (ss.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&ss)->sin6_port = htons(srv->port);
+        }
+        fd = bound_socket((struct sockaddr *)&ss, ai->ai_addrlen, flags, &rc);
+        if (fd < 0 && (rc == -EAFNOSUPPORT || rc == -EADDRNOTAVAIL) &&
+            (ai->ai_next != NULL || srv->nls > 0)) {
+            rc = 0; /* a family this machine lacks (asyncio skips it) */
+            continue;
+        }
+        if (fd < 0)
+            break;
+        if (srv->port == 0) {
+            struct sockaddr_storage b;
+            socklen_t bl = sizeof(b);
+
+            if (getsockname(fd, (struct sockaddr *)&b, &bl) == 0)
+                srv->port = ntohs(b.ss_family == AF_INET6
+                                      ? ((struct sockaddr_in6 *)&b)->sin6_port
+                                      : ((struct sockaddr_in *)&b)->sin_port);
+        }
+        rc = server_add(srv, fd, backlog);
+        if (rc != 0)
+            close(fd);
+    }
+    return rc;
+}
+
+/* A server waiting for its addresses from the loop's resolver. */
+struct listen_req {
+    aw_future *f;
+    aw_server *srv; /* owned until handed to f */
+    struct evdns_getaddrinfo_request *req;
+    int flags, backlog;
+    int in_call; /* evdns_getaddrinfo has not returned yet */
+    int done;    /* the callback ran */
+    char what[300];
+};
+
+static int listen_watch(aw_future *f, void *arg);
+
+static void
+listen_req_free(struct listen_req *lr)
+{
+    aw__future_detach(lr->f, listen_watch, lr);
+    aw_future_unref(lr->f);
+    aw__free(lr);
+}
+
+static void
+listen_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct listen_req *lr = arg;
+    aw_server *srv = lr->srv;
+    int rc;
+
+    lr->req = NULL;
+    lr->srv = NULL;
+    if (lr->f->state != AW_FUTURE_PENDING) {
+        aw_server_free(srv); /* cancelled: nobody wants it */
+    } else if (result != 0) {
+        aw_server_free(srv);
+        aw__future_set_failed(lr->f, aw__gai_error(result, errno),
+                              aw__format("cannot resolve %s: %s", lr->what,
+                                         evutil_gai_strerror(result)));
+    } else if ((rc = listen_all(srv, res, lr->flags, lr->backlog)) != 0) {
+        aw_server_free(srv);
+        aw__future_set_failed(lr->f, rc,
+                              aw__format("cannot listen on %s: %s", lr->what,
+                                         aw_strerror(rc)));
+    } else {
+        aw_future_set_result(lr->f, srv, server_free_cb);
+    }
+    if (res != NULL)
+        evutil_freeaddrinfo(res);
+    lr->done = 1;
+    if (!lr->in_call)
+        listen_req_free(lr);
+}
+
+/* The future settled: cancelled while resolving, cancel the request (its
+ * callback still comes, with EVUTIL_EAI_CANCEL, and frees the rest). */
+static int
+listen_watch(aw_future *f, void *arg)
+{
+    struct listen_req *lr = arg;
+
+    if (aw_future_cancelled(f) && lr->req != NULL)
+        evdns_getaddrinfo_cancel(lr->req);
+    return 0;
+}
+
 aw_future *
 aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
                   const aw_protocol *proto, void *arg,
                   aw_destroy_fn arg_destroy, int flags, int backlog)
 {
-    struct evutil_addrinfo hints, *res = NULL, *ai;
-    char portstr[16], what[300];
+    struct evutil_addrinfo hints;
+    struct evdns_getaddrinfo_request *req;
+    struct evdns_base *dns;
+    struct listen_req *lr;
+    char portstr[16];
     aw_server *srv;
-    int rc = 0, gai;
+    aw_future *f;
 
     if (loop == NULL || aw_loop_is_closed(loop)) {
         if (arg_destroy != NULL)
@@ -1060,58 +1173,78 @@ aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
                                      aw__format("aw_create_server: bad port, "
                                                 "protocol or flags"));
     }
-    if (backlog <= 0)
-        backlog = DEFAULT_BACKLOG;
-    snprintf(what, sizeof(what), "%s:%d", host ? host : "*", port);
+    if (host != NULL && host[0] == '\0')
+        host = NULL; /* every address, as asyncio's '' */
+    srv = server_new(loop, proto, arg, arg_destroy);
+    if (srv == NULL)
+        return aw__future_nomem(loop);
+    dns = aw__loop_dns(loop);
+    f = aw_future_new(loop);
+    lr = aw__calloc(1, sizeof(*lr));
+    if (dns == NULL || f == NULL || lr == NULL ||
+        aw__future_attach(f, listen_watch, lr) != 0) {
+        aw_future_unref(f);
+        aw__free(lr);
+        aw_server_free(srv);
+        return aw__future_nomem(loop);
+    }
+    lr->f = aw_future_ref(f);
+    lr->srv = srv;
+    lr->flags = flags;
+    lr->backlog = backlog > 0 ? backlog : DEFAULT_BACKLOG;
+    snprintf(lr->what, sizeof(lr->what), "%s:%d", host ? host : "*", port);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
-    hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
+    hints.ai_flags = EVUTIL_AI_PASSIVE; /* asyncio's: no ADDRCONFIG */
     snprintf(portstr, sizeof(portstr), "%d", port);
-    gai = evutil_getaddrinfo(host, portstr, &hints, &res);
-    if (gai != 0) {
-        if (arg_destroy != NULL)
-            arg_destroy(arg);
-        return aw__future_failed_new(loop, -EHOSTUNREACH,
-                                     aw__format("cannot resolve %s: %s", what,
-                                                evutil_gai_strerror(gai)));
-    }
-    srv = server_new(loop, proto, arg, arg_destroy);
-    if (srv == NULL) {
-        evutil_freeaddrinfo(res);
-        return aw__future_nomem(loop);
-    }
-    for (ai = res; ai != NULL && rc == 0; ai = ai->ai_next) {
-        struct sockaddr_storage ss;
-        evutil_socket_t fd;
+    /* Numeric hosts, every address and the hosts file answer inside the
+     * call: f is settled then, before it is handed out. */
+    lr->in_call = 1;
+    req = evdns_getaddrinfo(dns, host, portstr, &hints, listen_resolved, lr);
+    lr->in_call = 0;
+    if (lr->done)
+        listen_req_free(lr);
+    else
+        lr->req = req;
+    return f;
+}
 
-        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-        /* Port 0: every address on the port the first one got. */
-        if (srv->port != 0) {
-            if (ss.ss_family == AF_INET)
-                ((struct sockaddr_in *)&ss)->sin_port = htons(srv->port);
-            else if (ss.ss_family == AF_INET6)
-                ((struct sockaddr_in6 *)&ss)->sin6_port = htons(srv->port);
-        }
-        fd = bound_socket((struct sockaddr *)&ss, ai->ai_addrlen, flags, &rc);
-        if (fd < 0)
-            break;
-        if (srv->port == 0) {
-            struct sockaddr_storage b;
-            socklen_t bl = sizeof(b);
+/* ---- resolver errors ------------------------------------------------------------- */
 
-            if (getsockname(fd, (struct sockaddr *)&b, &bl) == 0)
-                srv->port = ntohs(b.ss_family == AF_INET6
-                                      ? ((struct sockaddr_in6 *)&b)->sin6_port
-                                      : ((struct sockaddr_in *)&b)->sin_port);
-        }
-        rc = server_add(srv, fd, backlog);
-        if (rc != 0)
-            close(fd);
+int
+aw__gai_error(int eai, int sys_errno)
+{
+    switch (eai) {
+    case 0:
+        return 0;
+    case EVUTIL_EAI_NONAME:
+        return AW_EAI_NONAME;
+    case EVUTIL_EAI_AGAIN:
+        return AW_EAI_AGAIN;
+    case EVUTIL_EAI_FAIL:
+        return AW_EAI_FAIL;
+    case EVUTIL_EAI_FAMILY:
+        return AW_EAI_FAMILY;
+    case EVUTIL_EAI_NODATA:
+    case EVUTIL_EAI_ADDRFAMILY: /* no address of that family */
+        return AW_EAI_NODATA;
+    case EVUTIL_EAI_SERVICE:
+        return AW_EAI_SERVICE;
+    case EVUTIL_EAI_BADFLAGS:
+        return AW_EAI_BADFLAGS;
+    case EVUTIL_EAI_SOCKTYPE:
+        return AW_EAI_SOCKTYPE;
+    case EVUTIL_EAI_MEMORY:
+        return -ENOMEM;
+    case EVUTIL_EAI_SYSTEM:
+        return sys_errno > 0 ? -sys_errno : -EIO;
+    case EVUTIL_EAI_CANCEL:
+        return AW_ECANCELLED;
+    default:
+        return AW_EAI_FAIL;
     }
-    evutil_freeaddrinfo(res);
-    return server_result(loop, srv, rc, what);
 }
 
 static aw_future *

@@ -4,7 +4,9 @@
  * and test_selector_events.py where they apply. */
 #include "config.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -685,6 +687,57 @@ START_TEST(server_reuse_address_by_default)
 }
 END_TEST
 
+/* The system's blocking resolver, counted: the loop must not call it
+ * (this definition comes before the C library's for the library and
+ * libevent too). */
+static int blocking_lookups;
+
+int
+getaddrinfo(const char *node, const char *service,
+            const struct addrinfo *hints, struct addrinfo **res)
+{
+    static int (*real)(const char *, const char *, const struct addrinfo *,
+                       struct addrinfo **);
+
+    blocking_lookups++;
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+    return real != NULL ? real(node, service, hints, res) : EAI_FAIL;
+}
+
+/* create_server resolves its host with the loop's resolver, not the
+ * blocking one; "localhost" comes from the hosts file. */
+START_TEST(create_server_resolves_asynchronously)
+{
+    static struct peer tmpl;
+    struct sockaddr_in sin;
+    aw_server *srv;
+    int fd;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    blocking_lookups = 0;
+    srv = serve("localhost", &tmpl);
+    ck_assert_int_eq(blocking_lookups, 0);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((unsigned short)aw_server_port(srv));
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    close(fd);
+    run_until(&server_peers[0].lost);
+    finish(srv);
+    /* Every address ("" as asyncio's) and a numeric one: no lookup. */
+    srv = serve("", &tmpl);
+    finish(srv);
+    srv = serve("127.0.0.1", &tmpl);
+    finish(srv);
+    ck_assert_int_eq(blocking_lookups, 0);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     aw_future *f;
@@ -725,6 +778,7 @@ aw_test_suite(void)
     tcase_add_test(tc, server_close_with_clients_connected);
     tcase_add_test(tc, write_to_vanished_peer_is_an_error_not_sigpipe);
     tcase_add_test(tc, server_reuse_address_by_default);
+    tcase_add_test(tc, create_server_resolves_asynchronously);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return s;

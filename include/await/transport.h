@@ -156,10 +156,14 @@ enum aw_server_flags {
  * aw_create_server - listen on host:port (NULL host: every address;
  * port 0: one the system picks, see aw_server_port) and run proto on each
  * connection accepted, with arg as its first user pointer.  backlog <= 0
- * means 128.  Addresses are resolved at the call (numeric ones, or names
- * from the hosts file, resolve without waiting).  The future's result is
- * the server (owned by the future: take it to keep it); it fails with the
- * system's error (-EADDRINUSE, ...).  A listener that runs out of file
+ * means 128.  host is resolved by the loop's asynchronous resolver, never
+ * a blocking one (NULL or "" for every address, numeric addresses and
+ * names from the hosts file need no waiting); every address it gives is
+ * listened on (one of a family the system lacks is skipped, as asyncio
+ * does).  Cancelling the future while it resolves abandons the server.
+ * The future's result is the server (owned by the future: take it to keep
+ * it); it fails with the system's error (-EADDRINUSE, ...) or, when host
+ * does not resolve, an AW_EAI_* code with the resolver's message.  A listener that runs out of file
  * descriptors reports it through the exception handler, stops accepting
  * for 100 ms and goes on.
  * aw_create_unix_server - the same on a Unix stream socket at path (an
