@@ -912,7 +912,7 @@ gai_cb(int result, struct evutil_addrinfo *res, void *arg)
         if (result == 0)
             aw_future_set_result(g->f, res, addrinfo_destroy);
         else
-            aw_future_set_error(g->f, -EHOSTUNREACH, "%s",
+            aw_future_set_error(g->f, aw__gai_error(result, errno), "%s",
                                 evutil_gai_strerror(result));
         res = NULL;
     }
@@ -947,8 +947,7 @@ aw_getaddrinfo(aw_loop *loop, const char *host, int port, int family)
 
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
-    if (host == NULL || port < 0 || port > 65535 ||
-        (family != AF_UNSPEC && family != AF_INET && family != AF_INET6))
+    if (host == NULL || port < 0 || port > 65535)
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_getaddrinfo: bad "
                                                 "arguments"));

@@ -477,7 +477,7 @@ eventcb(struct bufferevent *bev, short what, void *arg)
         int dns = bufferevent_socket_get_dns_error(bev);
 
         if (dns != 0)
-            connect_failed(t, -EHOSTUNREACH,
+            connect_failed(t, aw__gai_error(dns, err),
                            aw__format("%s", evutil_gai_strerror(dns)));
         else
             connect_failed(t, err != 0 ? -err : -ECONNREFUSED, NULL);

@@ -1216,6 +1216,28 @@ START_TEST(limit_not_found_past_limit)
 }
 END_TEST
 
+/* Each resolver failure has its own code and the resolver's message, not
+ * one "no route to host" for all: a family the resolver does not serve is
+ * AW_EAI_FAMILY, decided before any lookup (so without a network); a
+ * cancelled lookup is AW_ECANCELLED. */
+START_TEST(getaddrinfo_failures_have_their_own_codes)
+{
+    aw_future *f;
+
+    f = aw_getaddrinfo(loop, "localhost", 80, AF_UNIX);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), AW_EAI_FAMILY);
+    ck_assert_ptr_nonnull(aw_future_message(f));
+    ck_assert_str_ne(aw_future_message(f), "");
+    aw_future_unref(f);
+    f = aw_getaddrinfo(loop, "example.invalid", 0, AF_INET);
+    aw_future_cancel(f, NULL);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), AW_ECANCELLED);
+    aw_future_unref(f);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* the request's last word */
+    ck_assert_str_eq(aw_err_name(AW_EAI_FAMILY), "AW_EAI_FAMILY");
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1244,6 +1266,7 @@ aw_test_suite(void)
     tcase_add_test(tc, readexactly_above_limit);
     tcase_add_test(tc, limit_applies_before_separator);
     tcase_add_test(tc, limit_not_found_past_limit);
+    tcase_add_test(tc, getaddrinfo_failures_have_their_own_codes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -145,8 +145,13 @@ AW_EXTERN aw_transport *aw_stream_transport(aw_stream *s);
  * asynchronous resolver; family AF_UNSPEC, AF_INET or AF_INET6.  The
  * result is a `struct evutil_addrinfo *` list owned by the future (see
  * <event2/util.h>; its layout is the system's struct addrinfo).  Fails
- * with -EHOSTUNREACH and the resolver's message.  Cancelling it is safe
- * at any time, also when the answer is already on its way.
+ * with the resolver's code and message: AW_EAI_NONAME (no such name),
+ * AW_EAI_AGAIN (try again later), AW_EAI_FAIL, AW_EAI_NODATA (no address
+ * of that family), AW_EAI_FAMILY (a family other than those three),
+ * AW_EAI_SERVICE, AW_EAI_BADFLAGS, AW_EAI_SOCKTYPE; -ENOMEM; -errno for a
+ * system error; -EINVAL for a NULL host or a port out of range.
+ * Cancelling it is safe at any time, also when the answer is already on
+ * its way (the future is then cancelled: AW_ECANCELLED).
  */
 AW_EXTERN aw_future *aw_getaddrinfo(aw_loop *loop, const char *host,
                                     int port, int family);

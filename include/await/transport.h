@@ -123,8 +123,8 @@ AW_EXTERN void aw_transport_unref(aw_transport *t);
  * and run proto on it.  The future's result is the transport (a
  * reference owned by the future: take it to keep it past the future);
  * it fails with the connection's error (-ECONNREFUSED, -ETIMEDOUT, ...),
- * or -EHOSTUNREACH with the resolver's message when the name does not
- * resolve.  Cancelling the future abandons the attempt.
+ * or the resolver's code (AW_EAI_NONAME, AW_EAI_AGAIN, ..., as
+ * aw_getaddrinfo) with its message when the name does not resolve.  Cancelling the future abandons the attempt.
  * aw_create_unix_connection - the same over a Unix stream socket at path.
  */
 AW_EXTERN aw_future *aw_create_connection(aw_loop *loop, const char *host,
