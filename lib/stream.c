@@ -573,6 +573,22 @@ aw_stream_transport(aw_stream *s)
     return s != NULL ? s->t : NULL;
 }
 
+int
+aw_stream_peername_text(const aw_stream *s, char *buf, size_t len)
+{
+    if (s == NULL || s->t == NULL)
+        return -EINVAL;
+    return aw_transport_peername_text(s->t, buf, len);
+}
+
+int
+aw_stream_sockname_text(const aw_stream *s, char *buf, size_t len)
+{
+    if (s == NULL || s->t == NULL)
+        return -EINVAL;
+    return aw_transport_sockname_text(s->t, buf, len);
+}
+
 /* ---- the protocol ------------------------------------------------------------------ */
 
 static void on_buffer(aw_transport *t, struct evbuffer *in, void *arg);

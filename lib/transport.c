@@ -17,8 +17,10 @@
  * connection_lost has been delivered. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -670,6 +672,75 @@ aw_transport_sockname(const aw_transport *t, struct sockaddr *addr,
                       socklen_t *len)
 {
     return addr_of(t, addr, len, 0);
+}
+
+/* addr as text: "127.0.0.1:80", "[::1]:80", a Unix path ("" unnamed,
+ * "@name" abstract).  Its length, -ENOSPC, -EAFNOSUPPORT. */
+static int
+addr_text(const struct sockaddr *sa, socklen_t salen, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    int n;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        n = snprintf(buf, len, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        n = snprintf(buf, len, "[%s]:%u", host,
+                     (unsigned)ntohs(in6->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        size_t plen = (size_t)salen > off ? (size_t)salen - off : 0;
+
+        if (plen > 0 && un->sun_path[0] == '\0') /* abstract */
+            n = snprintf(buf, len, "@%.*s", (int)(plen - 1), un->sun_path + 1);
+        else
+            n = snprintf(buf, len, "%.*s", (int)strnlen(un->sun_path, plen),
+                         un->sun_path);
+    } else {
+        return -EAFNOSUPPORT;
+    }
+    if (n < 0 || (size_t)n >= len) {
+        buf[0] = '\0';
+        return -ENOSPC;
+    }
+    return n;
+}
+
+static int
+addr_text_of(const aw_transport *t, char *buf, size_t len, int peer)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int rc;
+
+    if (t == NULL || buf == NULL || len == 0)
+        return -EINVAL;
+    memset(&ss, 0, sizeof(ss));
+    rc = addr_of(t, (struct sockaddr *)&ss, &sl, peer);
+    if (rc != 0) {
+        buf[0] = '\0';
+        return rc;
+    }
+    return addr_text((struct sockaddr *)&ss, sl, buf, len);
+}
+
+int
+aw_transport_peername_text(const aw_transport *t, char *buf, size_t len)
+{
+    return addr_text_of(t, buf, len, 1);
+}
+
+int
+aw_transport_sockname_text(const aw_transport *t, char *buf, size_t len)
+{
+    return addr_text_of(t, buf, len, 0);
 }
 
 int

@@ -180,6 +180,11 @@ START_TEST(unix_socket_echo_and_sigterm)
     read_some(errfd, line, sizeof(line), 1);
     ck_assert_msg(strstr(line, "serving on") != NULL, "awecho: %s", line);
     fd = connect_unix(path);
+    /* -v names each client by its address (unnamed here). */
+    read_some(errfd, line, sizeof(line), 1);
+    ck_assert_msg(strstr(line, "new client") != NULL &&
+                      strstr(line, "from (unnamed)") != NULL,
+                  "awecho: %s", line);
     echo_session(fd);
     close(fd);
     idle = connect_unix(path); /* a client still connected at shutdown */

@@ -1238,6 +1238,33 @@ START_TEST(getaddrinfo_failures_have_their_own_codes)
 }
 END_TEST
 
+/* Both ends' addresses as text in one call. */
+START_TEST(stream_addresses_as_text)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    char a[AW_ADDRSTRLEN], b[AW_ADDRSTRLEN];
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    /* One end's peer is the other end's local address. */
+    ck_assert_int_gt(aw_stream_peername_text(s, a, sizeof(a)), 0);
+    ck_assert_int_gt(aw_stream_sockname_text(peer_side, b, sizeof(b)), 0);
+    ck_assert_str_eq(a, b);
+    ck_assert_int_gt(aw_stream_sockname_text(s, a, sizeof(a)), 0);
+    ck_assert_int_gt(aw_stream_peername_text(peer_side, b, sizeof(b)), 0);
+    ck_assert_str_eq(a, b);
+    ck_assert(strncmp(a, "127.0.0.1:", 10) == 0);
+    ck_assert_int_eq(aw_stream_peername_text(NULL, a, sizeof(a)),
+                     -EINVAL);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1267,6 +1294,7 @@ aw_test_suite(void)
     tcase_add_test(tc, limit_applies_before_separator);
     tcase_add_test(tc, limit_not_found_past_limit);
     tcase_add_test(tc, getaddrinfo_failures_have_their_own_codes);
+    tcase_add_test(tc, stream_addresses_as_text);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -738,6 +738,98 @@ START_TEST(create_server_resolves_asynchronously)
 }
 END_TEST
 
+/* Both ends' addresses as text in one call. */
+START_TEST(addresses_as_text)
+{
+    static struct peer tmpl, client;
+    char buf[AW_ADDRSTRLEN], want[64], path[64];
+    aw_server *srv;
+    aw_transport *t;
+    aw_future *f;
+    void *v = NULL;
+    int port;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&client, 0, sizeof(client));
+    srv = serve("127.0.0.1", &tmpl);
+    port = aw_server_port(srv);
+    t = connect_to("127.0.0.1", port, &client);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    snprintf(want, sizeof(want), "127.0.0.1:%d", port);
+    ck_assert_int_eq(aw_transport_peername_text(t, buf, sizeof(buf)),
+                     (int)strlen(want));
+    ck_assert_str_eq(buf, want);
+    ck_assert_int_gt(aw_transport_sockname_text(server_peers[0].t, buf,
+                                                sizeof(buf)),
+                     0);
+    ck_assert_str_eq(buf, want);
+    /* The client's port, seen from both ends. */
+    ck_assert_int_gt(aw_transport_sockname_text(t, want, sizeof(want)), 0);
+    ck_assert_int_gt(aw_transport_peername_text(server_peers[0].t, buf,
+                                                sizeof(buf)),
+                     0);
+    ck_assert_str_eq(buf, want);
+    ck_assert_int_eq(aw_transport_peername_text(t, buf, 5), -ENOSPC);
+    ck_assert_str_eq(buf, "");
+    ck_assert_int_eq(aw_transport_peername_text(t, NULL, 5), -EINVAL);
+    ck_assert_int_eq(aw_transport_peername_text(NULL, buf, 5), -EINVAL);
+    aw_transport_abort(t);
+    ck_assert_int_eq(aw_transport_peername_text(t, buf, sizeof(buf)),
+                     AW_ECLOSED);
+    run_until(&server_peers[0].lost);
+    aw_transport_unref(t);
+    release_peer(&client);
+    finish(srv);
+
+    if (have_ipv6()) {
+        memset(&client, 0, sizeof(client));
+        srv = serve("::1", &tmpl);
+        port = aw_server_port(srv);
+        t = connect_to("::1", port, &client);
+        snprintf(want, sizeof(want), "[::1]:%d", port);
+        ck_assert_int_gt(aw_transport_peername_text(t, buf, sizeof(buf)), 0);
+        ck_assert_str_eq(buf, want);
+        while (nserver_peers == 0)
+            aw_loop_run_once(loop, 0);
+        aw_transport_close(t);
+        run_until(&client.lost);
+        run_until(&server_peers[0].lost);
+        aw_transport_unref(t);
+        release_peer(&client);
+        finish(srv);
+    }
+
+    snprintf(path, sizeof(path), "/tmp/awtest-text-%d.sock", (int)getpid());
+    memset(&client, 0, sizeof(client));
+    nserver_peers = 0;
+    f = aw_create_unix_server(loop, path, &server_proto, &tmpl, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &v, NULL);
+    aw_future_unref(f);
+    srv = v;
+    f = aw_create_unix_connection(loop, path, &recorder, &client);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &v, NULL);
+    aw_future_unref(f);
+    t = v;
+    ck_assert_int_eq(aw_transport_peername_text(t, buf, sizeof(buf)),
+                     (int)strlen(path));
+    ck_assert_str_eq(buf, path);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_transport_peername_text(server_peers[0].t, buf,
+                                                sizeof(buf)),
+                     0); /* an unnamed client */
+    aw_transport_close(t);
+    run_until(&server_peers[0].lost);
+    aw_transport_unref(t);
+    release_peer(&client);
+    finish(srv);
+    unlink(path);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     aw_future *f;
@@ -779,6 +871,7 @@ aw_test_suite(void)
     tcase_add_test(tc, write_to_vanished_peer_is_an_error_not_sigpipe);
     tcase_add_test(tc, server_reuse_address_by_default);
     tcase_add_test(tc, create_server_resolves_asynchronously);
+    tcase_add_test(tc, addresses_as_text);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return s;

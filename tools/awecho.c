@@ -88,8 +88,14 @@ on_client(aw_stream *s, void *arg)
     }
     c->s = s;
     t = aw_task_new(loop, echo_client, c, client_free);
-    if (verbose)
-        fprintf(stderr, "awecho: new client, %s\n", aw_task_name(t));
+    if (verbose) {
+        char peer[AW_ADDRSTRLEN];
+
+        if (aw_stream_peername_text(s, peer, sizeof(peer)) < 0)
+            peer[0] = '\0';
+        fprintf(stderr, "awecho: new client, %s, from %s\n",
+                aw_task_name(t), peer[0] != '\0' ? peer : "(unnamed)");
+    }
     aw_future_unref(t); /* the loop runs it to its end */
 }
 

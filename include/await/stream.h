@@ -138,6 +138,15 @@ AW_EXTERN int aw_stream_is_closing(const aw_stream *s);
  * write-buffer limits. */
 AW_EXTERN aw_transport *aw_stream_transport(aw_stream *s);
 
+/* aw_stream_peername_text / _sockname_text - the peer's or the local
+ * address as text, as aw_transport_peername_text (AW_ADDRSTRLEN bytes
+ * suffice): "127.0.0.1:8080", "[::1]:8080", a Unix path.  The length;
+ * -ENOSPC; -EINVAL; AW_ECLOSED once the connection is gone. */
+AW_EXTERN int aw_stream_peername_text(const aw_stream *s, char *buf,
+                                      size_t len);
+AW_EXTERN int aw_stream_sockname_text(const aw_stream *s, char *buf,
+                                      size_t len);
+
 /* ---- names ------------------------------------------------------------------------ */
 
 /*

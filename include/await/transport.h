@@ -100,6 +100,20 @@ AW_EXTERN int aw_transport_peername(const aw_transport *t,
 AW_EXTERN int aw_transport_sockname(const aw_transport *t,
                                     struct sockaddr *addr, socklen_t *len);
 
+/*
+ * aw_transport_peername_text / _sockname_text - the address as text in
+ * buf (len bytes, NUL included): "127.0.0.1:8080", "[::1]:8080", a Unix
+ * socket's path ("" for an unnamed one, "@name" for an abstract one).
+ * AW_ADDRSTRLEN bytes always suffice.  Returns the text's length;
+ * -ENOSPC when it does not fit (buf is then ""); -EINVAL; AW_ECLOSED once
+ * the socket is gone; an -errno from the system.
+ */
+#define AW_ADDRSTRLEN 112
+AW_EXTERN int aw_transport_peername_text(const aw_transport *t, char *buf,
+                                         size_t len);
+AW_EXTERN int aw_transport_sockname_text(const aw_transport *t, char *buf,
+                                         size_t len);
+
 /* aw_transport_fd - the socket, or -1 once closed. */
 AW_EXTERN int aw_transport_fd(const aw_transport *t);
 
