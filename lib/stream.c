@@ -682,8 +682,8 @@ on_resume(aw_transport *t, void *arg)
     settle_drains(s, 0);
 }
 
-static const aw_protocol stream_protocol = {on_made, on_data, on_eof,
-                                            on_lost, on_pause, on_resume};
+static const aw_protocol stream_protocol = {
+    AW_PROTOCOL_SIZE, on_made, on_data, on_eof, on_lost, on_pause, on_resume};
 
 /* ---- connecting ------------------------------------------------------------------- */
 
@@ -852,9 +852,9 @@ client_resume(aw_transport *t, void *arg)
         on_resume(t, arg);
 }
 
-static const aw_protocol client_protocol = {client_made, client_data,
-                                            client_eof, client_lost,
-                                            client_pause, client_resume};
+static const aw_protocol client_protocol = {
+    AW_PROTOCOL_SIZE, client_made,  client_data,  client_eof,
+    client_lost,      client_pause, client_resume};
 
 static aw_future *
 start_server(aw_loop *loop, const char *host, int port, const char *path,

@@ -97,6 +97,22 @@ struct aw_server {
     int closed;
 };
 
+/* The first aw_protocol, up to resume_writing: the smallest size a
+ * program may give.  A member added later is read only when
+ * PROTO_HAS(proto, member). */
+#define PROTOCOL_V1_SIZE                                                     \
+    (offsetof(aw_protocol, resume_writing) +                                 \
+     sizeof(((aw_protocol *)0)->resume_writing))
+#define PROTO_HAS(p, m)                                                      \
+    ((p)->size >= offsetof(aw_protocol, m) + sizeof((p)->m))
+
+static int
+protocol_ok(const aw_protocol *proto)
+{
+    return proto != NULL && proto->size >= PROTOCOL_V1_SIZE &&
+           proto->size <= sizeof(aw_protocol);
+}
+
 /* ---- the loop's resolver ------------------------------------------------------- */
 
 static void
@@ -849,7 +865,7 @@ aw_create_connection(aw_loop *loop, const char *host, int port,
 
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
-    if (host == NULL || proto == NULL || port <= 0 || port > 65535)
+    if (host == NULL || !protocol_ok(proto) || port <= 0 || port > 65535)
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_create_connection: bad "
                                                 "host, port or protocol"));
@@ -874,7 +890,8 @@ aw_create_unix_connection(aw_loop *loop, const char *path,
 
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
-    if (path == NULL || proto == NULL || strlen(path) >= sizeof(sun.sun_path))
+    if (path == NULL || !protocol_ok(proto) ||
+        strlen(path) >= sizeof(sun.sun_path))
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_create_unix_connection: "
                                                 "bad path or protocol"));
@@ -1237,7 +1254,7 @@ aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
     if (path != NULL)
         return create_unix_server(loop, path, proto, arg, arg_destroy,
                                   backlog);
-    if (proto == NULL || port < 0 || port > 65535 || !flags_ok(flags)) {
+    if (!protocol_ok(proto) || port < 0 || port > 65535 || !flags_ok(flags)) {
         if (arg_destroy != NULL)
             arg_destroy(arg);
         return aw__future_failed_new(loop, -EINVAL,
@@ -1328,7 +1345,7 @@ create_unix_server(aw_loop *loop, const char *path, const aw_protocol *proto,
     evutil_socket_t fd;
     int rc = 0;
 
-    if (proto == NULL || strlen(path) >= sizeof(sun.sun_path)) {
+    if (!protocol_ok(proto) || strlen(path) >= sizeof(sun.sun_path)) {
         if (arg_destroy != NULL)
             arg_destroy(arg);
         return aw__future_failed_new(loop, -EINVAL,

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,8 +115,8 @@ resumed(aw_transport *t, void *arg)
     note(arg, EV_RESUME);
 }
 
-static const aw_protocol recorder = {made, received, eof, lost, paused,
-                                     resumed};
+static const aw_protocol recorder = {AW_PROTOCOL_SIZE, made,   received, eof,
+                                     lost,             paused, resumed};
 
 /* One peer per server connection, handed out in order. */
 static struct peer server_peers[8];
@@ -135,8 +136,8 @@ server_made(aw_transport *t, void *arg)
     made(t, p);
 }
 
-static const aw_protocol server_proto = {server_made, received, eof, lost,
-                                         paused, resumed};
+static const aw_protocol server_proto = {
+    AW_PROTOCOL_SIZE, server_made, received, eof, lost, paused, resumed};
 
 static int
 run_until(volatile int *flag)
@@ -830,6 +831,37 @@ START_TEST(addresses_as_text)
 }
 END_TEST
 
+/* The protocol table starts with its size, checked: a table of another
+ * size than a known version's is refused, not misread. */
+START_TEST(protocol_size_checked)
+{
+    aw_protocol small = recorder, big = recorder, unset = recorder;
+    const aw_protocol *bad[3] = {&small, &big, &unset};
+    aw_future *f;
+    int i;
+
+    small.size = offsetof(aw_protocol, resume_writing); /* too old */
+    big.size = sizeof(aw_protocol) + 8;                  /* from the future */
+    unset.size = 0;
+    for (i = 0; i < 3; i++) {
+        f = aw_create_connection(loop, "127.0.0.1", 80, bad[i], NULL);
+        ck_assert_int_eq(aw_future_error(f), -EINVAL);
+        aw_future_unref(f);
+        f = aw_create_unix_connection(loop, "/nonexistent", bad[i], NULL);
+        ck_assert_int_eq(aw_future_error(f), -EINVAL);
+        aw_future_unref(f);
+        f = aw_create_server(loop, "127.0.0.1", 0, bad[i], NULL, 0, 0);
+        ck_assert_int_eq(aw_future_error(f), -EINVAL);
+        aw_future_unref(f);
+        f = aw_create_unix_server(loop, "/tmp/awtest-never.sock", bad[i],
+                                  NULL, 0);
+        ck_assert_int_eq(aw_future_error(f), -EINVAL);
+        aw_future_unref(f);
+    }
+    ck_assert_int_eq(recorder.size, AW_PROTOCOL_SIZE);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     aw_future *f;
@@ -872,6 +904,7 @@ aw_test_suite(void)
     tcase_add_test(tc, server_reuse_address_by_default);
     tcase_add_test(tc, create_server_resolves_asynchronously);
     tcase_add_test(tc, addresses_as_text);
+    tcase_add_test(tc, protocol_size_checked);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return s;

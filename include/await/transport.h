@@ -30,8 +30,17 @@ typedef struct aw_server aw_server;
  * member may be NULL.  `arg` is the transport's user pointer (see
  * aw_transport_set_user), at first the one given to create_connection or
  * create_server.
+ *
+ * The table can grow without breaking programs built against an older
+ * one: its first member, size, must be sizeof(aw_protocol) as the program
+ * saw it (AW_PROTOCOL_SIZE); the library reads no member past it, and
+ * refuses a size smaller than the first version's or larger than its own
+ * with -EINVAL.  Members come after it in this order, for initializers:
+ *
+ *     static const aw_protocol p = {AW_PROTOCOL_SIZE, made, received, ...};
  */
 typedef struct aw_protocol {
+    size_t size; /* sizeof(aw_protocol): AW_PROTOCOL_SIZE */
     void (*connection_made)(aw_transport *t, void *arg);
     /* data is lent for the call; it may come in any split. */
     void (*data_received)(aw_transport *t, const void *data, size_t len,
@@ -44,6 +53,8 @@ typedef struct aw_protocol {
     void (*pause_writing)(aw_transport *t, void *arg);
     void (*resume_writing)(aw_transport *t, void *arg);
 } aw_protocol;
+
+#define AW_PROTOCOL_SIZE sizeof(aw_protocol)
 
 /* ---- transports ------------------------------------------------------------------ */
 
