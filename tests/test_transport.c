@@ -739,6 +739,29 @@ START_TEST(create_server_resolves_asynchronously)
 }
 END_TEST
 
+/* A name the hosts file does not have waits for the resolver, with the
+ * loop free meanwhile; cancelled then, the server is abandoned. */
+START_TEST(create_server_cancelled_while_resolving)
+{
+    static struct peer tmpl;
+    aw_future *f;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    blocking_lookups = 0;
+    f = aw_create_server(loop, "name-to-resolve.invalid", 0, &server_proto,
+                         &tmpl, 0, 0);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(blocking_lookups, 0);
+    /* Without a name server configured the resolver fails at once. */
+    if (!aw_future_done(f)) {
+        ck_assert_int_eq(aw_future_cancel(f, NULL), 0);
+        ck_assert_int_eq(aw_loop_run_until_complete(loop, f), AW_ECANCELLED);
+    }
+    aw_future_unref(f);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* the request's last word */
+}
+END_TEST
+
 /* Both ends' addresses as text in one call. */
 START_TEST(addresses_as_text)
 {
@@ -903,6 +926,7 @@ aw_test_suite(void)
     tcase_add_test(tc, write_to_vanished_peer_is_an_error_not_sigpipe);
     tcase_add_test(tc, server_reuse_address_by_default);
     tcase_add_test(tc, create_server_resolves_asynchronously);
+    tcase_add_test(tc, create_server_cancelled_while_resolving);
     tcase_add_test(tc, addresses_as_text);
     tcase_add_test(tc, protocol_size_checked);
     tcase_add_test(tc, bad_arguments);
