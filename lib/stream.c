@@ -136,6 +136,7 @@ struct aw_stream {
     int eof, lost, closed, paused_writing, reading_paused;
     int error; /* the connection's, once lost */
     aw_future *reader;
+    aw_future *handed; /* the last read settled with data, until the next */
     int rkind;
     size_t rn;
     char *sep;
@@ -171,6 +172,7 @@ static void
 stream_free(aw_stream *s)
 {
     aw_future_unref(s->reader);
+    aw_future_unref(s->handed);
     aw__free(s->sep);
     aw__free(s->drains);
     aw_future_unref(s->closed_fut);
@@ -217,6 +219,38 @@ gone_error(const aw_stream *s, int otherwise)
     return s->error != 0 ? s->error : otherwise;
 }
 
+/* A read settled with data that nobody can read any more: its holder
+ * released it without looking (a task cancelled after the data was handed
+ * over, before it resumed). */
+static int
+abandoned(const aw_future *f)
+{
+    return f != NULL && f->refs == 1 && f->state == AW_FUTURE_DONE &&
+           !(f->flags & (F_RETRIEVED | F_TAKEN));
+}
+
+/* Data is never lost in a hand-over: what the last read was given and
+ * nobody read goes back to the front of the buffer (asyncio leaves it
+ * there until the reader resumes).  Called before the next read. */
+static void
+reclaim(aw_stream *s)
+{
+    aw_future *f = s->handed;
+
+    s->handed = NULL;
+    if (abandoned(f)) {
+        aw_bytes *b = f->v.ptr;
+
+        if (b->buf != NULL && evbuffer_get_length(b->buf) == b->len)
+            evbuffer_prepend_buffer(s->buf, b->buf);
+        else if (evbuffer_prepend(s->buf, b->data, b->len) != 0)
+            aw__loop_report(s->loop, -ENOMEM, NULL, NULL,
+                            "stream: out of memory, %zu bytes read and "
+                            "abandoned are lost", b->len);
+    }
+    aw_future_unref(f);
+}
+
 static void
 finish_read(aw_stream *s, size_t n)
 {
@@ -224,11 +258,16 @@ finish_read(aw_stream *s, size_t n)
     aw_future *r = s->reader;
 
     s->reader = NULL;
-    if (b == NULL)
+    if (b == NULL) {
         aw__future_set_failed(r, -ENOMEM, NULL);
+        aw_future_unref(r);
+        return;
+    }
+    aw_future_set_result(r, b, bytes_destroy);
+    if (n > 0 && s->handed == NULL)
+        s->handed = r; /* kept until the next read: see reclaim() */
     else
-        aw_future_set_result(r, b, bytes_destroy);
-    aw_future_unref(r);
+        aw_future_unref(r);
 }
 
 static void
@@ -258,6 +297,27 @@ incomplete(aw_stream *s, size_t want)
     fail_read(s, AW_EINCOMPLETE, msg);
 }
 
+/* A fast peer cannot fill memory: reading from the socket pauses past
+ * twice the limit, and resumes at the limit or as soon as a read waits
+ * (a waiting read always needs more: readexactly(n) with n above the
+ * limit raises the threshold for itself, asyncio's has no limit). */
+static void
+flow(aw_stream *s)
+{
+    size_t len = evbuffer_get_length(s->buf);
+    int waiting = s->reader != NULL && s->reader->state == AW_FUTURE_PENDING;
+
+    if (s->t == NULL || s->lost)
+        return;
+    if (!s->reading_paused && !waiting && len > 2 * s->limit) {
+        s->reading_paused = 1;
+        aw_transport_pause_reading(s->t);
+    } else if (s->reading_paused && (waiting || len <= s->limit)) {
+        s->reading_paused = 0;
+        aw_transport_resume_reading(s->t);
+    }
+}
+
 /* Serve the waiting read from the buffer, if it can be. */
 static void
 try_read(aw_stream *s)
@@ -268,8 +328,10 @@ try_read(aw_stream *s)
         aw_future_unref(s->reader); /* cancelled by its holder */
         s->reader = NULL;
     }
-    if (s->reader == NULL)
+    if (s->reader == NULL) {
+        flow(s);
         return;
+    }
     len = evbuffer_get_length(s->buf);
     if (s->closed) {
         fail_read(s, AW_ECLOSED, "stream closed");
@@ -291,14 +353,15 @@ try_read(aw_stream *s)
         struct evbuffer_ptr p = evbuffer_search(s->buf, s->sep, s->seplen,
                                                 NULL);
 
+        /* The limit is on the data before the separator (asyncio). */
         if (p.pos >= 0) {
-            size_t end = (size_t)p.pos + s->seplen;
-
-            if (end > s->limit)
+            if ((size_t)p.pos > s->limit)
                 fail_read(s, AW_ELIMIT, "separator found past the limit");
             else
-                finish_read(s, end);
-        } else if (len > s->limit) {
+                finish_read(s, (size_t)p.pos + s->seplen);
+        } else if (len + 1 > s->limit + s->seplen) {
+            /* Even a separator starting at the last seplen - 1 bytes
+             * would come after more than limit bytes. */
             fail_read(s, AW_ELIMIT, "separator not found within the limit");
         } else if (s->eof && s->error != 0) {
             fail_read(s, s->error, "connection lost");
@@ -308,11 +371,7 @@ try_read(aw_stream *s)
             incomplete(s, 0);
         }
     }
-    if (s->reading_paused && s->t != NULL &&
-        evbuffer_get_length(s->buf) <= s->limit) {
-        s->reading_paused = 0;
-        aw_transport_resume_reading(s->t);
-    }
+    flow(s);
 }
 
 static aw_future *
@@ -329,6 +388,7 @@ start_read(aw_stream *s, int kind, size_t n, const void *sep, size_t seplen)
     if (s->reader != NULL)
         return aw__future_failed_new(s->loop, AW_EBUSY,
                                      aw__format("another read is waiting"));
+    reclaim(s);
     if (kind == R_UNTIL || kind == R_LINE) {
         char *copy = aw__malloc(seplen);
 
@@ -391,7 +451,8 @@ aw_stream_partial(aw_stream *s)
 int
 aw_stream_at_eof(const aw_stream *s)
 {
-    return s != NULL && s->eof && evbuffer_get_length(s->buf) == 0;
+    return s != NULL && s->eof && evbuffer_get_length(s->buf) == 0 &&
+           !abandoned(s->handed);
 }
 
 int
@@ -512,6 +573,22 @@ aw_stream_transport(aw_stream *s)
     return s != NULL ? s->t : NULL;
 }
 
+int
+aw_stream_peername_text(const aw_stream *s, char *buf, size_t len)
+{
+    if (s == NULL || s->t == NULL)
+        return -EINVAL;
+    return aw_transport_peername_text(s->t, buf, len);
+}
+
+int
+aw_stream_sockname_text(const aw_stream *s, char *buf, size_t len)
+{
+    if (s == NULL || s->t == NULL)
+        return -EINVAL;
+    return aw_transport_sockname_text(s->t, buf, len);
+}
+
 /* ---- the protocol ------------------------------------------------------------------ */
 
 static void on_buffer(aw_transport *t, struct evbuffer *in, void *arg);
@@ -539,11 +616,6 @@ on_data(aw_transport *t, const void *data, size_t len, void *arg)
         return;
     }
     try_read(s);
-    /* A fast peer cannot fill memory: stop reading past twice the limit. */
-    if (!s->reading_paused && evbuffer_get_length(s->buf) > 2 * s->limit) {
-        s->reading_paused = 1;
-        aw_transport_pause_reading(t);
-    }
 }
 
 /* What arrived moves into the stream's buffer, without a copy. */
@@ -561,11 +633,6 @@ on_buffer(aw_transport *t, struct evbuffer *in, void *arg)
         return;
     }
     try_read(s);
-    if (!s->reading_paused && s->t != NULL &&
-        evbuffer_get_length(s->buf) > 2 * s->limit) {
-        s->reading_paused = 1;
-        aw_transport_pause_reading(t);
-    }
 }
 
 static int
@@ -615,8 +682,8 @@ on_resume(aw_transport *t, void *arg)
     settle_drains(s, 0);
 }
 
-static const aw_protocol stream_protocol = {on_made, on_data, on_eof,
-                                            on_lost, on_pause, on_resume};
+static const aw_protocol stream_protocol = {
+    AW_PROTOCOL_SIZE, on_made, on_data, on_eof, on_lost, on_pause, on_resume};
 
 /* ---- connecting ------------------------------------------------------------------- */
 
@@ -785,9 +852,9 @@ client_resume(aw_transport *t, void *arg)
         on_resume(t, arg);
 }
 
-static const aw_protocol client_protocol = {client_made, client_data,
-                                            client_eof, client_lost,
-                                            client_pause, client_resume};
+static const aw_protocol client_protocol = {
+    AW_PROTOCOL_SIZE, client_made,  client_data,  client_eof,
+    client_lost,      client_pause, client_resume};
 
 static aw_future *
 start_server(aw_loop *loop, const char *host, int port, const char *path,
@@ -861,7 +928,7 @@ gai_cb(int result, struct evutil_addrinfo *res, void *arg)
         if (result == 0)
             aw_future_set_result(g->f, res, addrinfo_destroy);
         else
-            aw_future_set_error(g->f, -EHOSTUNREACH, "%s",
+            aw_future_set_error(g->f, aw__gai_error(result, errno), "%s",
                                 evutil_gai_strerror(result));
         res = NULL;
     }
@@ -896,8 +963,7 @@ aw_getaddrinfo(aw_loop *loop, const char *host, int port, int family)
 
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
-    if (host == NULL || port < 0 || port > 65535 ||
-        (family != AF_UNSPEC && family != AF_INET && family != AF_INET6))
+    if (host == NULL || port < 0 || port > 65535)
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_getaddrinfo: bad "
                                                 "arguments"));

@@ -12,6 +12,11 @@ struct evdns_base;
  * the loop closes; NULL out of memory. */
 struct evdns_base *aw__loop_dns(aw_loop *loop);
 
+/* The library's code for a getaddrinfo/evdns failure (EVUTIL_EAI_*):
+ * an AW_EAI_* code, -ENOMEM, -sys_errno for EAI_SYSTEM, AW_ECANCELLED for
+ * a cancelled request; 0 for 0. */
+int aw__gai_error(int eai, int sys_errno);
+
 /* aw_create_server / aw_create_unix_server (path not NULL) whose server
  * calls arg_destroy(arg) when freed (on failure, at once). */
 aw_future *aw__create_server(aw_loop *loop, const char *host, int port,

@@ -2,6 +2,14 @@
 /* transport.c: transports and protocols on libevent bufferevents and
  * listeners (asyncio's selector transports).
  *
+ * The bufferevent reads (and connects); it never writes.  Writes are the
+ * transport's own: send()/sendmsg() with MSG_NOSIGNAL, so that a peer that
+ * went away is an error code and never a SIGPIPE (libevent 2.1 writes with
+ * writev, which raises it, and a library must not change the process's
+ * signal dispositions).  A write with nothing queued goes to the socket at
+ * once; only what the kernel did not take is queued, and writability is
+ * watched, by a plain event, only while something is queued.
+ *
  * Bufferevents run with BEV_OPT_DEFER_CALLBACKS, so that no protocol
  * callback ever runs inside a transport call; what a call decides
  * (pause_writing, connection_lost) is scheduled on the ready queue.  A
@@ -9,8 +17,10 @@
  * connection_lost has been delivered. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -43,12 +53,16 @@
  * arrived in, not one per 4 KiB. */
 #define BEV_READ_CAP 4096
 #define TOPUP_MAX (60 * 1024)
+/* iovecs given to one sendmsg() of the queue */
+#define SEND_IOV 16
 
 enum tstate { T_CONNECTING, T_OPEN, T_CLOSING, T_LOST };
 
 struct aw_transport {
     aw_loop *loop;
-    struct bufferevent *bev; /* NULL once lost */
+    struct bufferevent *bev; /* NULL once lost; reads only */
+    struct evbuffer *out;    /* what the kernel did not take yet */
+    struct event *wev;       /* writability, pending while out has data */
     const aw_protocol *proto;
     void *user;
     aw_server *server;
@@ -82,6 +96,22 @@ struct aw_server {
     int port;
     int closed;
 };
+
+/* The first aw_protocol, up to resume_writing: the smallest size a
+ * program may give.  A member added later is read only when
+ * PROTO_HAS(proto, member). */
+#define PROTOCOL_V1_SIZE                                                     \
+    (offsetof(aw_protocol, resume_writing) +                                 \
+     sizeof(((aw_protocol *)0)->resume_writing))
+#define PROTO_HAS(p, m)                                                      \
+    ((p)->size >= offsetof(aw_protocol, m) + sizeof((p)->m))
+
+static int
+protocol_ok(const aw_protocol *proto)
+{
+    return proto != NULL && proto->size >= PROTOCOL_V1_SIZE &&
+           proto->size <= sizeof(aw_protocol);
+}
 
 /* ---- the loop's resolver ------------------------------------------------------- */
 
@@ -118,7 +148,6 @@ aw__loop_dns(aw_loop *loop)
 /* ---- transports ---------------------------------------------------------------- */
 
 static void readcb(struct bufferevent *bev, void *arg);
-static void writecb(struct bufferevent *bev, void *arg);
 static void eventcb(struct bufferevent *bev, short what, void *arg);
 
 static aw_transport *
@@ -198,6 +227,14 @@ lose(aw_transport *t, int error)
         t->bev = NULL;
     }
     t->fd = -1;
+    if (t->wev != NULL) {
+        event_free(t->wev);
+        t->wev = NULL;
+    }
+    if (t->out != NULL) {
+        evbuffer_free(t->out);
+        t->out = NULL;
+    }
     if (aw_loop_call_soon(t->loop, deliver_lost, t, NULL) != 0)
         deliver_lost(t->loop, t); /* out of memory: now rather than never */
 }
@@ -229,15 +266,14 @@ schedule_writing_notice(aw_transport *t)
 static size_t
 out_len(const aw_transport *t)
 {
-    return t->bev != NULL ? evbuffer_get_length(bufferevent_get_output(t->bev))
-                          : 0;
+    return t->out != NULL ? evbuffer_get_length(t->out) : 0;
 }
 
 static void
 setup_bev(aw_transport *t, struct bufferevent *bev)
 {
     t->bev = bev;
-    bufferevent_setcb(bev, readcb, writecb, eventcb, t);
+    bufferevent_setcb(bev, readcb, NULL, eventcb, t);
 }
 
 static void
@@ -246,7 +282,8 @@ opened(aw_transport *t)
     t->state = T_OPEN;
     t->fd = (int)bufferevent_getfd(t->bev);
     t->reading = 1;
-    bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+    bufferevent_disable(t->bev, EV_WRITE); /* writes are ours */
+    bufferevent_enable(t->bev, EV_READ);
     t->made = 1;
     if (t->proto->connection_made != NULL)
         t->proto->connection_made(t, t->user);
@@ -345,19 +382,91 @@ flushed(aw_transport *t)
         lose(t, 0);
 }
 
-static void
-writecb(struct bufferevent *bev, void *arg)
+/* Send what is queued until the kernel takes no more.  0, or the
+ * socket's error. */
+static int
+send_queued(aw_transport *t)
 {
-    aw_transport *t = arg;
-    size_t n = evbuffer_get_length(bufferevent_get_output(bev));
+    struct evbuffer_iovec v[SEND_IOV];
+    struct msghdr mh;
+    size_t want;
+    ssize_t r;
+    int n, i;
+
+    while (evbuffer_get_length(t->out) > 0) {
+        n = evbuffer_peek(t->out, -1, NULL, v, SEND_IOV);
+        if (n > SEND_IOV)
+            n = SEND_IOV;
+        for (i = 0, want = 0; i < n; i++)
+            want += v[i].iov_len;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = v;
+        mh.msg_iovlen = (size_t)n;
+        r = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+        }
+        evbuffer_drain(t->out, (size_t)r);
+        if ((size_t)r < want)
+            return 0; /* the kernel is full: wait for writability */
+    }
+    return 0;
+}
+
+/* What follows a write or a flush: the limits, the end of the queue. */
+static void
+after_send(aw_transport *t)
+{
+    size_t n = out_len(t);
 
     if (t->paused && n <= t->low) {
         t->paused = 0;
-        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        schedule_writing_notice(t);
+    } else if (!t->paused && n > t->high) {
+        t->paused = 1;
         schedule_writing_notice(t);
     }
-    if (n == 0)
+    if (n == 0) {
+        if (t->wev != NULL)
+            event_del(t->wev);
         flushed(t);
+    } else if (t->wev != NULL) {
+        event_add(t->wev, NULL);
+    }
+}
+
+static void
+writable_cb(evutil_socket_t fd, short what, void *arg)
+{
+    aw_transport *t = arg;
+    int error;
+
+    (void)fd;
+    (void)what;
+    if (t->state == T_LOST)
+        return;
+    error = send_queued(t);
+    if (error != 0) {
+        lose(t, error);
+        return;
+    }
+    after_send(t);
+}
+
+/* Queue data[0..len) behind what the kernel took: the queue and its
+ * event are made when first needed.  0 or -ENOMEM. */
+static int
+queue_rest(aw_transport *t, const void *data, size_t len)
+{
+    if (t->out == NULL && (t->out = evbuffer_new()) == NULL)
+        return -ENOMEM;
+    if (t->wev == NULL &&
+        (t->wev = event_new(aw_loop_get_base(t->loop), t->fd, EV_WRITE,
+                            writable_cb, t)) == NULL)
+        return -ENOMEM;
+    return evbuffer_add(t->out, data, len) == 0 ? 0 : -ENOMEM;
 }
 
 static int connect_failed(aw_transport *t, int error, char *msg);
@@ -388,7 +497,7 @@ eventcb(struct bufferevent *bev, short what, void *arg)
         int dns = bufferevent_socket_get_dns_error(bev);
 
         if (dns != 0)
-            connect_failed(t, -EHOSTUNREACH,
+            connect_failed(t, aw__gai_error(dns, err),
                            aw__format("%s", evutil_gai_strerror(dns)));
         else
             connect_failed(t, err != 0 ? -err : -ECONNREFUSED, NULL);
@@ -416,19 +525,39 @@ eventcb(struct bufferevent *bev, short what, void *arg)
 int
 aw_transport_write(aw_transport *t, const void *data, size_t len)
 {
+    size_t sent = 0;
+    int rc;
+
     if (t == NULL || (data == NULL && len > 0))
         return -EINVAL;
+    if (t->state == T_LOST && t->lost_error != 0)
+        return t->lost_error;
     if (t->state != T_OPEN || t->eof_pending)
         return AW_ECLOSED;
     if (len == 0)
         return 0;
-    if (bufferevent_write(t->bev, data, len) != 0)
-        return -ENOMEM;
-    if (!t->paused && out_len(t) > t->high) {
-        t->paused = 1;
-        bufferevent_setwatermark(t->bev, EV_WRITE, t->low, 0);
-        schedule_writing_notice(t);
+    if (out_len(t) == 0) {
+        ssize_t r;
+
+        do
+            r = send(t->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (r < 0 && errno == EINTR);
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            /* asyncio: the write returns, connection_lost tells. */
+            lose(t, -errno);
+            return 0;
+        }
+        sent = r > 0 ? (size_t)r : 0;
+        if (sent == len)
+            return 0;
     }
+    rc = queue_rest(t, (const char *)data + sent, len - sent);
+    if (rc != 0) {
+        if (sent > 0) /* part of it went: the stream cannot be mended */
+            lose(t, rc);
+        return rc;
+    }
+    after_send(t);
     return 0;
 }
 
@@ -563,6 +692,75 @@ aw_transport_sockname(const aw_transport *t, struct sockaddr *addr,
     return addr_of(t, addr, len, 0);
 }
 
+/* addr as text: "127.0.0.1:80", "[::1]:80", a Unix path ("" unnamed,
+ * "@name" abstract).  Its length, -ENOSPC, -EAFNOSUPPORT. */
+static int
+addr_text(const struct sockaddr *sa, socklen_t salen, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    int n;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        n = snprintf(buf, len, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        n = snprintf(buf, len, "[%s]:%u", host,
+                     (unsigned)ntohs(in6->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        size_t plen = (size_t)salen > off ? (size_t)salen - off : 0;
+
+        if (plen > 0 && un->sun_path[0] == '\0') /* abstract */
+            n = snprintf(buf, len, "@%.*s", (int)(plen - 1), un->sun_path + 1);
+        else
+            n = snprintf(buf, len, "%.*s", (int)strnlen(un->sun_path, plen),
+                         un->sun_path);
+    } else {
+        return -EAFNOSUPPORT;
+    }
+    if (n < 0 || (size_t)n >= len) {
+        buf[0] = '\0';
+        return -ENOSPC;
+    }
+    return n;
+}
+
+static int
+addr_text_of(const aw_transport *t, char *buf, size_t len, int peer)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int rc;
+
+    if (t == NULL || buf == NULL || len == 0)
+        return -EINVAL;
+    memset(&ss, 0, sizeof(ss));
+    rc = addr_of(t, (struct sockaddr *)&ss, &sl, peer);
+    if (rc != 0) {
+        buf[0] = '\0';
+        return rc;
+    }
+    return addr_text((struct sockaddr *)&ss, sl, buf, len);
+}
+
+int
+aw_transport_peername_text(const aw_transport *t, char *buf, size_t len)
+{
+    return addr_text_of(t, buf, len, 1);
+}
+
+int
+aw_transport_sockname_text(const aw_transport *t, char *buf, size_t len)
+{
+    return addr_text_of(t, buf, len, 0);
+}
+
 int
 aw_transport_fd(const aw_transport *t)
 {
@@ -669,7 +867,7 @@ aw_create_connection(aw_loop *loop, const char *host, int port,
 
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
-    if (host == NULL || proto == NULL || port <= 0 || port > 65535)
+    if (host == NULL || !protocol_ok(proto) || port <= 0 || port > 65535)
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_create_connection: bad "
                                                 "host, port or protocol"));
@@ -694,7 +892,8 @@ aw_create_unix_connection(aw_loop *loop, const char *path,
 
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
-    if (path == NULL || proto == NULL || strlen(path) >= sizeof(sun.sun_path))
+    if (path == NULL || !protocol_ok(proto) ||
+        strlen(path) >= sizeof(sun.sun_path))
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_create_unix_connection: "
                                                 "bad path or protocol"));
@@ -858,15 +1057,16 @@ bound_socket(const struct sockaddr *sa, socklen_t len, int flags, int *err)
         *err = -errno;
         return -1;
     }
-    if (sa->sa_family != AF_UNIX && !(flags & AW_SERVER_NO_REUSE_ADDRESS))
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* An option asked for is set or the call fails. */
+    if ((sa->sa_family != AF_UNIX && !(flags & AW_SERVER_NO_REUSE_ADDRESS) &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) ||
 #ifdef SO_REUSEPORT
-    if (flags & AW_SERVER_REUSE_PORT)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        ((flags & AW_SERVER_REUSE_PORT) &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
 #endif
-    if (sa->sa_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, sa, len) != 0) {
+        (sa->sa_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, sa, len) != 0) {
         *err = -errno;
         close(fd);
         return -1;
@@ -906,63 +1106,41 @@ aw_create_unix_server(aw_loop *loop, const char *path,
                              backlog);
 }
 
+/* Known flags, and not both REUSE_ADDRESS and NO_REUSE_ADDRESS. */
+static int
+flags_ok(int flags)
+{
+    int all = AW_SERVER_REUSE_ADDRESS | AW_SERVER_REUSE_PORT |
+              AW_SERVER_NO_REUSE_ADDRESS;
+
+#ifndef SO_REUSEPORT
+    all &= ~AW_SERVER_REUSE_PORT;
+#endif
+    return (flags & ~all) == 0 &&
+           (flags & (AW_SERVER_REUSE_ADDRESS | AW_SERVER_NO_REUSE_ADDRESS)) !=
+               (AW_SERVER_REUSE_ADDRESS | AW_SERVER_NO_REUSE_ADDRESS);
+}
+
 static aw_future *create_unix_server(aw_loop *loop, const char *path,
                                      const aw_protocol *proto, void *arg,
                                      aw_destroy_fn arg_destroy, int backlog);
 
-aw_future *
-aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
-                  const aw_protocol *proto, void *arg,
-                  aw_destroy_fn arg_destroy, int flags, int backlog)
+/* Bind and listen on every address of res (port 0: every address on the
+ * port the first one got).  0 or an error. */
+static int
+listen_all(aw_server *srv, struct evutil_addrinfo *res, int flags,
+           int backlog)
 {
-    struct evutil_addrinfo hints, *res = NULL, *ai;
-    char portstr[16], what[300];
-    aw_server *srv;
-    int rc = 0, gai;
+    struct evutil_addrinfo *ai;
+    int rc = 0;
 
-    if (loop == NULL || aw_loop_is_closed(loop)) {
-        if (arg_destroy != NULL)
-            arg_destroy(arg);
-        return NULL;
-    }
-    if (path != NULL)
-        return create_unix_server(loop, path, proto, arg, arg_destroy,
-                                  backlog);
-    if (proto == NULL || port < 0 || port > 65535) {
-        if (arg_destroy != NULL)
-            arg_destroy(arg);
-        return aw__future_failed_new(loop, -EINVAL,
-                                     aw__format("aw_create_server: bad port "
-                                                "or protocol"));
-    }
-    if (backlog <= 0)
-        backlog = DEFAULT_BACKLOG;
-    snprintf(what, sizeof(what), "%s:%d", host ? host : "*", port);
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_protocol = IPPROTO_TCP;
-    hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    gai = evutil_getaddrinfo(host, portstr, &hints, &res);
-    if (gai != 0) {
-        if (arg_destroy != NULL)
-            arg_destroy(arg);
-        return aw__future_failed_new(loop, -EHOSTUNREACH,
-                                     aw__format("cannot resolve %s: %s", what,
-                                                evutil_gai_strerror(gai)));
-    }
-    srv = server_new(loop, proto, arg, arg_destroy);
-    if (srv == NULL) {
-        evutil_freeaddrinfo(res);
-        return aw__future_nomem(loop);
-    }
     for (ai = res; ai != NULL && rc == 0; ai = ai->ai_next) {
         struct sockaddr_storage ss;
         evutil_socket_t fd;
 
+        if (ai->ai_addrlen > sizeof(ss))
+            continue;
         memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-        /* Port 0: every address on the port the first one got. */
         if (srv->port != 0) {
             if (ss.ss_family == AF_INET)
                 ((struct sockaddr_in *)&ss)->sin_port = htons(srv->port);
@@ -970,6 +1148,11 @@ aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
                 ((struct sockaddr_in6 *)&ss)->sin6_port = htons(srv->port);
         }
         fd = bound_socket((struct sockaddr *)&ss, ai->ai_addrlen, flags, &rc);
+        if (fd < 0 && (rc == -EAFNOSUPPORT || rc == -EADDRNOTAVAIL) &&
+            (ai->ai_next != NULL || srv->nls > 0)) {
+            rc = 0; /* a family this machine lacks (asyncio skips it) */
+            continue;
+        }
         if (fd < 0)
             break;
         if (srv->port == 0) {
@@ -985,8 +1168,173 @@ aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
         if (rc != 0)
             close(fd);
     }
-    evutil_freeaddrinfo(res);
-    return server_result(loop, srv, rc, what);
+    return rc;
+}
+
+/* A server waiting for its addresses from the loop's resolver. */
+struct listen_req {
+    aw_future *f;
+    aw_server *srv; /* owned until handed to f */
+    struct evdns_getaddrinfo_request *req;
+    int flags, backlog;
+    int in_call; /* evdns_getaddrinfo has not returned yet */
+    int done;    /* the callback ran */
+    char what[300];
+};
+
+static int listen_watch(aw_future *f, void *arg);
+
+static void
+listen_req_free(struct listen_req *lr)
+{
+    aw__future_detach(lr->f, listen_watch, lr);
+    aw_future_unref(lr->f);
+    aw__free(lr);
+}
+
+static void
+listen_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct listen_req *lr = arg;
+    aw_server *srv = lr->srv;
+    int rc;
+
+    lr->req = NULL;
+    lr->srv = NULL;
+    if (lr->f->state != AW_FUTURE_PENDING) {
+        aw_server_free(srv); /* cancelled: nobody wants it */
+    } else if (result != 0) {
+        aw_server_free(srv);
+        aw__future_set_failed(lr->f, aw__gai_error(result, errno),
+                              aw__format("cannot resolve %s: %s", lr->what,
+                                         evutil_gai_strerror(result)));
+    } else if ((rc = listen_all(srv, res, lr->flags, lr->backlog)) != 0) {
+        aw_server_free(srv);
+        aw__future_set_failed(lr->f, rc,
+                              aw__format("cannot listen on %s: %s", lr->what,
+                                         aw_strerror(rc)));
+    } else {
+        aw_future_set_result(lr->f, srv, server_free_cb);
+    }
+    if (res != NULL)
+        evutil_freeaddrinfo(res);
+    lr->done = 1;
+    if (!lr->in_call)
+        listen_req_free(lr);
+}
+
+/* The future settled: cancelled while resolving, cancel the request (its
+ * callback still comes, with EVUTIL_EAI_CANCEL, and frees the rest). */
+static int
+listen_watch(aw_future *f, void *arg)
+{
+    struct listen_req *lr = arg;
+
+    if (aw_future_cancelled(f) && lr->req != NULL)
+        evdns_getaddrinfo_cancel(lr->req);
+    return 0;
+}
+
+aw_future *
+aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
+                  const aw_protocol *proto, void *arg,
+                  aw_destroy_fn arg_destroy, int flags, int backlog)
+{
+    struct evutil_addrinfo hints;
+    struct evdns_getaddrinfo_request *req;
+    struct evdns_base *dns;
+    struct listen_req *lr;
+    char portstr[16];
+    aw_server *srv;
+    aw_future *f;
+
+    if (loop == NULL || aw_loop_is_closed(loop)) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
+        return NULL;
+    }
+    if (path != NULL)
+        return create_unix_server(loop, path, proto, arg, arg_destroy,
+                                  backlog);
+    if (!protocol_ok(proto) || port < 0 || port > 65535 || !flags_ok(flags)) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_create_server: bad port, "
+                                                "protocol or flags"));
+    }
+    if (host != NULL && host[0] == '\0')
+        host = NULL; /* every address, as asyncio's '' */
+    srv = server_new(loop, proto, arg, arg_destroy);
+    if (srv == NULL)
+        return aw__future_nomem(loop);
+    dns = aw__loop_dns(loop);
+    f = aw_future_new(loop);
+    lr = aw__calloc(1, sizeof(*lr));
+    if (dns == NULL || f == NULL || lr == NULL ||
+        aw__future_attach(f, listen_watch, lr) != 0) {
+        aw_future_unref(f);
+        aw__free(lr);
+        aw_server_free(srv);
+        return aw__future_nomem(loop);
+    }
+    lr->f = aw_future_ref(f);
+    lr->srv = srv;
+    lr->flags = flags;
+    lr->backlog = backlog > 0 ? backlog : DEFAULT_BACKLOG;
+    snprintf(lr->what, sizeof(lr->what), "%s:%d", host ? host : "*", port);
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    hints.ai_flags = EVUTIL_AI_PASSIVE; /* asyncio's: no ADDRCONFIG */
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    /* Numeric hosts, every address and the hosts file answer inside the
+     * call: f is settled then, before it is handed out. */
+    lr->in_call = 1;
+    req = evdns_getaddrinfo(dns, host, portstr, &hints, listen_resolved, lr);
+    lr->in_call = 0;
+    if (lr->done)
+        listen_req_free(lr);
+    else
+        lr->req = req;
+    return f;
+}
+
+/* ---- resolver errors ------------------------------------------------------------- */
+
+int
+aw__gai_error(int eai, int sys_errno)
+{
+    switch (eai) {
+    case 0:
+        return 0;
+    case EVUTIL_EAI_NONAME:
+        return AW_EAI_NONAME;
+    case EVUTIL_EAI_AGAIN:
+        return AW_EAI_AGAIN;
+    case EVUTIL_EAI_FAIL:
+        return AW_EAI_FAIL;
+    case EVUTIL_EAI_FAMILY:
+        return AW_EAI_FAMILY;
+    case EVUTIL_EAI_NODATA:
+    case EVUTIL_EAI_ADDRFAMILY: /* no address of that family */
+        return AW_EAI_NODATA;
+    case EVUTIL_EAI_SERVICE:
+        return AW_EAI_SERVICE;
+    case EVUTIL_EAI_BADFLAGS:
+        return AW_EAI_BADFLAGS;
+    case EVUTIL_EAI_SOCKTYPE:
+        return AW_EAI_SOCKTYPE;
+    case EVUTIL_EAI_MEMORY:
+        return -ENOMEM;
+    case EVUTIL_EAI_SYSTEM:
+        return sys_errno > 0 ? -sys_errno : -EIO;
+    case EVUTIL_EAI_CANCEL:
+        return AW_ECANCELLED;
+    default:
+        return AW_EAI_FAIL;
+    }
 }
 
 static aw_future *
@@ -999,7 +1347,7 @@ create_unix_server(aw_loop *loop, const char *path, const aw_protocol *proto,
     evutil_socket_t fd;
     int rc = 0;
 
-    if (proto == NULL || strlen(path) >= sizeof(sun.sun_path)) {
+    if (!protocol_ok(proto) || strlen(path) >= sizeof(sun.sun_path)) {
         if (arg_destroy != NULL)
             arg_destroy(arg);
         return aw__future_failed_new(loop, -EINVAL,
@@ -1026,6 +1374,18 @@ int
 aw_server_port(const aw_server *srv)
 {
     return srv != NULL ? srv->port : -EINVAL;
+}
+
+int
+aw_server_sockets(const aw_server *srv, int *fds, size_t n)
+{
+    size_t i;
+
+    if (srv == NULL || (fds == NULL && n > 0))
+        return -EINVAL;
+    for (i = 0; i < srv->nls && i < n; i++)
+        fds[i] = (int)evconnlistener_get_fd(srv->ls[i]);
+    return (int)srv->nls;
 }
 
 int

@@ -180,6 +180,11 @@ START_TEST(unix_socket_echo_and_sigterm)
     read_some(errfd, line, sizeof(line), 1);
     ck_assert_msg(strstr(line, "serving on") != NULL, "awecho: %s", line);
     fd = connect_unix(path);
+    /* -v names each client by its address (unnamed here). */
+    read_some(errfd, line, sizeof(line), 1);
+    ck_assert_msg(strstr(line, "new client") != NULL &&
+                      strstr(line, "from (unnamed)") != NULL,
+                  "awecho: %s", line);
     echo_session(fd);
     close(fd);
     idle = connect_unix(path); /* a client still connected at shutdown */
@@ -220,6 +225,112 @@ START_TEST(tcp_echo_on_any_port_and_sigint)
 }
 END_TEST
 
+/* Clients that send lines and close without reading what comes back:
+ * the echo finds the peer gone (EPIPE, or a reset).  awecho must go on
+ * serving, report nothing for them, and exit cleanly. */
+static void
+send_lines_and_vanish(int fd)
+{
+    static char lines[64 * 1024];
+    size_t i;
+
+    for (i = 0; i < sizeof(lines); i++)
+        lines[i] = i % 64 == 63 ? '\n' : 'a' + (char)(i % 26);
+    write_all(fd, lines, sizeof(lines));
+    close(fd);
+}
+
+START_TEST(clients_vanishing_unread_do_not_kill_awecho)
+{
+    char path[64], line[256];
+    char *argv_unix[] = {"awecho", "-u", path, NULL};
+    char *argv_tcp[] = {"awecho", "-h", "127.0.0.1", "-p", "0", NULL};
+    int errfd, fd, i, port;
+    pid_t pid;
+
+    /* Over a Unix socket. */
+    snprintf(path, sizeof(path), "/tmp/awecho-pipe.%ld", (long)getpid());
+    unlink(path);
+    pid = start(argv_unix, &errfd);
+    read_some(errfd, line, sizeof(line), 1);
+    ck_assert_msg(strstr(line, "serving on") != NULL, "awecho: %s", line);
+    for (i = 0; i < 5; i++)
+        send_lines_and_vanish(connect_unix(path));
+    fd = connect_unix(path); /* still serving */
+    echo_session(fd);
+    close(fd);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    assert_clean_exit(pid);
+    close(errfd);
+
+    /* Over TCP. */
+    pid = start(argv_tcp, &errfd);
+    read_some(errfd, line, sizeof(line), 1);
+    ck_assert_msg(strrchr(line, ':') != NULL, "awecho: %s", line);
+    port = atoi(strrchr(line, ':') + 1);
+    for (i = 0; i < 5; i++)
+        send_lines_and_vanish(connect_tcp(port));
+    fd = connect_tcp(port);
+    echo_session(fd);
+    close(fd);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    assert_clean_exit(pid);
+    close(errfd);
+}
+END_TEST
+
+/* Everything awecho writes to stderr until it exits. */
+static void
+read_to_end(int fd, char *buf, size_t size)
+{
+    size_t len = 0;
+
+    for (;;) {
+        size_t n = read_some(fd, buf + len, size - len, 0);
+
+        if (n == 0 || len + n >= size - 1)
+            break;
+        len += n;
+    }
+}
+
+/* A client that resets the connection (or vanishes) is a normal end for
+ * awecho: no "never retrieved" report per connection. */
+START_TEST(resetting_client_is_not_reported)
+{
+    static char err[1 << 16];
+    char line[256];
+    char *argv[] = {"awecho", "-h", "127.0.0.1", "-p", "0", NULL};
+    struct linger lg = {1, 0};
+    int errfd, fd, i, port;
+    pid_t pid;
+
+    pid = start(argv, &errfd);
+    read_some(errfd, line, sizeof(line), 1);
+    ck_assert_msg(strrchr(line, ':') != NULL, "awecho: %s", line);
+    port = atoi(strrchr(line, ':') + 1);
+    for (i = 0; i < 3; i++) {
+        fd = connect_tcp(port);
+        write_all(fd, "hello\n", 6);
+        read_exactly(fd, line, 6); /* the client's task is under way */
+        write_all(fd, "again\n", 6);
+        ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg,
+                                    sizeof(lg)), 0);
+        close(fd); /* an RST */
+    }
+    for (i = 0; i < 3; i++)
+        send_lines_and_vanish(connect_tcp(port));
+    fd = connect_tcp(port);
+    echo_session(fd);
+    close(fd);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    assert_clean_exit(pid);
+    read_to_end(errfd, err, sizeof(err));
+    ck_assert_msg(strstr(err, "never retrieved") == NULL, "awecho: %s", err);
+    close(errfd);
+}
+END_TEST
+
 START_TEST(bad_option_exits_with_usage)
 {
     char line[256];
@@ -245,6 +356,8 @@ aw_test_suite(void)
 
     tcase_add_test(tc, unix_socket_echo_and_sigterm);
     tcase_add_test(tc, tcp_echo_on_any_port_and_sigint);
+    tcase_add_test(tc, clients_vanishing_unread_do_not_kill_awecho);
+    tcase_add_test(tc, resetting_client_is_not_reported);
     tcase_add_test(tc, bad_option_exits_with_usage);
     suite_add_tcase(s, tc);
     return s;

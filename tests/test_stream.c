@@ -988,6 +988,283 @@ START_TEST(serve_until_cancelled)
 }
 END_TEST
 
+/* ---- hand-over: data given to a read is never lost ------------------------ */
+
+/* A server that keeps its side of the connection for the test to write. */
+static aw_stream *peer_side;
+
+static void
+keep_client(aw_stream *s, void *arg)
+{
+    (void)arg;
+    peer_side = s;
+}
+
+static aw_server *
+start_keeping(void)
+{
+    aw_future *f;
+    void *srv = NULL;
+
+    peer_side = NULL;
+    f = aw_start_server(loop, "127.0.0.1", 0, keep_client, NULL, 0, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    return srv;
+}
+
+enum { K_READ, K_READEXACTLY, K_READUNTIL, K_READLINE, K_KINDS };
+
+static aw_future *
+read_of_kind(aw_stream *s, int kind)
+{
+    switch (kind) {
+    case K_READ:
+        return aw_stream_read(s, 100);
+    case K_READEXACTLY:
+        return aw_stream_readexactly(s, 6);
+    case K_READUNTIL:
+        return aw_stream_readuntil(s, "o\n", 2);
+    default:
+        return aw_stream_readline(s);
+    }
+}
+
+struct hand_reader {
+    aw_stream *s;
+    aw_task *self;
+    int kind;
+    int cancel_on_data; /* cancel the task when its read settles */
+    int rc;
+    aw_bytes *got;
+};
+
+static int
+cancel_task(aw_future *f, void *arg)
+{
+    (void)f;
+    aw_future_cancel(arg, NULL);
+    return 0;
+}
+
+static AW_TASK(hand_read, struct hand_reader *r)
+{
+    aw_future *f;
+
+    AW_BEGIN();
+    f = read_of_kind(r->s, r->kind);
+    /* Registered before the task's own wake-up: it runs between the
+     * hand-over and the task's resumption. */
+    if (r->cancel_on_data)
+        ck_assert_int_eq(aw_future_add_done_callback(f, cancel_task, r->self),
+                         0);
+    AW_TRY_AWAIT(r->rc, f, &r->got);
+    if (r->rc == 0)
+        ck_assert_int_eq(aw_bytes_len(r->got), 6);
+    AW_END();
+}
+
+enum { DATA_WHILE_WAITING, DATA_BEFORE_READ, CANCEL_THEN_DATA, NO_CANCEL };
+
+static void
+hand_over(aw_stream *s, int kind, int when)
+{
+    struct hand_reader r;
+    aw_task *t;
+
+    memset(&r, 0, sizeof(r));
+    r.s = s;
+    r.kind = kind;
+    r.cancel_on_data = when == DATA_WHILE_WAITING || when == DATA_BEFORE_READ;
+    if (when == DATA_BEFORE_READ) {
+        ck_assert_int_eq(aw_stream_write(peer_side, "hello\n", 6), 0);
+        aw_loop_run_once(loop, AW_RUN_NOWAIT); /* in the client's buffer */
+    }
+    t = aw_task_new(loop, hand_read, &r, NULL);
+    r.self = t;
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* the read starts */
+    if (when == CANCEL_THEN_DATA) {
+        aw_future_cancel(t, NULL);
+        aw_loop_run_until_complete(loop, t);
+    }
+    if (when != DATA_BEFORE_READ)
+        ck_assert_int_eq(aw_stream_write(peer_side, "hello\n", 6), 0);
+    aw_loop_run_until_complete(loop, t);
+    aw_future_unref(t);
+    if (when == NO_CANCEL) {
+        ck_assert_int_eq(r.rc, 0);
+        return;
+    }
+    ck_assert_msg(r.rc == AW_ECANCELLED, "kind %d, case %d: %d", kind, when,
+                  r.rc);
+    /* Nothing lost: the bytes are still the stream's. */
+    expect(aw_stream_readexactly(s, 6), "hello\n");
+}
+
+START_TEST(read_cancelled_after_hand_over_loses_nothing)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    int kind, when;
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    for (kind = 0; kind < K_KINDS; kind++)
+        for (when = DATA_WHILE_WAITING; when <= NO_CANCEL; when++)
+            hand_over(s, kind, when);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
+/* readexactly(n) with n above the limit: reading, paused past twice the
+ * limit, goes on for it, and at end of file it is incomplete, not stuck. */
+START_TEST(readexactly_above_limit)
+{
+    static char data[1000];
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    aw_bytes *b;
+    size_t i;
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_stream_set_limit(s, 16), 0);
+    for (i = 0; i < sizeof(data); i++)
+        data[i] = (char)('a' + i % 26);
+    /* In pieces: the first one alone is past twice the limit. */
+    for (i = 0; i < sizeof(data); i += 100) {
+        ck_assert_int_eq(aw_stream_write(peer_side, data + i, 100), 0);
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    }
+    b = await_bytes(aw_stream_readexactly(s, sizeof(data)), 0);
+    ck_assert_int_eq(aw_bytes_len(b), sizeof(data));
+    ck_assert_int_eq(memcmp(aw_bytes_data(b), data, sizeof(data)), 0);
+    aw_bytes_free(b);
+    /* The same with the peer gone after 500 bytes. */
+    for (i = 0; i < 500; i += 100) {
+        ck_assert_int_eq(aw_stream_write(peer_side, data + i, 100), 0);
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    }
+    aw_stream_close(peer_side);
+    await_bytes(aw_stream_readexactly(s, sizeof(data)), AW_EINCOMPLETE);
+    b = aw_stream_partial(s);
+    ck_assert_int_eq(aw_bytes_len(b), 500);
+    ck_assert_int_eq(memcmp(aw_bytes_data(b), data, 500), 0);
+    aw_bytes_free(b);
+    aw_stream_unref(s);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
+/* The limit is on the data before the separator (asyncio): a line of
+ * exactly limit bytes and its separator is read; one byte more is
+ * AW_ELIMIT, the data left buffered. */
+START_TEST(limit_applies_before_separator)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    aw_bytes *b;
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_stream_set_limit(s, 16), 0);
+    aw_stream_write(peer_side, "0123456789abcdef\n", 17);
+    expect(aw_stream_readline(s), "0123456789abcdef\n");
+    aw_stream_write(peer_side, "0123456789abcdef--", 18);
+    expect(aw_stream_readuntil(s, "--", 2), "0123456789abcdef--");
+    aw_stream_write(peer_side, "0123456789abcdefg\n", 18);
+    await_bytes(aw_stream_readline(s), AW_ELIMIT);
+    expect(aw_stream_readexactly(s, 18), "0123456789abcdefg\n");
+    /* Not found yet: 17 bytes may still end in the first byte of a
+     * two-byte separator; 18 may not. */
+    aw_stream_write(peer_side, "0123456789abcdefg", 17);
+    aw_stream_write_eof(peer_side);
+    await_bytes(aw_stream_readuntil(s, "--", 2), AW_EINCOMPLETE);
+    b = aw_stream_partial(s);
+    ck_assert_int_eq(aw_bytes_len(b), 17);
+    aw_bytes_free(b);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
+START_TEST(limit_not_found_past_limit)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_stream_set_limit(s, 16), 0);
+    aw_stream_write(peer_side, "0123456789abcdefgh", 18);
+    await_bytes(aw_stream_readuntil(s, "--", 2), AW_ELIMIT);
+    expect(aw_stream_readexactly(s, 18), "0123456789abcdefgh");
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
+/* Each resolver failure has its own code and the resolver's message, not
+ * one "no route to host" for all: a family the resolver does not serve is
+ * AW_EAI_FAMILY, decided before any lookup (so without a network); a
+ * cancelled lookup is AW_ECANCELLED. */
+START_TEST(getaddrinfo_failures_have_their_own_codes)
+{
+    aw_future *f;
+
+    f = aw_getaddrinfo(loop, "localhost", 80, AF_UNIX);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), AW_EAI_FAMILY);
+    ck_assert_ptr_nonnull(aw_future_message(f));
+    ck_assert_str_ne(aw_future_message(f), "");
+    aw_future_unref(f);
+    f = aw_getaddrinfo(loop, "example.invalid", 0, AF_INET);
+    aw_future_cancel(f, NULL);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), AW_ECANCELLED);
+    aw_future_unref(f);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* the request's last word */
+    ck_assert_str_eq(aw_err_name(AW_EAI_FAMILY), "AW_EAI_FAMILY");
+}
+END_TEST
+
+/* Both ends' addresses as text in one call. */
+START_TEST(stream_addresses_as_text)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    char a[AW_ADDRSTRLEN], b[AW_ADDRSTRLEN];
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    /* One end's peer is the other end's local address. */
+    ck_assert_int_gt(aw_stream_peername_text(s, a, sizeof(a)), 0);
+    ck_assert_int_gt(aw_stream_sockname_text(peer_side, b, sizeof(b)), 0);
+    ck_assert_str_eq(a, b);
+    ck_assert_int_gt(aw_stream_sockname_text(s, a, sizeof(a)), 0);
+    ck_assert_int_gt(aw_stream_peername_text(peer_side, b, sizeof(b)), 0);
+    ck_assert_str_eq(a, b);
+    ck_assert(strncmp(a, "127.0.0.1:", 10) == 0);
+    ck_assert_int_eq(aw_stream_peername_text(NULL, a, sizeof(a)),
+                     -EINVAL);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1012,6 +1289,12 @@ aw_test_suite(void)
     tcase_add_test(tc, writer_to_slow_reader_keeps_memory_bounded);
     tcase_add_test(tc, ten_thousand_idle_connections);
     tcase_add_test(tc, serve_until_cancelled);
+    tcase_add_test(tc, read_cancelled_after_hand_over_loses_nothing);
+    tcase_add_test(tc, readexactly_above_limit);
+    tcase_add_test(tc, limit_applies_before_separator);
+    tcase_add_test(tc, limit_not_found_past_limit);
+    tcase_add_test(tc, getaddrinfo_failures_have_their_own_codes);
+    tcase_add_test(tc, stream_addresses_as_text);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -4,13 +4,18 @@
  * and test_selector_events.py where they apply. */
 #include "config.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -110,8 +115,8 @@ resumed(aw_transport *t, void *arg)
     note(arg, EV_RESUME);
 }
 
-static const aw_protocol recorder = {made, received, eof, lost, paused,
-                                     resumed};
+static const aw_protocol recorder = {AW_PROTOCOL_SIZE, made,   received, eof,
+                                     lost,             paused, resumed};
 
 /* One peer per server connection, handed out in order. */
 static struct peer server_peers[8];
@@ -131,8 +136,8 @@ server_made(aw_transport *t, void *arg)
     made(t, p);
 }
 
-static const aw_protocol server_proto = {server_made, received, eof, lost,
-                                         paused, resumed};
+static const aw_protocol server_proto = {
+    AW_PROTOCOL_SIZE, server_made, received, eof, lost, paused, resumed};
 
 static int
 run_until(volatile int *flag)
@@ -535,6 +540,351 @@ START_TEST(server_close_with_clients_connected)
 }
 END_TEST
 
+/* The default SIGPIPE disposition, as a program that never heard of it
+ * has: a write that raised the signal would end the test. */
+static void
+sigpipe_default(void)
+{
+    struct sigaction sa;
+
+    ck_assert(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
+    ck_assert_int_eq(sigaction(SIGPIPE, NULL, &sa), 0);
+    ck_assert(sa.sa_handler == SIG_DFL);
+}
+
+/* A raw client of srv (Unix socket at path, or TCP) that sends a line and
+ * closes without reading; then the server side writes until the loss. */
+static void
+write_to_vanished_peer(aw_server *srv, const char *path)
+{
+    struct peer *p;
+    int fd, i, rc;
+
+    if (path != NULL) {
+        struct sockaddr_un sun;
+
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        memset(&sun, 0, sizeof(sun));
+        sun.sun_family = AF_UNIX;
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)),
+                         0);
+    } else {
+        struct sockaddr_in sin;
+
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        memset(&sin, 0, sizeof(sin));
+        sin.sin_family = AF_INET;
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sin.sin_port = htons((unsigned short)aw_server_port(srv));
+        ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)),
+                         0);
+    }
+    ck_assert_int_eq(write(fd, "hello\n", 6), 6);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    p = &server_peers[0];
+    while (p->len < 6)
+        aw_loop_run_once(loop, 0);
+    close(fd); /* never read what the server sends */
+    for (i = 0; i < 100000 && !p->lost; i++) {
+        if (aw_transport_write(p->t, "hello\n", 6) != 0)
+            break;
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    }
+    run_until(&p->lost);
+    ck_assert_msg(p->lost_error == -EPIPE || p->lost_error == -ECONNRESET,
+                  "lost with %d", p->lost_error);
+    /* Later writes get the connection's error. */
+    rc = aw_transport_write(p->t, "x", 1);
+    ck_assert_int_eq(rc, p->lost_error);
+}
+
+START_TEST(write_to_vanished_peer_is_an_error_not_sigpipe)
+{
+    static struct peer tmpl;
+    char path[64];
+    aw_future *f;
+    aw_server *srv;
+    void *v = NULL;
+
+    sigpipe_default();
+    memset(&tmpl, 0, sizeof(tmpl));
+    tmpl.keep_on_eof = 1; /* half-close: keep writing to the closed peer */
+    srv = serve("127.0.0.1", &tmpl);
+    write_to_vanished_peer(srv, NULL);
+    finish(srv);
+
+    snprintf(path, sizeof(path), "/tmp/awtest-pipe-%d.sock", (int)getpid());
+    nserver_peers = 0;
+    f = aw_create_unix_server(loop, path, &server_proto, &tmpl, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &v, NULL);
+    aw_future_unref(f);
+    srv = v;
+    write_to_vanished_peer(srv, path);
+    finish(srv);
+    unlink(path);
+}
+END_TEST
+
+static int
+sockopt(int fd, int level, int name)
+{
+    int v = -1;
+    socklen_t len = sizeof(v);
+
+    ck_assert_int_eq(getsockopt(fd, level, name, &v, &len), 0);
+    return v != 0;
+}
+
+static aw_server *
+serve_flags(int flags, int want_rc)
+{
+    static struct peer tmpl;
+    aw_future *f = aw_create_server(loop, "127.0.0.1", 0, &server_proto,
+                                    &tmpl, flags, 0);
+    void *srv = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), want_rc);
+    if (want_rc == 0)
+        aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    return srv;
+}
+
+/* SO_REUSEADDR is on by default for TCP servers (asyncio on Unix), off on
+ * request; the listening sockets can be had (asyncio's Server.sockets). */
+START_TEST(server_reuse_address_by_default)
+{
+    aw_server *srv;
+    int fds[4];
+
+    srv = serve_flags(0, 0);
+    ck_assert_int_eq(aw_server_sockets(srv, fds, 4), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEADDR), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEPORT), 0);
+    ck_assert_int_eq(aw_server_sockets(srv, NULL, 0), 1);
+    ck_assert_int_eq(aw_server_sockets(srv, NULL, 1), -EINVAL);
+    ck_assert_int_eq(aw_server_sockets(NULL, fds, 4), -EINVAL);
+    aw_server_close(srv);
+    ck_assert_int_eq(aw_server_sockets(srv, fds, 4), 0);
+    aw_server_free(srv);
+
+    srv = serve_flags(AW_SERVER_REUSE_ADDRESS | AW_SERVER_REUSE_PORT, 0);
+    ck_assert_int_eq(aw_server_sockets(srv, fds, 4), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEADDR), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEPORT), 1);
+    aw_server_free(srv);
+
+    srv = serve_flags(AW_SERVER_NO_REUSE_ADDRESS, 0);
+    ck_assert_int_eq(aw_server_sockets(srv, fds, 4), 1);
+    ck_assert_int_eq(sockopt(fds[0], SOL_SOCKET, SO_REUSEADDR), 0);
+    aw_server_free(srv);
+
+    /* Contradictory or unknown flags. */
+    serve_flags(AW_SERVER_REUSE_ADDRESS | AW_SERVER_NO_REUSE_ADDRESS, -EINVAL);
+    serve_flags(0x100, -EINVAL);
+}
+END_TEST
+
+/* The system's blocking resolver, counted: the loop must not call it
+ * (this definition comes before the C library's for the library and
+ * libevent too). */
+static int blocking_lookups;
+
+int
+getaddrinfo(const char *node, const char *service,
+            const struct addrinfo *hints, struct addrinfo **res)
+{
+    static int (*real)(const char *, const char *, const struct addrinfo *,
+                       struct addrinfo **);
+
+    blocking_lookups++;
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+    return real != NULL ? real(node, service, hints, res) : EAI_FAIL;
+}
+
+/* create_server resolves its host with the loop's resolver, not the
+ * blocking one; "localhost" comes from the hosts file. */
+START_TEST(create_server_resolves_asynchronously)
+{
+    static struct peer tmpl;
+    struct sockaddr_in sin;
+    aw_server *srv;
+    int fd;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    blocking_lookups = 0;
+    srv = serve("localhost", &tmpl);
+    ck_assert_int_eq(blocking_lookups, 0);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((unsigned short)aw_server_port(srv));
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    close(fd);
+    run_until(&server_peers[0].lost);
+    finish(srv);
+    /* Every address ("" as asyncio's) and a numeric one: no lookup. */
+    srv = serve("", &tmpl);
+    finish(srv);
+    srv = serve("127.0.0.1", &tmpl);
+    finish(srv);
+    ck_assert_int_eq(blocking_lookups, 0);
+}
+END_TEST
+
+/* A name the hosts file does not have waits for the resolver, with the
+ * loop free meanwhile; cancelled then, the server is abandoned. */
+START_TEST(create_server_cancelled_while_resolving)
+{
+    static struct peer tmpl;
+    aw_future *f;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    blocking_lookups = 0;
+    f = aw_create_server(loop, "name-to-resolve.invalid", 0, &server_proto,
+                         &tmpl, 0, 0);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(blocking_lookups, 0);
+    /* Without a name server configured the resolver fails at once. */
+    if (!aw_future_done(f)) {
+        ck_assert_int_eq(aw_future_cancel(f, NULL), 0);
+        ck_assert_int_eq(aw_loop_run_until_complete(loop, f), AW_ECANCELLED);
+    }
+    aw_future_unref(f);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* the request's last word */
+}
+END_TEST
+
+/* Both ends' addresses as text in one call. */
+START_TEST(addresses_as_text)
+{
+    static struct peer tmpl, client;
+    char buf[AW_ADDRSTRLEN], want[64], path[64];
+    aw_server *srv;
+    aw_transport *t;
+    aw_future *f;
+    void *v = NULL;
+    int port;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&client, 0, sizeof(client));
+    srv = serve("127.0.0.1", &tmpl);
+    port = aw_server_port(srv);
+    t = connect_to("127.0.0.1", port, &client);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    snprintf(want, sizeof(want), "127.0.0.1:%d", port);
+    ck_assert_int_eq(aw_transport_peername_text(t, buf, sizeof(buf)),
+                     (int)strlen(want));
+    ck_assert_str_eq(buf, want);
+    ck_assert_int_gt(aw_transport_sockname_text(server_peers[0].t, buf,
+                                                sizeof(buf)),
+                     0);
+    ck_assert_str_eq(buf, want);
+    /* The client's port, seen from both ends. */
+    ck_assert_int_gt(aw_transport_sockname_text(t, want, sizeof(want)), 0);
+    ck_assert_int_gt(aw_transport_peername_text(server_peers[0].t, buf,
+                                                sizeof(buf)),
+                     0);
+    ck_assert_str_eq(buf, want);
+    ck_assert_int_eq(aw_transport_peername_text(t, buf, 5), -ENOSPC);
+    ck_assert_str_eq(buf, "");
+    ck_assert_int_eq(aw_transport_peername_text(t, NULL, 5), -EINVAL);
+    ck_assert_int_eq(aw_transport_peername_text(NULL, buf, 5), -EINVAL);
+    aw_transport_abort(t);
+    ck_assert_int_eq(aw_transport_peername_text(t, buf, sizeof(buf)),
+                     AW_ECLOSED);
+    run_until(&server_peers[0].lost);
+    aw_transport_unref(t);
+    release_peer(&client);
+    finish(srv);
+
+    if (have_ipv6()) {
+        memset(&client, 0, sizeof(client));
+        srv = serve("::1", &tmpl);
+        port = aw_server_port(srv);
+        t = connect_to("::1", port, &client);
+        snprintf(want, sizeof(want), "[::1]:%d", port);
+        ck_assert_int_gt(aw_transport_peername_text(t, buf, sizeof(buf)), 0);
+        ck_assert_str_eq(buf, want);
+        while (nserver_peers == 0)
+            aw_loop_run_once(loop, 0);
+        aw_transport_close(t);
+        run_until(&client.lost);
+        run_until(&server_peers[0].lost);
+        aw_transport_unref(t);
+        release_peer(&client);
+        finish(srv);
+    }
+
+    snprintf(path, sizeof(path), "/tmp/awtest-text-%d.sock", (int)getpid());
+    memset(&client, 0, sizeof(client));
+    nserver_peers = 0;
+    f = aw_create_unix_server(loop, path, &server_proto, &tmpl, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &v, NULL);
+    aw_future_unref(f);
+    srv = v;
+    f = aw_create_unix_connection(loop, path, &recorder, &client);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &v, NULL);
+    aw_future_unref(f);
+    t = v;
+    ck_assert_int_eq(aw_transport_peername_text(t, buf, sizeof(buf)),
+                     (int)strlen(path));
+    ck_assert_str_eq(buf, path);
+    while (nserver_peers == 0)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_transport_peername_text(server_peers[0].t, buf,
+                                                sizeof(buf)),
+                     0); /* an unnamed client */
+    aw_transport_close(t);
+    run_until(&server_peers[0].lost);
+    aw_transport_unref(t);
+    release_peer(&client);
+    finish(srv);
+    unlink(path);
+}
+END_TEST
+
+/* The protocol table starts with its size, checked: a table of another
+ * size than a known version's is refused, not misread. */
+START_TEST(protocol_size_checked)
+{
+    aw_protocol small = recorder, big = recorder, unset = recorder;
+    const aw_protocol *bad[3] = {&small, &big, &unset};
+    aw_future *f;
+    int i;
+
+    small.size = offsetof(aw_protocol, resume_writing); /* too old */
+    big.size = sizeof(aw_protocol) + 8;                  /* from the future */
+    unset.size = 0;
+    for (i = 0; i < 3; i++) {
+        f = aw_create_connection(loop, "127.0.0.1", 80, bad[i], NULL);
+        ck_assert_int_eq(aw_future_error(f), -EINVAL);
+        aw_future_unref(f);
+        f = aw_create_unix_connection(loop, "/nonexistent", bad[i], NULL);
+        ck_assert_int_eq(aw_future_error(f), -EINVAL);
+        aw_future_unref(f);
+        f = aw_create_server(loop, "127.0.0.1", 0, bad[i], NULL, 0, 0);
+        ck_assert_int_eq(aw_future_error(f), -EINVAL);
+        aw_future_unref(f);
+        f = aw_create_unix_server(loop, "/tmp/awtest-never.sock", bad[i],
+                                  NULL, 0);
+        ck_assert_int_eq(aw_future_error(f), -EINVAL);
+        aw_future_unref(f);
+    }
+    ck_assert_int_eq(recorder.size, AW_PROTOCOL_SIZE);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     aw_future *f;
@@ -573,6 +923,12 @@ aw_test_suite(void)
     tcase_add_test(tc, resolve_localhost_and_ipv6_literal);
     tcase_add_test(tc, cancelled_connect_leaves_nothing);
     tcase_add_test(tc, server_close_with_clients_connected);
+    tcase_add_test(tc, write_to_vanished_peer_is_an_error_not_sigpipe);
+    tcase_add_test(tc, server_reuse_address_by_default);
+    tcase_add_test(tc, create_server_resolves_asynchronously);
+    tcase_add_test(tc, create_server_cancelled_while_resolving);
+    tcase_add_test(tc, addresses_as_text);
+    tcase_add_test(tc, protocol_size_checked);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return s;

@@ -36,19 +36,38 @@ client_free(void *p)
     free(c);
 }
 
+/* A client that resets the connection or leaves without reading the echo
+ * ends its task like one that closed: that is what clients do.  Only a
+ * cancellation (the shutdown) goes on as such. */
+static int
+client_gone(struct client *c)
+{
+    if (c->rc == AW_ECANCELLED)
+        return 0;
+    if (verbose)
+        fprintf(stderr, "awecho: client gone: %s\n", aw_strerror(c->rc));
+    return 1;
+}
+
 static AW_TASK(echo_client, struct client *c)
 {
     AW_BEGIN();
     for (;;) {
         AW_TRY_AWAIT(c->rc, aw_stream_readline(c->s), &c->line);
         if (c->rc == AW_ELIMIT) /* a line too long: echo what there is */
-            AW_AWAIT(aw_stream_read(c->s, 65536), &c->line);
-        else if (c->rc != 0)
+            AW_TRY_AWAIT(c->rc, aw_stream_read(c->s, 65536), &c->line);
+        if (c->rc != 0 && client_gone(c))
+            break;
+        if (c->rc != 0)
             AW_RAISE(c->rc, NULL);
         if (aw_bytes_len(c->line) == 0)
             break; /* end of file */
         aw_stream_write(c->s, aw_bytes_data(c->line), aw_bytes_len(c->line));
-        AW_AWAIT(aw_stream_drain(c->s), NULL);
+        AW_TRY_AWAIT(c->rc, aw_stream_drain(c->s), NULL);
+        if (c->rc != 0 && client_gone(c))
+            break;
+        if (c->rc != 0)
+            AW_RAISE(c->rc, NULL);
     }
     AW_FINALLY();
     if (verbose)
@@ -70,8 +89,14 @@ on_client(aw_stream *s, void *arg)
     }
     c->s = s;
     t = aw_task_new(loop, echo_client, c, client_free);
-    if (verbose)
-        fprintf(stderr, "awecho: new client, %s\n", aw_task_name(t));
+    if (verbose) {
+        char peer[AW_ADDRSTRLEN];
+
+        if (aw_stream_peername_text(s, peer, sizeof(peer)) < 0)
+            peer[0] = '\0';
+        fprintf(stderr, "awecho: new client, %s, from %s\n",
+                aw_task_name(t), peer[0] != '\0' ? peer : "(unnamed)");
+    }
     aw_future_unref(t); /* the loop runs it to its end */
 }
 

@@ -78,15 +78,22 @@ AW_EXTERN void aw_stream_unref(aw_stream *s);
  * Reads.  One read at a time (another one started while one waits fails
  * with AW_EBUSY).  Results are aw_bytes owned by the future (take them to
  * keep them).  Errors: the connection's error when it was lost, AW_ECLOSED
- * after aw_stream_close().
+ * after aw_stream_close().  No data is lost in the hand-over: a read
+ * cancelled while it waits takes nothing, and a read settled with data
+ * whose future is released unread (its task cancelled after the data
+ * arrived, before it resumed) gives the data back to the front of the
+ * buffer for the next read (asyncio leaves it in the buffer).
  *
  * aw_stream_read - up to n bytes (n == 0: nothing), as soon as any are
  *   there; an empty result at end of file.
- * aw_stream_readexactly - exactly n bytes; AW_EINCOMPLETE at end of file
+ * aw_stream_readexactly - exactly n bytes, whatever the limit (reading
+ *   goes on past it for such a read); AW_EINCOMPLETE at end of file
  *   before that, the bytes read then given by aw_stream_partial().
  * aw_stream_readuntil - up to and including the separator.  AW_ELIMIT
- *   when the separator is not within the stream's limit (the data stays
- *   buffered); AW_EINCOMPLETE at end of file (partial as above).
+ *   when more than the stream's limit of bytes come before the separator
+ *   (the limit is on the data before it, as asyncio's: a line of exactly
+ *   limit bytes and its separator is read); the data stays buffered;
+ *   AW_EINCOMPLETE at end of file (partial as above).
  * aw_stream_readline - aw_stream_readuntil with "\n", except at end of
  *   file: the last bytes without a newline, or empty bytes (asyncio).
  */
@@ -104,7 +111,8 @@ AW_EXTERN aw_bytes *aw_stream_partial(aw_stream *s);
 AW_EXTERN int aw_stream_at_eof(const aw_stream *s);
 
 /* aw_stream_set_limit - the most a read may buffer: reading from the
- * socket pauses once twice this much is buffered; 0 picks 64 KiB. */
+ * socket pauses once twice this much is buffered and no read waits (a
+ * waiting readexactly may buffer what it needs); 0 picks 64 KiB. */
 AW_EXTERN int aw_stream_set_limit(aw_stream *s, size_t limit);
 
 /*
@@ -130,6 +138,15 @@ AW_EXTERN int aw_stream_is_closing(const aw_stream *s);
  * write-buffer limits. */
 AW_EXTERN aw_transport *aw_stream_transport(aw_stream *s);
 
+/* aw_stream_peername_text / _sockname_text - the peer's or the local
+ * address as text, as aw_transport_peername_text (AW_ADDRSTRLEN bytes
+ * suffice): "127.0.0.1:8080", "[::1]:8080", a Unix path.  The length;
+ * -ENOSPC; -EINVAL; AW_ECLOSED once the connection is gone. */
+AW_EXTERN int aw_stream_peername_text(const aw_stream *s, char *buf,
+                                      size_t len);
+AW_EXTERN int aw_stream_sockname_text(const aw_stream *s, char *buf,
+                                      size_t len);
+
 /* ---- names ------------------------------------------------------------------------ */
 
 /*
@@ -137,8 +154,13 @@ AW_EXTERN aw_transport *aw_stream_transport(aw_stream *s);
  * asynchronous resolver; family AF_UNSPEC, AF_INET or AF_INET6.  The
  * result is a `struct evutil_addrinfo *` list owned by the future (see
  * <event2/util.h>; its layout is the system's struct addrinfo).  Fails
- * with -EHOSTUNREACH and the resolver's message.  Cancelling it is safe
- * at any time, also when the answer is already on its way.
+ * with the resolver's code and message: AW_EAI_NONAME (no such name),
+ * AW_EAI_AGAIN (try again later), AW_EAI_FAIL, AW_EAI_NODATA (no address
+ * of that family), AW_EAI_FAMILY (a family other than those three),
+ * AW_EAI_SERVICE, AW_EAI_BADFLAGS, AW_EAI_SOCKTYPE; -ENOMEM; -errno for a
+ * system error; -EINVAL for a NULL host or a port out of range.
+ * Cancelling it is safe at any time, also when the answer is already on
+ * its way (the future is then cancelled: AW_ECANCELLED).
  */
 AW_EXTERN aw_future *aw_getaddrinfo(aw_loop *loop, const char *host,
                                     int port, int family);

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* await/transport.h: transports and protocols, the callback-first level
  * of networking (asyncio's Transport and Protocol), on libevent
- * bufferevents and listeners: TCP over IPv4 and IPv6, Unix stream
- * sockets. */
+ * bufferevents (for reading) and listeners: TCP over IPv4 and IPv6, Unix
+ * stream sockets.  Sockets are written with MSG_NOSIGNAL: a peer that went
+ * away is an error code (-EPIPE, -ECONNRESET), never a SIGPIPE, and the
+ * library leaves the process's signal dispositions alone. */
 #ifndef AWAIT_TRANSPORT_H
 #define AWAIT_TRANSPORT_H
 
@@ -28,8 +30,17 @@ typedef struct aw_server aw_server;
  * member may be NULL.  `arg` is the transport's user pointer (see
  * aw_transport_set_user), at first the one given to create_connection or
  * create_server.
+ *
+ * The table can grow without breaking programs built against an older
+ * one: its first member, size, must be sizeof(aw_protocol) as the program
+ * saw it (AW_PROTOCOL_SIZE); the library reads no member past it, and
+ * refuses a size smaller than the first version's or larger than its own
+ * with -EINVAL.  Members come after it in this order, for initializers:
+ *
+ *     static const aw_protocol p = {AW_PROTOCOL_SIZE, made, received, ...};
  */
 typedef struct aw_protocol {
+    size_t size; /* sizeof(aw_protocol): AW_PROTOCOL_SIZE */
     void (*connection_made)(aw_transport *t, void *arg);
     /* data is lent for the call; it may come in any split. */
     void (*data_received)(aw_transport *t, const void *data, size_t len,
@@ -43,12 +54,19 @@ typedef struct aw_protocol {
     void (*resume_writing)(aw_transport *t, void *arg);
 } aw_protocol;
 
+#define AW_PROTOCOL_SIZE sizeof(aw_protocol)
+
 /* ---- transports ------------------------------------------------------------------ */
 
 /*
- * aw_transport_write - queue len bytes (copied); never blocks.  0;
- * AW_ECLOSED once the transport is closing or closed, or after
- * write_eof; -ENOMEM; -EINVAL.
+ * aw_transport_write - send len bytes; never blocks.  With nothing queued
+ * they go to the socket at once; what the kernel does not take is queued
+ * (copied).  A peer found gone is not this call's error (asyncio): the
+ * connection is lost and connection_lost gets -EPIPE or -ECONNRESET.
+ * 0; AW_ECLOSED once the transport is closing or closed, or after
+ * write_eof; the connection's error once it was lost with one; -ENOMEM
+ * (when part of the data was already sent, the connection is lost with
+ * it); -EINVAL.
  */
 AW_EXTERN int aw_transport_write(aw_transport *t, const void *data,
                                  size_t len);
@@ -93,6 +111,20 @@ AW_EXTERN int aw_transport_peername(const aw_transport *t,
 AW_EXTERN int aw_transport_sockname(const aw_transport *t,
                                     struct sockaddr *addr, socklen_t *len);
 
+/*
+ * aw_transport_peername_text / _sockname_text - the address as text in
+ * buf (len bytes, NUL included): "127.0.0.1:8080", "[::1]:8080", a Unix
+ * socket's path ("" for an unnamed one, "@name" for an abstract one).
+ * AW_ADDRSTRLEN bytes always suffice.  Returns the text's length;
+ * -ENOSPC when it does not fit (buf is then ""); -EINVAL; AW_ECLOSED once
+ * the socket is gone; an -errno from the system.
+ */
+#define AW_ADDRSTRLEN 112
+AW_EXTERN int aw_transport_peername_text(const aw_transport *t, char *buf,
+                                         size_t len);
+AW_EXTERN int aw_transport_sockname_text(const aw_transport *t, char *buf,
+                                         size_t len);
+
 /* aw_transport_fd - the socket, or -1 once closed. */
 AW_EXTERN int aw_transport_fd(const aw_transport *t);
 
@@ -116,8 +148,8 @@ AW_EXTERN void aw_transport_unref(aw_transport *t);
  * and run proto on it.  The future's result is the transport (a
  * reference owned by the future: take it to keep it past the future);
  * it fails with the connection's error (-ECONNREFUSED, -ETIMEDOUT, ...),
- * or -EHOSTUNREACH with the resolver's message when the name does not
- * resolve.  Cancelling the future abandons the attempt.
+ * or the resolver's code (AW_EAI_NONAME, AW_EAI_AGAIN, ..., as
+ * aw_getaddrinfo) with its message when the name does not resolve.  Cancelling the future abandons the attempt.
  * aw_create_unix_connection - the same over a Unix stream socket at path.
  */
 AW_EXTERN aw_future *aw_create_connection(aw_loop *loop, const char *host,
@@ -130,20 +162,33 @@ AW_EXTERN aw_future *aw_create_unix_connection(aw_loop *loop,
 
 /* ---- serving ------------------------------------------------------------------------ */
 
+/*
+ * Flags of aw_create_server and aw_start_server (0 for the defaults).
+ * SO_REUSEADDR is on for TCP servers unless AW_SERVER_NO_REUSE_ADDRESS
+ * (asyncio's reuse_address, True by default on Unix); naming
+ * AW_SERVER_REUSE_ADDRESS says so explicitly.  AW_SERVER_REUSE_PORT sets
+ * SO_REUSEPORT (several loops, or processes, accepting on one port).  An
+ * unknown flag, or both REUSE_ADDRESS and NO_REUSE_ADDRESS, is -EINVAL;
+ * an option the system refuses fails the call with its error.
+ */
 enum aw_server_flags {
-    AW_SERVER_REUSE_ADDRESS = 1, /* SO_REUSEADDR (on unless told) */
-    AW_SERVER_REUSE_PORT = 2,    /* SO_REUSEPORT */
-    AW_SERVER_NO_REUSE_ADDRESS = 4
+    AW_SERVER_REUSE_ADDRESS = 1,   /* SO_REUSEADDR: the default */
+    AW_SERVER_REUSE_PORT = 2,      /* SO_REUSEPORT */
+    AW_SERVER_NO_REUSE_ADDRESS = 4 /* no SO_REUSEADDR */
 };
 
 /*
  * aw_create_server - listen on host:port (NULL host: every address;
  * port 0: one the system picks, see aw_server_port) and run proto on each
  * connection accepted, with arg as its first user pointer.  backlog <= 0
- * means 128.  Addresses are resolved at the call (numeric ones, or names
- * from the hosts file, resolve without waiting).  The future's result is
- * the server (owned by the future: take it to keep it); it fails with the
- * system's error (-EADDRINUSE, ...).  A listener that runs out of file
+ * means 128.  host is resolved by the loop's asynchronous resolver, never
+ * a blocking one (NULL or "" for every address, numeric addresses and
+ * names from the hosts file need no waiting); every address it gives is
+ * listened on (one of a family the system lacks is skipped, as asyncio
+ * does).  Cancelling the future while it resolves abandons the server.
+ * The future's result is the server (owned by the future: take it to keep
+ * it); it fails with the system's error (-EADDRINUSE, ...) or, when host
+ * does not resolve, an AW_EAI_* code with the resolver's message.  A listener that runs out of file
  * descriptors reports it through the exception handler, stops accepting
  * for 100 ms and goes on.
  * aw_create_unix_server - the same on a Unix stream socket at path (an
@@ -158,6 +203,12 @@ AW_EXTERN aw_future *aw_create_unix_server(aw_loop *loop, const char *path,
 
 /* aw_server_port - the port the first listening socket is bound to. */
 AW_EXTERN int aw_server_port(const aw_server *server);
+
+/* aw_server_sockets - the listening sockets (asyncio's Server.sockets):
+ * stores up to n descriptors in fds and returns how many there are (0
+ * once closed); -EINVAL.  The sockets stay the server's: query them
+ * (getsockname, getsockopt), do not close them. */
+AW_EXTERN int aw_server_sockets(const aw_server *server, int *fds, size_t n);
 
 /* aw_server_close - stop listening; connections already made go on.
  * aw_server_wait_closed - a future done once closed and every connection
