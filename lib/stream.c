@@ -37,8 +37,11 @@ struct aw_bytes {
 aw_bytes *
 aw_bytes_new(const void *data, size_t len)
 {
-    aw_bytes *b = aw__malloc(sizeof(*b) + len + 1);
+    aw_bytes *b;
 
+    if ((data == NULL && len > 0) || len > SIZE_MAX - sizeof(*b) - 1)
+        return NULL; /* nothing to copy from; or too large to hold */
+    b = aw__malloc(sizeof(*b) + len + 1);
     if (b == NULL)
         return NULL;
     b->len = len;

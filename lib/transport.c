@@ -67,6 +67,7 @@ struct aw_transport {
     void *user;
     aw_server *server;
     aw_transport *srv_prev, *srv_next;
+    aw_transport *live_prev, *live_next; /* the loop's, for the census */
     aw_future *connecting; /* the create_connection future, while pending */
     aw__buffer_sink_fn sink;
     size_t high, low;
@@ -125,7 +126,10 @@ dns_release(aw_loop *loop)
     s->dns = NULL;
 }
 
-static const struct aw__loop_hooks net_hooks = {.release = dns_release};
+static void net_census(aw_loop *loop);
+
+static const struct aw__loop_hooks net_hooks = {.census = net_census,
+                                                .release = dns_release};
 
 struct evdns_base *
 aw__loop_dns(aw_loop *loop)
@@ -154,6 +158,7 @@ static aw_transport *
 transport_new(aw_loop *loop, const aw_protocol *proto, void *user)
 {
     aw_transport *t = aw__calloc(1, sizeof(*t));
+    struct aw__net_slot *s;
 
     if (t == NULL)
         return NULL;
@@ -164,6 +169,12 @@ transport_new(aw_loop *loop, const aw_protocol *proto, void *user)
     t->low = DEFAULT_LOW;
     t->refs = 1; /* its own, until connection_lost is delivered */
     t->fd = -1;
+    s = aw__loop_net_slot(loop);
+    t->live_next = s->transports;
+    if (t->live_next != NULL)
+        t->live_next->live_prev = t;
+    s->transports = t;
+    s->hooks = &net_hooks;
     aw__loop_track(loop, 1);
     return t;
 }
@@ -171,6 +182,14 @@ transport_new(aw_loop *loop, const aw_protocol *proto, void *user)
 static void
 transport_free(aw_transport *t)
 {
+    struct aw__net_slot *s = aw__loop_net_slot(t->loop);
+
+    if (t->live_prev != NULL)
+        t->live_prev->live_next = t->live_next;
+    else
+        s->transports = t->live_next;
+    if (t->live_next != NULL)
+        t->live_next->live_prev = t->live_prev;
     aw__loop_track(t->loop, -1);
     aw__free(t);
 }
@@ -749,6 +768,30 @@ addr_text_of(const aw_transport *t, char *buf, size_t len, int peer)
     return addr_text((struct sockaddr *)&ss, sl, buf, len);
 }
 
+/* Close found work outstanding: each transport still alive, by its peer
+ * (a stream is named by its transport). */
+static void
+net_census(aw_loop *loop)
+{
+    static const char *const states[] = {"connecting", "open", "closing",
+                                         "lost"};
+    aw_transport *t;
+    char peer[AW_ADDRSTRLEN];
+
+    for (t = aw__loop_net_slot(loop)->transports; t != NULL;
+         t = t->live_next) {
+        if (t->state == T_LOST || addr_text_of(t, peer, sizeof(peer), 1) < 0)
+            snprintf(peer, sizeof(peer), "an unknown peer");
+        aw__loop_report(loop, AW_EBUSY, NULL, NULL,
+                        "transport to %s (%s%s%s) still alive at loop close",
+                        peer, states[t->state],
+                        t->state == T_LOST && t->lost_error != 0 ? ": " : "",
+                        t->state == T_LOST && t->lost_error != 0
+                            ? aw_err_name(t->lost_error)
+                            : "");
+    }
+}
+
 int
 aw_transport_peername_text(const aw_transport *t, char *buf, size_t len)
 {
@@ -942,6 +985,14 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     (void)l;
     (void)sa;
     (void)len;
+    if (aw__loop_fd_watchable(srv->loop, fd) != 0) {
+        evutil_closesocket(fd);
+        aw__loop_report(srv->loop, -EMFILE, NULL, NULL,
+                        "server: connection dropped: descriptor %d is "
+                        "beyond what the select backend can watch",
+                        (int)fd);
+        return;
+    }
     t = transport_new(srv->loop, srv->proto, srv->arg);
     bev = t != NULL ? bufferevent_socket_new(aw_loop_get_base(srv->loop), fd,
                                              BEV_OPT_CLOSE_ON_FREE |

@@ -23,7 +23,9 @@ extern "C" {
  * they arrived in: a read copies nothing but what spans two buffers). */
 typedef struct aw_bytes aw_bytes;
 
-/* aw_bytes_new - a copy of data (NULL out of memory). */
+/* aw_bytes_new - a copy of the len bytes at data (data may be NULL when
+ * len is 0).  NULL for a NULL data with len > 0, a len too large to
+ * allocate, or out of memory. */
 AW_EXTERN aw_bytes *aw_bytes_new(const void *data, size_t len);
 AW_EXTERN size_t aw_bytes_len(const aw_bytes *b);
 /* aw_bytes_data - the len bytes, contiguous; not NUL-terminated. */
