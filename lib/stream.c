@@ -356,15 +356,23 @@ try_read(aw_stream *s)
         struct evbuffer_ptr p = evbuffer_search(s->buf, s->sep, s->seplen,
                                                 NULL);
 
-        /* The limit is on the data before the separator (asyncio). */
+        /* The limit is on the data before the separator (asyncio).  A
+         * readline past it drops the overlong line, through its
+         * separator, or all there is when none came yet (asyncio's
+         * readline); readuntil leaves the data buffered. */
         if (p.pos >= 0) {
-            if ((size_t)p.pos > s->limit)
+            if ((size_t)p.pos > s->limit) {
+                if (s->rkind == R_LINE)
+                    evbuffer_drain(s->buf, (size_t)p.pos + s->seplen);
                 fail_read(s, AW_ELIMIT, "separator found past the limit");
-            else
+            } else {
                 finish_read(s, (size_t)p.pos + s->seplen);
+            }
         } else if (len + 1 > s->limit + s->seplen) {
             /* Even a separator starting at the last seplen - 1 bytes
              * would come after more than limit bytes. */
+            if (s->rkind == R_LINE)
+                evbuffer_drain(s->buf, len);
             fail_read(s, AW_ELIMIT, "separator not found within the limit");
         } else if (s->eof && s->error != 0) {
             fail_read(s, s->error, "connection lost");

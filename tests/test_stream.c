@@ -216,7 +216,7 @@ START_TEST(readuntil_limit_overrun_keeps_data)
     srv = start(SEND_AND_CLOSE);
     s = dial(srv);
     aw_stream_set_limit(s, 16);
-    await_bytes(aw_stream_readline(s), AW_ELIMIT);
+    await_bytes(aw_stream_readuntil(s, "\n", 1), AW_ELIMIT);
     b = await_bytes(aw_stream_readexactly(s, 100), 0); /* still there */
     ck_assert_int_eq(aw_bytes_len(b), 100);
     aw_bytes_free(b);
@@ -1186,7 +1186,7 @@ START_TEST(limit_applies_before_separator)
     aw_stream_write(peer_side, "0123456789abcdef--", 18);
     expect(aw_stream_readuntil(s, "--", 2), "0123456789abcdef--");
     aw_stream_write(peer_side, "0123456789abcdefg\n", 18);
-    await_bytes(aw_stream_readline(s), AW_ELIMIT);
+    await_bytes(aw_stream_readuntil(s, "\n", 1), AW_ELIMIT);
     expect(aw_stream_readexactly(s, 18), "0123456789abcdefg\n");
     /* Not found yet: 17 bytes may still end in the first byte of a
      * two-byte separator; 18 may not. */
@@ -1329,6 +1329,32 @@ START_TEST(busy_close_names_streams_by_peer)
 }
 END_TEST
 
+/* asyncio test_readline_limit_with_existing_data: readline past the
+ * limit drops the overlong line through its newline, or everything
+ * buffered when no newline came; readuntil keeps it (above). */
+START_TEST(readline_limit_with_existing_data)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_stream_set_limit(s, 3), 0);
+    aw_stream_write(peer_side, "line1\nab\n", 9);
+    await_bytes(aw_stream_readline(s), AW_ELIMIT);
+    expect(aw_stream_readline(s), "ab\n"); /* what followed is kept */
+    aw_stream_write(peer_side, "line1li", 7);
+    await_bytes(aw_stream_readline(s), AW_ELIMIT);
+    aw_stream_write(peer_side, "x\n", 2);
+    expect(aw_stream_readline(s), "x\n"); /* nothing of before is left */
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1361,6 +1387,7 @@ aw_test_suite(void)
     tcase_add_test(tc, stream_addresses_as_text);
     tcase_add_test(tc, bytes_new_bad_input);
     tcase_add_test(tc, busy_close_names_streams_by_peer);
+    tcase_add_test(tc, readline_limit_with_existing_data);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -97,7 +97,10 @@ AW_EXTERN void aw_stream_unref(aw_stream *s);
  *   limit bytes and its separator is read); the data stays buffered;
  *   AW_EINCOMPLETE at end of file (partial as above).
  * aw_stream_readline - aw_stream_readuntil with "\n", except at end of
- *   file: the last bytes without a newline, or empty bytes (asyncio).
+ *   file: the last bytes without a newline, or empty bytes; and past the
+ *   limit, where the overlong line is dropped with its newline (all that
+ *   is buffered when no newline came yet) before AW_ELIMIT, as asyncio's
+ *   readline does.
  */
 AW_EXTERN aw_future *aw_stream_read(aw_stream *s, size_t n);
 AW_EXTERN aw_future *aw_stream_readexactly(aw_stream *s, size_t n);
