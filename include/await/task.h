@@ -332,8 +332,9 @@ extern "C" {
  * reference).  Its result goes to *out (a pointer to a pointer variable,
  * or NULL: anything else does not compile), borrowed until the next
  * await: use AW_AWAIT_TAKE to own it.  An error or cancellation ends the
- * task with it, through AW_FINALLY().  Even a settled future is awaited
- * through the loop once.
+ * task with it, through AW_FINALLY().  A future already settled goes on
+ * at once, as in asyncio, but after 64 such awaits in a row the task
+ * yields one pass of the loop, so that it cannot starve the others.
  */
 #define AW_AWAIT(future, out)                                                 \
     do {                                                                     \
