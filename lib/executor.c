@@ -78,7 +78,7 @@ struct aw_executor {
     pthread_cond_t work;  /* a job or the shutdown for the workers */
     pthread_cond_t ended; /* a worker ended; a join finished */
     struct job *head, *tail;
-    size_t queued, maxsize;
+    size_t queued;
     size_t submitted, completed;
     size_t wakeups; /* atomic: counted outside mu */
     int max_workers;
@@ -132,6 +132,8 @@ aw_executor_new(aw_executor **exp, const aw_executor_options *options)
     if (options != NULL) {
         if (options->max_workers < 0)
             return -EINVAL;
+        if (options->maxsize != 0)
+            return -ENOTSUP; /* not accepted and ignored */
         max = options->max_workers;
         if (options->thread_name_prefix != NULL)
             prefix = options->thread_name_prefix;
@@ -157,7 +159,6 @@ aw_executor_new(aw_executor **exp, const aw_executor_options *options)
     pthread_cond_init(&ex->work, NULL);
     pthread_cond_init(&ex->ended, NULL);
     ex->max_workers = max;
-    ex->maxsize = options != NULL ? options->maxsize : 0;
     ex->refs = 1;
     *exp = ex;
     return 0;

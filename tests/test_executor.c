@@ -154,14 +154,13 @@ gated_job(void *arg, int *err)
 }
 
 static aw_executor *
-new_executor(int workers, size_t maxsize)
+new_executor(int workers)
 {
     aw_executor_options o;
     aw_executor *ex;
 
     memset(&o, 0, sizeof(o));
     o.max_workers = workers;
-    o.maxsize = maxsize;
     o.thread_name_prefix = "tpool";
     ck_assert_int_eq(aw_executor_new(&ex, &o), 0);
     return ex;
@@ -184,7 +183,7 @@ settle(aw_loop *l, aw_future *f)
  * loop; an error code fails it; AW_ECANCELLED cancels it. */
 START_TEST(run_in_executor_result_error_and_int)
 {
-    aw_executor *ex = new_executor(2, 0);
+    aw_executor *ex = new_executor(2);
     aw_future *s, *i, *e, *c;
     void *v;
     intptr_t n;
@@ -229,7 +228,7 @@ END_TEST
  * destroyed at once. */
 START_TEST(cancel_before_start)
 {
-    aw_executor *ex = new_executor(1, 0);
+    aw_executor *ex = new_executor(1);
     aw_future *a, *b;
 
     gate_reset();
@@ -256,7 +255,7 @@ END_TEST
  * it returns. */
 START_TEST(cancel_while_running)
 {
-    aw_executor *ex = new_executor(1, 0);
+    aw_executor *ex = new_executor(1);
     aw_future *a;
 
     gate_reset();
@@ -281,7 +280,7 @@ END_TEST
 /* Cancelling a job's future after it settled does nothing. */
 START_TEST(cancel_after_done)
 {
-    aw_executor *ex = new_executor(1, 0);
+    aw_executor *ex = new_executor(1);
     aw_future *a;
     void *v;
 
@@ -303,7 +302,7 @@ END_TEST
  * destroyed on the loop. */
 START_TEST(cancel_after_finish_before_handed_back)
 {
-    aw_executor *ex = new_executor(1, 0);
+    aw_executor *ex = new_executor(1);
     aw_future *a;
 
     gate_reset();
@@ -325,7 +324,7 @@ END_TEST
 /* Releasing the only reference to a queued job's future cancels it. */
 START_TEST(released_future_cancels_queued_job)
 {
-    aw_executor *ex = new_executor(1, 0);
+    aw_executor *ex = new_executor(1);
     aw_future *a, *b;
 
     gate_reset();
@@ -362,7 +361,7 @@ static AW_TASK(await_job, struct awaiter *w)
  * future is cancelled with it and the task goes on at once. */
 START_TEST(task_awaiting_job_cancelled)
 {
-    struct awaiter w = {new_executor(1, 0), 0};
+    struct awaiter w = {new_executor(1), 0};
     aw_task *t;
 
     gate_reset();
@@ -387,7 +386,7 @@ END_TEST
  * after all. */
 START_TEST(shutdown_wait_runs_queued_jobs)
 {
-    aw_executor *ex = new_executor(1, 0);
+    aw_executor *ex = new_executor(1);
     aw_future *f[3];
     int i;
 
@@ -421,7 +420,7 @@ END_TEST
  * their loop and never run; the running one finishes and delivers. */
 START_TEST(shutdown_cancel_futures_without_wait)
 {
-    aw_executor *ex = new_executor(1, 0);
+    aw_executor *ex = new_executor(1);
     aw_future *f[3];
     int i;
 
@@ -467,7 +466,7 @@ open_when_queue_empty(void *arg)
  * cancelled, the running ones are waited for. */
 START_TEST(shutdown_wait_and_cancel_futures)
 {
-    aw_executor *ex = new_executor(2, 0);
+    aw_executor *ex = new_executor(2);
     aw_future *f[3];
     pthread_t opener;
     int i;
@@ -508,6 +507,10 @@ START_TEST(executor_bad_arguments)
     ck_assert_int_eq(aw_executor_new(NULL, NULL), -EINVAL);
     ck_assert_int_eq(aw_executor_new(&ex, &o), -EINVAL);
     ck_assert_ptr_null(ex);
+    o.max_workers = 1;
+    o.maxsize = 8; /* bounded queues: not yet */
+    ck_assert_int_eq(aw_executor_new(&ex, &o), -ENOTSUP);
+    ck_assert_ptr_null(ex);
     ck_assert_int_eq(aw_executor_shutdown(NULL, 1, 1), -EINVAL);
     aw_executor_free(NULL);
     ck_assert_uint_eq(aw_executor_stat(NULL, AW_EXECUTOR_WORKERS), 0);
@@ -538,7 +541,7 @@ name_job(void *arg, int *err)
 
 START_TEST(workers_lazy_bounded_and_named)
 {
-    aw_executor *ex = new_executor(3, 0);
+    aw_executor *ex = new_executor(3);
     aw_future *f[6], *n;
     void *v;
     int i;
@@ -594,7 +597,7 @@ END_TEST
 
 START_TEST(loop_closed_while_job_runs)
 {
-    aw_executor *ex = new_executor(1, 0);
+    aw_executor *ex = new_executor(1);
     aw_loop *l2;
     aw_future *f;
     struct captured c2;
@@ -692,7 +695,7 @@ loop_thread_keep(void *arg)
 START_TEST(many_loops_share_one_pool_each_result_once)
 {
     int total = aw_test_slow() ? 4000 : 100000, i, k;
-    aw_executor *ex = new_executor(4, 0);
+    aw_executor *ex = new_executor(4);
     struct loop_thread lt[NLOOPS];
     pthread_t th[NLOOPS];
 
@@ -739,7 +742,7 @@ count_settled(aw_future *f, void *arg)
 START_TEST(one_wakeup_per_batch)
 {
     int n = 64, i, settled = 0;
-    aw_executor *ex = new_executor(1, 0);
+    aw_executor *ex = new_executor(1);
     aw_future *f[64];
 
     gate_reset();

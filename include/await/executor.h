@@ -58,8 +58,8 @@ typedef struct aw_executor_options {
     /* Threads are named PREFIX_N (pthread_setname_np; the kernel keeps 15
      * bytes); NULL: "aw-worker".  Copied. */
     const char *thread_name_prefix;
-    /* Jobs queued for a worker at most; 0: unbounded.  A job submitted
-     * to a full queue waits for room (see aw_loop_run_in_executor). */
+    /* Reserved for a bounded queue: must be 0 (unbounded) for now;
+     * aw_executor_new() refuses another value with -ENOTSUP. */
     size_t maxsize;
 } aw_executor_options;
 
@@ -69,7 +69,8 @@ typedef struct aw_executor_options {
  * started as jobs arrive, while none is idle, up to max_workers.  Stores
  * the executor in *exp (the caller owns it: end it with
  * aw_executor_free()) and returns 0; -EINVAL for a NULL exp or a negative
- * max_workers; -ENOMEM.  Thread-safe.
+ * max_workers; -ENOTSUP for a maxsize other than 0; -ENOMEM.
+ * Thread-safe.
  */
 AW_EXTERN int aw_executor_new(aw_executor **exp,
                               const aw_executor_options *options);
@@ -80,8 +81,7 @@ AW_EXTERN int aw_executor_new(aw_executor **exp,
  * loop.run_in_executor).  Returns the future of the job on loop, with a
  * reference for the caller; it settles on loop with fn's result (owned
  * by the future, destroyed with result_destroy, which may be NULL), or
- * fails with the code fn set.  With a bounded queue that is full, the job
- * waits for room in FIFO order, and its future waits with it.
+ * fails with the code fn set.  Jobs start in the order submitted.
  *
  * Cancelling the future (aw_future_cancel, or cancelling a task that
  * awaits it) takes effect at once: a job no worker took yet never runs
@@ -168,7 +168,7 @@ AW_EXTERN void aw_executor_free(aw_executor *ex);
 enum aw_executor_stat {
     AW_EXECUTOR_WORKERS = 1, /* threads started and not ended */
     AW_EXECUTOR_IDLE,        /* threads waiting for a job */
-    AW_EXECUTOR_QUEUED,      /* jobs waiting for a worker (and for room) */
+    AW_EXECUTOR_QUEUED,      /* jobs waiting for a worker */
     AW_EXECUTOR_SUBMITTED,   /* jobs accepted, since creation */
     AW_EXECUTOR_COMPLETED,   /* jobs a worker ran to their end */
     AW_EXECUTOR_WAKEUPS      /* loop wake-ups made to hand jobs back */
