@@ -28,5 +28,6 @@
 #include "await/queue.h"
 #include "await/transport.h"
 #include "await/stream.h"
+#include "await/executor.h"
 
 #endif /* AWAIT_H */

@@ -1608,6 +1608,8 @@ struct bench {
     const char *target;
 };
 
+double bench_executor_rtt(void), raw_executor_rtt(void),
+    bench_executor_jobs(void); /* tools/bench/executor.c */
 static const struct bench benches[] = {
     {"call_soon", "ns", bench_call_soon, raw_call_soon, "ratio <= 2.0"},
     {"timers_1m", "ns", bench_timers, raw_timers, "ratio <= 0.5"},
@@ -1635,6 +1637,8 @@ static const struct bench benches[] = {
     {"stream_mb_s", "MB/s", bench_stream_mb_s, raw_stream_mb_s,
      "ratio >= 0.9"},
     {"conn_bytes", "bytes", bench_conn_bytes, NULL, "<= 4096"},
+    {"executor_rtt", "ns", bench_executor_rtt, raw_executor_rtt, "ratio <= 1.5"},
+    {"executor_jobs", "jobs/s", bench_executor_jobs, NULL, ">= 1000000"},
 };
 
 int
