@@ -78,7 +78,9 @@ AW_EXTERN const char *aw_err_name(int code);
  * aw_replace_allocator - route every allocation libawait makes through the
  * given functions (libuv's uv_replace_allocator).  All four are required.
  * Call it before creating any libawait object: memory allocated with one
- * allocator must not be freed by another.  Returns 0, or -EINVAL when a
+ * allocator must not be freed by another.  The functions must be
+ * thread-safe as soon as several loops run in several threads or an
+ * executor is used (its workers allocate and free jobs).  Returns 0, or -EINVAL when a
  * function is NULL.  Not thread-safe: call it once, at start-up.
  */
 typedef void *(*aw_malloc_fn)(size_t size);
