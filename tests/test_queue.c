@@ -635,8 +635,8 @@ END_TEST
 static AW_TASK(getter, struct pc *p)
 {
     AW_BEGIN();
-    AW_AWAIT(aw_queue_get(shared_q), (void **)&p->item);
-    record((int)p->item);
+    AW_AWAIT(aw_queue_get(shared_q), &p->itemp);
+    record((int)(intptr_t)p->itemp);
     AW_END();
 }
 
