@@ -584,8 +584,8 @@ aw_condition_notify(aw_condition *c, int n)
 
     if (c == NULL || n < 0 || c->p.freed)
         return -EINVAL;
-    if (c->lock->locked && c->lock->owner != NULL &&
-        c->lock->owner != aw_current_task(c->p.loop))
+    /* asyncio raises unless the lock is held; so do we, whoever calls. */
+    if (lock_check_owner(c->lock) != 0)
         return -EPERM;
     while (woken < n && (g = aw__grantq_pop(&c->waiters)) != NULL) {
         g->base.xflags = (uint8_t)((g->base.xflags & ~G_NOTIFY) | G_ACQUIRING);

@@ -821,7 +821,6 @@ START_TEST(condition_wait_without_lock_refused)
     w = aw_condition_wait(ctx.cond);
     ck_assert_int_eq(aw_future_error(w), -EPERM);
     aw_future_unref(w);
-    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), 0);
     ck_assert_int_eq(aw_condition_notify(ctx.cond, -1), -EINVAL);
     aw_condition_free(ctx.cond);
 }
@@ -1306,6 +1305,68 @@ START_TEST(condition_notify_by_other_task_refused)
 }
 END_TEST
 
+/* notify and notify_all by a task that holds nothing: refused. */
+static AW_TASK(unheld_notifier, struct fr *f)
+{
+    AW_BEGIN();
+    record(aw_condition_notify(ctx.cond, 1));
+    record(aw_condition_notify_all(ctx.cond));
+    (void)f;
+    AW_END();
+}
+
+/* asyncio's test_notify_unacquired: notify without the lock held fails,
+ * whoever calls (callback code, a task that holds nothing, callback code
+ * while a task holds it), and wakes nobody. */
+START_TEST(notify_unacquired)
+{
+    static const int want[] = {-EPERM, -EPERM};
+    aw_future *hold, *w;
+    aw_task *t;
+    aw_lock *l;
+
+    reset();
+    ctx.cond = aw_condition_new(loop, NULL);
+    l = aw_condition_lock(ctx.cond);
+    /* Nobody holds it. */
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), -EPERM);
+    ck_assert_int_eq(aw_condition_notify_all(ctx.cond), -EPERM);
+    t = spawn(unheld_notifier, 1);
+    drain();
+    assert_order(want, 2);
+    aw_future_unref(t);
+
+    /* A waiter, then the lock held by a task: callback code may not. */
+    hold = relock(l, NULL);
+    w = aw_condition_wait(ctx.cond);
+    ck_assert_int_eq(aw_lock_locked(l), 0);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), -EPERM);
+    ck_assert_int_eq(aw_condition_notify_all(ctx.cond), -EPERM);
+    ctx.go = aw_future_new(loop);
+    t = spawn(lock_keeper, 2);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_lock_locked(l), 1);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), -EPERM);
+    ck_assert_int_eq(aw_condition_notify_all(ctx.cond), -EPERM);
+    aw_future_set_result_int(ctx.go, 1);
+    drain();
+    aw_future_unref(t);
+    aw_future_unref(ctx.go);
+    ck_assert_int_eq(aw_future_done(w), 0); /* nobody was woken */
+
+    /* Held by this callback code: it may. */
+    ck_assert_int_eq(aw_lock_try_acquire(l), 0);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), 1);
+    ck_assert_int_eq(aw_lock_release(l), 0);
+    ck_assert_int_eq(aw_future_error(w), 0);
+    ck_assert_int_eq(aw_lock_release(l), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(w);
+    aw_future_unref(hold);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1337,6 +1398,7 @@ aw_test_suite(void)
     tcase_add_test(tc, condition_wait_for_predicate);
     tcase_add_test(tc, condition_wait_cancelled_reacquires_lock);
     tcase_add_test(tc, condition_wait_without_lock_refused);
+    tcase_add_test(tc, notify_unacquired);
     tcase_add_test(tc, condition_wait_cancelled_dropped_unread_releases_lock);
     tcase_add_test(tc, barrier_n_tasks_several_rounds);
     tcase_add_test(tc, barrier_abort_and_reset);

@@ -148,9 +148,11 @@ AW_EXTERN aw_future *aw_condition_wait_for(aw_condition *cond,
                                            aw_predicate_fn pred, void *arg);
 
 /* aw_condition_notify - wake up to n waiters (in order); returns how
- * many.  aw_condition_notify_all - wake them all.  The caller should hold
- * the lock (asyncio requires it: -EPERM when a task holds it and the
- * caller is another task).  -EINVAL for NULL, a negative n, or freed. */
+ * many.  aw_condition_notify_all - wake them all.  asyncio's notify and
+ * notify_all.  The caller must hold the lock, as for aw_lock_release()
+ * (asyncio raises RuntimeError): -EPERM, nobody woken, when the lock is
+ * not locked, or is a task's and the caller is not that task (another
+ * task or callback code).  -EINVAL for NULL, a negative n, or freed. */
 AW_EXTERN int aw_condition_notify(aw_condition *cond, int n);
 AW_EXTERN int aw_condition_notify_all(aw_condition *cond);
 
