@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@
 #include "future-internal.h"
 #include "loop-internal.h"
 #include "sync-internal.h"
+#include "task-internal.h"
 
 /* ---- primitives -------------------------------------------------------------------- */
 
@@ -202,6 +204,10 @@ struct aw_lock {
     aw_future *owner;     /* the task holding it, if a task does */
     int locked;
     int fast_busy; /* `fast` is handed out (and holds a reference) */
+    int held;      /* `hold` is on the owner's list (task-internal.h) */
+    int tried;     /* the owner took it with aw_lock_try_acquire */
+    /* The owner ending with the lock reports it and lets go. */
+    struct aw__task_hold hold;
     /* The grant of an uncontended acquire, reused: no allocation. */
     struct grant fast;
 };
@@ -226,6 +232,63 @@ grant_reclaim(aw_future *f)
 static void lock_hand(aw_lock *l);
 static int cond_granted(struct grant *g);
 
+/* The owner is a task still running, or a task that cannot have lost it:
+ * the lock goes with the task's end (lock_owner_ended).  A task done
+ * already (it asked and never awaited) cannot end again: not held. */
+static void
+lock_hold(aw_lock *l, int tried)
+{
+    if (aw_future_done(l->owner))
+        return;
+    /* Out of memory: nothing is reported at the task's end. */
+    l->held = aw__task_hold((aw_task *)l->owner, &l->hold) == 0;
+    l->tried = tried;
+}
+
+/* The lock is owner's now (NULL: callback code's, or nobody's). */
+static inline void
+lock_own(aw_lock *l, aw_future *owner, int tried)
+{
+    if (AW__UNLIKELY(l->held)) {
+        aw__task_unhold((aw_task *)l->owner, &l->hold);
+        l->held = 0;
+    }
+    l->owner = owner;
+    if (owner != NULL)
+        lock_hold(l, tried);
+}
+
+/* The task that owns the lock ended with it: say so, and let it go as
+ * aw_lock_release() would.  A grant it never read (cancelled as it was
+ * granted; the callback that resumed it still holds the grant) was never
+ * taken: it goes on unreported, as the grant's release would do. */
+static void
+lock_owner_ended(struct aw__task_hold *hold, aw_task *task)
+{
+    aw_lock *l = AW__CONTAINER_OF(hold, aw_lock, hold);
+    const struct aw__site *site = hold->site;
+    char where[256];
+
+    l->held = 0;
+    if (l->holder == NULL || (l->holder->base.flags & F_RETRIEVED)) {
+        int n = snprintf(where, sizeof(where), "%s",
+                         l->tried ? "with aw_lock_try_acquire" : "at");
+
+        if (site != NULL && site->file != NULL)
+            snprintf(where + n, sizeof(where) - (size_t)n, "%s %s:%d",
+                     l->tried ? " before its await at" : "", site->file,
+                     site->line);
+        else if (!l->tried)
+            snprintf(where + n, sizeof(where) - (size_t)n,
+                     " an unknown await");
+        aw__loop_report(l->p.loop, AW_EINVALSTATE, NULL, NULL,
+                        "task %s ended holding a lock it took %s; released",
+                        aw_task_name(task), where);
+    }
+    l->holder = NULL;
+    lock_hand(l);
+}
+
 static void lock_release_grant(struct grant *g, int unread);
 static const struct grant_class lock_class = {lock_release_grant, NULL};
 static void cond_release_grant(struct grant *g, int unread);
@@ -239,7 +302,7 @@ static int
 lock_give(aw_lock *l, struct grant *g)
 {
     l->locked = 1;
-    l->owner = g->data;
+    lock_own(l, g->data, 0);
     l->holder = g;
     if (g->cls == &cond_class)
         return cond_granted(g);
@@ -257,7 +320,7 @@ lock_hand(aw_lock *l)
         if (lock_give(l, g))
             return;
     l->locked = 0;
-    l->owner = NULL;
+    lock_own(l, NULL, 0);
     l->holder = NULL;
 }
 
@@ -310,6 +373,7 @@ aw_lock_new(aw_loop *loop)
     l->fast.base.kind = K_GRANT;
     l->fast.cls = &lock_class;
     l->fast.owner = &l->p;
+    l->hold.on_end = lock_owner_ended;
     return l;
 }
 
@@ -327,6 +391,7 @@ aw_lock_free(aw_lock *l)
         aw__future_set_cancelled(&g->base, aw__strdup("lock freed"));
     }
     l->holder = NULL;
+    lock_own(l, NULL, 0); /* the memory may go before the owner ends */
     aw__prim_free(&l->p);
 }
 
@@ -347,7 +412,8 @@ aw_lock_acquire(aw_lock *l)
         l->fast_busy = 1;
         l->p.refs++;
         l->locked = 1;
-        l->owner = l->fast.data = lock_current(l);
+        l->fast.data = lock_current(l);
+        lock_own(l, l->fast.data, 0);
         l->holder = &l->fast;
         return f;
     }
@@ -369,7 +435,7 @@ aw_lock_try_acquire(aw_lock *l)
     if (l->locked || l->waiters.n > 0)
         return AW_EBUSY;
     l->locked = 1;
-    l->owner = lock_current(l);
+    lock_own(l, lock_current(l), 1);
     l->holder = NULL;
     return 0;
 }
@@ -432,7 +498,7 @@ cond_granted(struct grant *g)
         /* Still false: let go of the lock and wait for the next notify. */
         c->lock->holder = NULL;
         c->lock->locked = 0;
-        c->lock->owner = NULL;
+        lock_own(c->lock, NULL, 0);
         g->base.xflags |= G_NOTIFY;
         aw__grantq_push(&c->waiters, g);
         return 0;

@@ -287,6 +287,132 @@ START_TEST(lock_freed_in_finally_after_grant)
 }
 END_TEST
 
+/* ---- a task that ends holding a lock --------------------------------------------- */
+
+static int forgot_line; /* the line of forgetful's acquire await */
+
+/* Takes the lock (f->id 1: with aw_lock_try_acquire) and returns with
+ * it. */
+static AW_TASK(forgetful, struct fr *f)
+{
+    AW_BEGIN();
+    if (f->id == 1) {
+        ck_assert_int_eq(aw_lock_try_acquire(ctx.lock), 0);
+        forgot_line = __LINE__ + 1;
+        AW_YIELD();
+    } else {
+        forgot_line = __LINE__ + 1;
+        AW_AWAIT(aw_lock_acquire(ctx.lock), NULL);
+    }
+    record(f->id);
+    AW_END();
+}
+
+/* The report names the task and the await that took the lock. */
+static void
+assert_forgot_report(const char *name, int tried)
+{
+    char where[64];
+
+    snprintf(where, sizeof(where), "test_sync.c:%d", forgot_line);
+    ck_assert_int_eq(cap.calls, 1);
+    ck_assert_int_eq(cap.code, AW_EINVALSTATE);
+    ck_assert_msg(strstr(cap.message, name) != NULL, "%s", cap.message);
+    ck_assert_msg(strstr(cap.message, where) != NULL, "%s", cap.message);
+    ck_assert_int_eq(strstr(cap.message, "try_acquire") != NULL, tried);
+}
+
+/* A task that returns still holding a lock (taken at once, handed over
+ * by a release, or with try_acquire) is reported once, by name and the
+ * await that took it, and the lock goes on to the next waiter (asyncio
+ * leaves it locked for good). */
+START_TEST(task_ending_with_lock_reported_and_released)
+{
+    static const int want[] = {2, 5, 50, 3, 1, 6, 60};
+    aw_future *mine;
+    aw_task *t[6];
+
+    reset();
+    capture_reports();
+    ctx.lock = aw_lock_new(loop);
+
+    /* Free: taken at once, then the waiter gets it. */
+    t[0] = spawn(forgetful, 2);
+    ck_assert_int_eq(aw_task_set_name(t[0], "forgetful-2"), 0);
+    t[1] = spawn(locker, 5);
+    drain();
+    assert_forgot_report("forgetful-2", 0);
+
+    /* Held by this callback code: handed over on release. */
+    cap.calls = 0;
+    mine = aw_lock_acquire(ctx.lock);
+    ck_assert_int_eq(aw_future_error(mine), 0);
+    t[2] = spawn(forgetful, 3);
+    ck_assert_int_eq(aw_task_set_name(t[2], "forgetful-3"), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0);
+    drain();
+    assert_forgot_report("forgetful-3", 0);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+
+    /* With try_acquire. */
+    cap.calls = 0;
+    t[3] = spawn(forgetful, 1);
+    ck_assert_int_eq(aw_task_set_name(t[3], "forgetful-1"), 0);
+    t[4] = spawn(locker, 6);
+    drain();
+    assert_forgot_report("forgetful-1", 1);
+    assert_order(want, 7);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+
+    /* A task that releases reports nothing. */
+    cap.calls = 0;
+    t[5] = spawn(locker, 7);
+    drain();
+    ck_assert_int_eq(cap.calls, 0);
+    aw_future_unref(mine);
+    unref_all(t, 6);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+/* A task that ends after the lock it held was freed (or handed on, or
+ * given back unread) reports nothing. */
+START_TEST(task_ending_after_lock_freed_reports_nothing)
+{
+    aw_task *a, *b, *h, *t[2];
+
+    reset();
+    capture_reports();
+    ctx.lock = aw_lock_new(loop);
+    a = spawn(lock_freer, 1);
+    b = spawn(lock_after_free, 2);
+    drain();
+    ck_assert_msg(cap.calls == 0, "%s", cap.message);
+    aw_future_unref(a);
+    aw_future_unref(b);
+
+    /* Granted, then cancelled before it resumed: given back unread. */
+    ctx.lock = aw_lock_new(loop);
+    ctx.go = aw_future_new(loop);
+    h = spawn(holder, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    t[0] = spawn(locker, 2);
+    t[1] = spawn(locker, 3);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ctx.victim = t[0];
+    aw_future_set_result_int(ctx.go, 1);
+    drain();
+    ck_assert_int_eq(aw_future_cancelled(t[0]), 1);
+    ck_assert_msg(cap.calls == 0, "%s", cap.message);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+    aw_future_unref(h);
+    unref_all(t, 2);
+    aw_future_unref(ctx.go);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
 START_TEST(lock_free_then_release_futures)
 {
     aw_future *fast, *held, *granted, *waiting;
@@ -1379,6 +1505,8 @@ aw_test_suite(void)
     tcase_add_test(tc, lock_waiter_cancelled_after_grant_loses_no_wakeup);
     tcase_add_test(tc, lock_from_callbacks);
     tcase_add_test(tc, lock_freed_in_finally_after_grant);
+    tcase_add_test(tc, task_ending_with_lock_reported_and_released);
+    tcase_add_test(tc, task_ending_after_lock_freed_reports_nothing);
     tcase_add_test(tc, lock_free_then_release_futures);
     tcase_add_test(tc, lock_release_futures_then_free);
     tcase_add_test(tc, lock_freed_refuses_new_operations);
