@@ -876,9 +876,23 @@ aw_semaphore_value(const aw_semaphore *s)
 
 /* ---- Barrier ---------------------------------------------------------------------------- */
 
+/*
+ * asyncio's states, kept by three lists.  Filling: the arrivals wait on
+ * `waiters`.  The last party releases the round, itself included: each
+ * party stays on `draining` until it has left, that is read its outcome
+ * (or released its future): until then an abort or a reset still breaks
+ * it, as asyncio breaks a party that has not yet woken.  Draining: new
+ * arrivals wait on `blocked`, uncounted, and enter, in order, once the
+ * last released party has left.  Reading calls no hook: the barrier
+ * looks at each of its operations and at each release of one of its
+ * futures; the parties leave in about the order they were released (a
+ * task reads as it resumes), so looking stops at the first still there.
+ */
 struct aw_barrier {
     struct aw__prim p;
-    struct grantq waiters;
+    struct grantq waiters;  /* filling: counted for this round */
+    struct grantq draining; /* released, not left yet */
+    struct grantq blocked;  /* arrived while draining */
     int parties;
     int broken;
 };
@@ -888,10 +902,99 @@ barrier_cancel(struct grant *g, const char *msg)
 {
     (void)g;
     (void)msg;
-    return 0; /* leaves the list: one fewer waiting */
+    return 0; /* leaves its list: one fewer waiting */
 }
 
-static const struct grant_class barrier_class = {NULL, barrier_cancel};
+static void barrier_release_grant(struct grant *g, int unread);
+static const struct grant_class barrier_class = {barrier_release_grant,
+                                                 barrier_cancel};
+
+/* Drop the released parties that have left; 1 when all have. */
+static int
+barrier_gone(aw_barrier *b)
+{
+    struct grant *g;
+
+    while ((g = b->draining.head) != NULL && (g->base.flags & F_RETRIEVED))
+        aw__grantq_remove(g);
+    return b->draining.head == NULL;
+}
+
+/* g is counted for the round; the last party releases it, in arrival
+ * order, with the indices 0 .. parties-1.  g, when the last, is done at
+ * once: settled if it waited (blocked), else just arrived. */
+static void
+barrier_enter(aw_barrier *b, struct grant *g, int waited)
+{
+    struct grant *w;
+    intptr_t i = 0;
+
+    if ((int)b->waiters.n + 1 < b->parties) {
+        aw__grantq_push(&b->waiters, g);
+        return;
+    }
+    while ((w = aw__grantq_pop(&b->waiters)) != NULL) {
+        w->base.v.i = i++;
+        aw__grantq_push(&b->draining, w);
+        aw__grant_done(w);
+    }
+    g->base.v.i = i;
+    aw__grantq_push(&b->draining, g);
+    if (waited)
+        aw__grant_done(g);
+    else
+        g->base.state = AW_FUTURE_DONE;
+}
+
+/* Once the released parties have left, the blocked arrivals enter, until
+ * one of them fills a round again. */
+static void
+barrier_settle(aw_barrier *b)
+{
+    struct grant *g;
+
+    if (!barrier_gone(b))
+        return;
+    while (b->draining.head == NULL &&
+           (g = aw__grantq_pop(&b->blocked)) != NULL)
+        barrier_enter(b, g, 1);
+}
+
+/* A released party that has not left gets AW_EBROKEN in place of its
+ * index (its outcome was not read: nobody saw the index). */
+static void
+barrier_break_draining(aw_barrier *b, const char *why)
+{
+    struct grant *g;
+
+    while ((g = aw__grantq_pop(&b->draining)) != NULL) {
+        if (g->base.flags & F_RETRIEVED)
+            continue; /* it left */
+        g->base.state = AW_FUTURE_FAILED;
+        g->base.code = AW_EBROKEN;
+        g->base.v.msg = aw__strdup(why);
+    }
+}
+
+static void
+barrier_fail_all(struct grantq *q, const char *why)
+{
+    struct grant *g;
+
+    while ((g = aw__grantq_pop(q)) != NULL)
+        aw__grant_fail(g, AW_EBROKEN, why);
+}
+
+/* One of its futures goes (it left its list): maybe the last to leave. */
+static void
+barrier_release_grant(struct grant *g, int unread)
+{
+    aw_barrier *b = (aw_barrier *)g->owner;
+
+    (void)unread;
+    if (!b->p.freed)
+        barrier_settle(b);
+}
 
 aw_barrier *
 aw_barrier_new(aw_loop *loop, int parties)
@@ -914,23 +1017,16 @@ aw_barrier_free(aw_barrier *b)
     if (b == NULL || b->p.freed)
         return;
     aw__grantq_cancel_all(&b->waiters, "barrier freed");
+    aw__grantq_cancel_all(&b->blocked, "barrier freed");
+    while (aw__grantq_pop(&b->draining) != NULL)
+        ; /* their outcomes stand */
     aw__prim_free(&b->p);
-}
-
-static void
-barrier_fail_all(aw_barrier *b, const char *why)
-{
-    struct grant *g;
-
-    while ((g = aw__grantq_pop(&b->waiters)) != NULL)
-        aw__grant_fail(g, AW_EBROKEN, why);
 }
 
 aw_future *
 aw_barrier_wait(aw_barrier *b)
 {
-    struct grant *g, *w;
-    intptr_t i = 0;
+    struct grant *g;
 
     if (b == NULL)
         return NULL;
@@ -942,18 +1038,11 @@ aw_barrier_wait(aw_barrier *b)
     g = aw__grant_new(&barrier_class, &b->p);
     if (g == NULL)
         return nomem(b->p.loop);
-    g->base.v.i = (intptr_t)b->waiters.n; /* the arrival index */
-    if ((int)b->waiters.n + 1 < b->parties) {
-        aw__grantq_push(&b->waiters, g);
-        return &g->base;
-    }
-    /* The last party: everyone goes, in arrival order. */
-    while ((w = aw__grantq_pop(&b->waiters)) != NULL) {
-        w->base.v.i = i++;
-        aw__grant_done(w);
-    }
-    g->base.v.i = i;
-    g->base.state = AW_FUTURE_DONE;
+    barrier_settle(b);
+    if (b->draining.head != NULL)
+        aw__grantq_push(&b->blocked, g);
+    else
+        barrier_enter(b, g, 0);
     return &g->base;
 }
 
@@ -962,8 +1051,12 @@ aw_barrier_reset(aw_barrier *b)
 {
     if (b == NULL || b->p.freed)
         return -EINVAL;
-    barrier_fail_all(b, "barrier reset");
+    /* The parties counted break; the blocked ones were not counted yet:
+     * they enter the new round (asyncio's reset does not break them). */
+    barrier_break_draining(b, "barrier reset");
+    barrier_fail_all(&b->waiters, "barrier reset");
     b->broken = 0;
+    barrier_settle(b);
     return 0;
 }
 
@@ -973,7 +1066,9 @@ aw_barrier_abort(aw_barrier *b)
     if (b == NULL || b->p.freed)
         return -EINVAL;
     b->broken = 1;
-    barrier_fail_all(b, "barrier aborted");
+    barrier_break_draining(b, "barrier aborted");
+    barrier_fail_all(&b->waiters, "barrier aborted");
+    barrier_fail_all(&b->blocked, "barrier aborted");
     return 0;
 }
 

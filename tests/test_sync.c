@@ -36,6 +36,7 @@ struct fr {
     int rc;
     int rounds;
     intptr_t index;
+    void *p;
 };
 
 static struct fr *
@@ -1031,6 +1032,513 @@ START_TEST(barrier_parties_at_int_max)
 }
 END_TEST
 
+/* ---- Barrier, after asyncio's BarrierTests ------------------------------------------ */
+
+/* What the parties share (asyncio's closures). */
+static struct {
+    aw_barrier *b2;
+    int n;          /* parties: asyncio's self.N */
+    int count;      /* parties past their first wait */
+    int rewait;
+    int r1, r2, r3; /* asyncio's results1, results2, results3 */
+} bx;
+
+static void
+bx_start(int n)
+{
+    reset();
+    memset(&bx, 0, sizeof(bx));
+    bx.n = n;
+    ctx.barrier = aw_barrier_new(loop, n);
+    ck_assert_ptr_nonnull(ctx.barrier);
+}
+
+/* n parties of fn run to their end; each ends without error. */
+static void
+run_parties(aw_task_fn fn, int n)
+{
+    aw_task *t[8];
+    int i;
+
+    ck_assert_int_le(n, 8);
+    for (i = 0; i < n; i++)
+        t[i] = spawn(fn, i + 1);
+    drain();
+    for (i = 0; i < n; i++) {
+        ck_assert_int_eq(aw_future_error(t[i]), 0);
+        aw_future_unref(t[i]);
+    }
+}
+
+/* order holds each of 0 .. n-1 once. */
+static void
+assert_indices(int n)
+{
+    int i, seen = 0;
+
+    ck_assert_int_eq(order.n, n);
+    for (i = 0; i < n; i++)
+        seen |= 1 << order.items[i];
+    ck_assert_int_eq(seen, (1 << n) - 1);
+}
+
+static void
+bx_end(int broken)
+{
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    ck_assert_int_eq(aw_barrier_broken(ctx.barrier), broken);
+    aw_barrier_free(ctx.barrier);
+    aw_barrier_free(bx.b2);
+}
+
+/* Waits once (twice with bx.rewait), recording its last index. */
+static AW_TASK(barrier_waiter, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT_INT(aw_barrier_wait(ctx.barrier), &f->index);
+    bx.r1++;
+    if (bx.rewait) {
+        AW_AWAIT_INT(aw_barrier_wait(ctx.barrier), &f->index);
+        bx.r2++;
+    }
+    record((int)f->index);
+    AW_END();
+}
+
+START_TEST(barrier_parties)
+{
+    ck_assert_ptr_null(aw_barrier_new(loop, 0));
+    ck_assert_ptr_null(aw_barrier_new(loop, -4));
+    bx_start(5);
+    ck_assert_int_eq(aw_barrier_parties(ctx.barrier), 5);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_context_manager)
+{
+    bx_start(3);
+    run_parties(barrier_waiter, 3);
+    assert_indices(3);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_one_task)
+{
+    static const int want[] = {0};
+
+    bx_start(1);
+    run_parties(barrier_waiter, 1);
+    assert_order(want, 1);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_one_task_twice)
+{
+    static const int want[] = {0, 0};
+    aw_task *t1, *t2;
+
+    bx_start(1);
+    t1 = spawn(barrier_waiter, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    t2 = spawn(barrier_waiter, 2);
+    drain();
+    assert_order(want, 2);
+    ck_assert_int_eq(aw_future_error(t1), 0);
+    ck_assert_int_eq(aw_future_error(t2), 0);
+    aw_future_unref(t1);
+    aw_future_unref(t2);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_task_by_task)
+{
+    aw_task *t[3];
+    int i;
+
+    bx_start(3);
+    for (i = 0; i < 3; i++) {
+        t[i] = spawn(barrier_waiter, i + 1);
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+        if (i < 2)
+            ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), i + 1);
+    }
+    drain();
+    assert_indices(3);
+    unref_all(t, 3);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_tasks_wait_twice)
+{
+    bx_start(5);
+    bx.rewait = 1;
+    run_parties(barrier_waiter, 5);
+    ck_assert_int_eq(bx.r1, 5);
+    ck_assert_int_eq(bx.r2, 5);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_tasks_check_return_value)
+{
+    bx_start(5);
+    bx.rewait = 1;
+    run_parties(barrier_waiter, 5);
+    assert_indices(5); /* the second round's */
+    bx_end(0);
+}
+END_TEST
+
+/* asyncio's test_draining_state, from callback code: the parties a round
+ * released are in the barrier until they read their index (or drop
+ * their future); arrivals meanwhile wait, uncounted, and enter once the
+ * last has left. */
+START_TEST(barrier_draining_state)
+{
+    aw_future *w[3], *x, *y, *z;
+    intptr_t i;
+    int k;
+
+    bx_start(3);
+    for (k = 0; k < 3; k++)
+        w[k] = aw_barrier_wait(ctx.barrier);
+    ck_assert_int_eq(aw_future_done(w[0]) + aw_future_done(w[2]), 2);
+    x = aw_barrier_wait(ctx.barrier); /* nobody has left */
+    ck_assert_int_eq(aw_future_done(x), 0);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    for (k = 0; k < 2; k++) {
+        ck_assert_int_eq(aw_future_result_int(w[k], &i), 0);
+        ck_assert_int_eq(i, k);
+    }
+    y = aw_barrier_wait(ctx.barrier); /* the last has not left */
+    ck_assert_int_eq(aw_future_done(y), 0);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    ck_assert_int_eq(aw_future_result_int(w[2], &i), 0);
+    ck_assert_int_eq(i, 2);
+    /* All have left: x and y enter, z fills the round. */
+    z = aw_barrier_wait(ctx.barrier);
+    ck_assert_int_eq(aw_future_result_int(x, &i), 0);
+    ck_assert_int_eq(i, 0);
+    ck_assert_int_eq(aw_future_result_int(y, &i), 0);
+    ck_assert_int_eq(i, 1);
+    unref_all(w, 3);
+    /* z has not read its index: dropping the futures is leaving too. */
+    aw_future_unref(w[0] = aw_barrier_wait(ctx.barrier));
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    aw_future_unref(x);
+    aw_future_unref(y);
+    aw_future_unref(z);
+    w[0] = aw_barrier_wait(ctx.barrier);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 1);
+    aw_future_cancel(w[0], NULL);
+    aw_future_unref(w[0]);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(draining_blocker, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    if (bx.rewait > 0) {
+        /* Waits again at once: blocked until the others have left. */
+        bx.rewait--;
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    } else {
+        AW_AWAIT(aw_barrier_wait(bx.b2), NULL);
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    }
+    (void)f;
+    AW_END();
+}
+
+START_TEST(barrier_blocking_tasks_while_draining)
+{
+    bx_start(5);
+    bx.rewait = 2;
+    bx.b2 = aw_barrier_new(loop, 5 - 2);
+    run_parties(draining_blocker, 5);
+    ck_assert_int_eq(aw_barrier_n_waiting(bx.b2), 0);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_tasks_cancel_one)
+{
+    aw_task *t[4];
+    int i;
+
+    bx_start(3);
+    t[0] = spawn(barrier_waiter, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 1);
+    t[1] = spawn(barrier_waiter, 2);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 2);
+    aw_future_cancel(t[0], NULL);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 1);
+    ck_assert_int_eq(aw_future_cancelled(t[0]), 1);
+    t[2] = spawn(barrier_waiter, 3);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 2);
+    t[3] = spawn(barrier_waiter, 4);
+    drain();
+    for (i = 1; i < 4; i++)
+        ck_assert_int_eq(aw_future_error(t[i]), 0);
+    ck_assert_int_eq(bx.r1, 3);
+    unref_all(t, 4);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(reset_barrier)
+{
+    bx_start(1);
+    ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(broken_counter, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+    ck_assert_int_eq(f->rc, AW_EBROKEN);
+    bx.r1++;
+    AW_END();
+}
+
+START_TEST(reset_barrier_while_tasks_waiting)
+{
+    aw_task *t[4];
+    int i;
+
+    bx_start(5);
+    for (i = 0; i < 4; i++)
+        t[i] = spawn(broken_counter, i + 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 4);
+    ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+    drain();
+    ck_assert_int_eq(bx.r1, 4);
+    for (i = 0; i < 4; i++)
+        ck_assert_int_eq(aw_future_error(t[i]), 0);
+    unref_all(t, 4);
+    bx_end(0);
+}
+END_TEST
+
+/* The third party to leave resets: the two still in break. */
+static AW_TASK(half_drainer, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+    if (f->rc == AW_EBROKEN)
+        bx.r1++;
+    else if (++bx.count == bx.n - bx.n / 2)
+        ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+    AW_END();
+}
+
+START_TEST(reset_barrier_when_tasks_half_draining)
+{
+    bx_start(5);
+    run_parties(half_drainer, 5);
+    ck_assert_int_eq(bx.r1, 5 / 2);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(reset_half_blocking, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+    if (f->rc == AW_EBROKEN) {
+        bx.r1++; /* still in when reset: broken, and waits again */
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    } else if (++bx.count > bx.n / 2) {
+        ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    } else {
+        /* Blocked while the others drain: the reset does not break it. */
+        AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        if (f->rc == AW_EBROKEN)
+            bx.r2++;
+    }
+    AW_END();
+}
+
+START_TEST(reset_barrier_when_tasks_half_draining_half_blocking)
+{
+    bx_start(5);
+    run_parties(reset_half_blocking, 5);
+    ck_assert_int_eq(bx.r1, 5 / 2);
+    ck_assert_int_eq(bx.r2, 0);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(rewaiter, struct fr *f)
+{
+    AW_BEGIN();
+    if (f->id > 0) {
+        AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        if (f->rc == AW_EBROKEN)
+            bx.r1++;
+    }
+    AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    bx.r2++;
+    AW_END();
+}
+
+START_TEST(reset_barrier_while_tasks_waiting_and_waiting_again)
+{
+    aw_task *t[5];
+    int i;
+
+    bx_start(5);
+    for (i = 0; i < 4; i++)
+        t[i] = spawn(rewaiter, i + 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    t[4] = spawn(rewaiter, 0); /* waits once */
+    drain();
+    for (i = 0; i < 5; i++)
+        ck_assert_int_eq(aw_future_error(t[i]), 0);
+    ck_assert_int_eq(bx.r1, 4);
+    ck_assert_int_eq(bx.r2, 5);
+    unref_all(t, 5);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(reset_while_draining, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    if (++bx.count == bx.n) {
+        /* The last to leave: the others already wait for the next
+         * round, and the reset does not break them. */
+        ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    } else {
+        AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        if (f->rc == 0)
+            bx.r1++;
+        else
+            bx.r2++;
+    }
+    AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    bx.r3++;
+    AW_END();
+}
+
+START_TEST(reset_barrier_while_tasks_draining)
+{
+    bx_start(5);
+    run_parties(reset_while_draining, 5);
+    ck_assert_int_eq(bx.r1, 4);
+    ck_assert_int_eq(bx.r2, 0);
+    ck_assert_int_eq(bx.r3, 5);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(abort_barrier)
+{
+    bx_start(1);
+    ck_assert_int_eq(aw_barrier_abort(ctx.barrier), 0);
+    bx_end(1);
+}
+END_TEST
+
+static AW_TASK(abort_half_blocking, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+    if (f->rc == AW_EBROKEN) {
+        bx.r1++; /* had not left when aborted */
+    } else if (++bx.count > bx.n / 2) {
+        ck_assert_int_eq(aw_barrier_abort(ctx.barrier), 0);
+    } else {
+        /* Blocked while the others drain: the abort breaks it. */
+        AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        if (f->rc == AW_EBROKEN)
+            bx.r2++;
+    }
+    AW_END();
+}
+
+START_TEST(abort_barrier_when_tasks_half_draining_half_blocking)
+{
+    bx_start(5);
+    run_parties(abort_half_blocking, 5);
+    ck_assert_int_eq(bx.r1, 5 / 2);
+    ck_assert_int_eq(bx.r2, 5 - 5 / 2 - 1);
+    bx_end(1);
+}
+END_TEST
+
+/* Index n/2 fails (asyncio's RuntimeError) and aborts. */
+static AW_TASK(abort_on_failure, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), &f->p);
+    if (f->rc == 0 && (intptr_t)f->p == bx.n / 2) {
+        ck_assert_int_eq(aw_barrier_abort(ctx.barrier), 0);
+    } else {
+        if (f->rc == 0) {
+            AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        }
+        if (f->rc == 0)
+            bx.r1++;
+        else if (f->rc == AW_EBROKEN)
+            bx.r2++;
+    }
+    if (bx.b2 != NULL) {
+        /* Everyone has left the first barrier before the reset, and
+         * nobody enters it again before. */
+        AW_AWAIT_INT(aw_barrier_wait(bx.b2), &f->index);
+        if (f->index == bx.n / 2)
+            ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+        AW_AWAIT(aw_barrier_wait(bx.b2), NULL);
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+        bx.r3++;
+    }
+    AW_END();
+}
+
+START_TEST(abort_barrier_when_exception)
+{
+    bx_start(5);
+    run_parties(abort_on_failure, 5);
+    ck_assert_int_eq(bx.r1, 0);
+    ck_assert_int_eq(bx.r2, 4);
+    bx_end(1);
+}
+END_TEST
+
+START_TEST(abort_barrier_when_exception_then_resetting)
+{
+    bx_start(5);
+    bx.b2 = aw_barrier_new(loop, 5);
+    run_parties(abort_on_failure, 5);
+    ck_assert_int_eq(bx.r1, 0);
+    ck_assert_int_eq(bx.r2, 4);
+    ck_assert_int_eq(bx.r3, 5);
+    bx_end(0);
+}
+END_TEST
+
 /* ---- a grant handed to a waiter cancelled before it resumed --------------------------- */
 
 /* One primitive, driven the same way for each point of cancellation. */
@@ -1531,6 +2039,26 @@ aw_test_suite(void)
     tcase_add_test(tc, barrier_n_tasks_several_rounds);
     tcase_add_test(tc, barrier_abort_and_reset);
     tcase_add_test(tc, barrier_parties_at_int_max);
+    tcase_add_test(tc, barrier_parties);
+    tcase_add_test(tc, barrier_context_manager);
+    tcase_add_test(tc, barrier_filling_one_task);
+    tcase_add_test(tc, barrier_filling_one_task_twice);
+    tcase_add_test(tc, barrier_filling_task_by_task);
+    tcase_add_test(tc, barrier_filling_tasks_wait_twice);
+    tcase_add_test(tc, barrier_filling_tasks_check_return_value);
+    tcase_add_test(tc, barrier_draining_state);
+    tcase_add_test(tc, barrier_blocking_tasks_while_draining);
+    tcase_add_test(tc, barrier_filling_tasks_cancel_one);
+    tcase_add_test(tc, reset_barrier);
+    tcase_add_test(tc, reset_barrier_while_tasks_waiting);
+    tcase_add_test(tc, reset_barrier_when_tasks_half_draining);
+    tcase_add_test(tc, reset_barrier_when_tasks_half_draining_half_blocking);
+    tcase_add_test(tc, reset_barrier_while_tasks_waiting_and_waiting_again);
+    tcase_add_test(tc, reset_barrier_while_tasks_draining);
+    tcase_add_test(tc, abort_barrier);
+    tcase_add_test(tc, abort_barrier_when_tasks_half_draining_half_blocking);
+    tcase_add_test(tc, abort_barrier_when_exception);
+    tcase_add_test(tc, abort_barrier_when_exception_then_resetting);
     tcase_add_test(tc, sync_bad_arguments);
     tcase_add_test(tc, freed_primitives_refuse_new_operations);
     tcase_add_test(tc, condition_notify_by_other_task_refused);

@@ -167,18 +167,33 @@ AW_EXTERN aw_barrier *aw_barrier_new(aw_loop *loop, int parties);
 AW_EXTERN void aw_barrier_free(aw_barrier *barrier);
 
 /*
- * aw_barrier_wait - a future done, with the caller's arrival index
- * (0 .. parties-1) as its integer result, once parties callers are
- * waiting; the barrier then starts over.  Fails with AW_EBROKEN when the
- * barrier is broken (aborted) or reset while waiting.  A waiter cancelled
- * before the barrier fills leaves it.
+ * aw_barrier_wait - asyncio's Barrier.wait: a future done, with the
+ * caller's arrival index (0 .. parties-1) as its integer result, once
+ * parties callers are waiting.  The round then drains, as in asyncio:
+ * each of its parties is in the barrier until it has left, and callers
+ * arriving meanwhile wait, uncounted, to enter the next round in order
+ * once the last has left.  Differs from asyncio: a party leaves when its
+ * future's outcome is read (an await resuming with it,
+ * aw_future_result_int(), a then step) or the future is released
+ * (asyncio: when its task resumes).  Fails with AW_EBROKEN when the
+ * barrier is broken, or is reset or aborted while the caller waits or
+ * has not left (the outcome of a party released but not left becomes
+ * AW_EBROKEN: nobody has seen its index).  A waiter cancelled before its
+ * round fills leaves it.
  */
 AW_EXTERN aw_future *aw_barrier_wait(aw_barrier *barrier);
-/* aw_barrier_reset - fail the current waiters with AW_EBROKEN and start
- * over, unbroken.  aw_barrier_abort - break it: waiters now and later
- * fail with AW_EBROKEN until a reset.  Both: 0 or -EINVAL (NULL or
+/* aw_barrier_reset - asyncio's reset: fail with AW_EBROKEN the parties
+ * in the barrier (waiting for the round, or released and not left) and
+ * start over, unbroken; callers waiting for a round to drain are not
+ * broken: they enter the new round.  Differs from asyncio: the parties
+ * broken count as left at once (asyncio's "resetting" holds arrivals
+ * until they have).  aw_barrier_abort - asyncio's abort: break it: the
+ * parties in the barrier, the callers waiting to enter it and later
+ * waits fail with AW_EBROKEN until a reset.  Both: 0 or -EINVAL (NULL or
  * freed).  aw_barrier_broken - 1 when broken, 0 for NULL;
- * aw_barrier_n_waiting, aw_barrier_parties - -EINVAL for NULL or freed. */
+ * aw_barrier_n_waiting - the parties counted for the round filling (0
+ * while one drains); aw_barrier_parties; both -EINVAL for NULL or
+ * freed. */
 AW_EXTERN int aw_barrier_reset(aw_barrier *barrier);
 AW_EXTERN int aw_barrier_abort(aw_barrier *barrier);
 AW_EXTERN int aw_barrier_broken(const aw_barrier *barrier);
