@@ -52,21 +52,32 @@ typedef struct aw_lock aw_lock;
 AW_EXTERN aw_lock *aw_lock_new(aw_loop *loop);
 AW_EXTERN void aw_lock_free(aw_lock *lock);
 
-/* aw_lock_acquire - a future done (NULL result) once the lock is the
- * caller's: at once when it is free and nobody waits, else in turn.  The
- * owner is the task running at the call (none from a callback). */
+/*
+ * aw_lock_acquire - asyncio's Lock.acquire: a future done (NULL result)
+ * once the lock is the caller's: at once when it is free and nobody
+ * waits, else in turn.  The owner is the task running at the call (none
+ * from a callback).  Differs from asyncio: a task's lock is that task's
+ * (see aw_lock_release).  A task that ends still holding it is reported
+ * through the loop's exception handler (AW_EINVALSTATE; the task's name
+ * and the await that took the lock) and the lock goes on to the next
+ * waiter (asyncio leaves it locked for good).
+ */
 AW_EXTERN aw_future *aw_lock_acquire(aw_lock *lock);
 
 /* aw_lock_try_acquire - 0 when acquired now, AW_EBUSY when locked or
- * waited for (fairness), -EINVAL (NULL or freed). */
+ * waited for (fairness), -EINVAL (NULL or freed).  The owner is as for
+ * aw_lock_acquire(), and so is a task that ends holding it. */
 AW_EXTERN int aw_lock_try_acquire(aw_lock *lock);
 
-/* aw_lock_release - 0; AW_EINVALSTATE when not locked; -EPERM when the
- * owner is a task and the caller is not that task; -EINVAL (NULL or
- * freed). */
+/* aw_lock_release - asyncio's Lock.release: 0; AW_EINVALSTATE when not
+ * locked; -EPERM when the owner is a task and the caller is not that
+ * task; -EINVAL (NULL or freed).  Differs from asyncio: only the owning
+ * task may release a task's lock (asyncio: any task). */
 AW_EXTERN int aw_lock_release(aw_lock *lock);
 
-/* aw_lock_locked - 1 when locked (or granted to a waiter); 0 for NULL. */
+/* aw_lock_locked - asyncio's Lock.locked: 1 when locked; 0 for NULL.
+ * Differs from asyncio: released to a waiter, the lock stays locked
+ * until that waiter has it (asyncio: unlocked until the waiter runs). */
 AW_EXTERN int aw_lock_locked(const aw_lock *lock);
 
 /* ---- Event ------------------------------------------------------------------- */
