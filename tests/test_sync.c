@@ -377,6 +377,28 @@ START_TEST(task_ending_with_lock_reported_and_released)
 }
 END_TEST
 
+/* Out of memory for the task's record of what it holds: no report, and
+ * nothing to let the lock go with (it stays the ended task's). */
+START_TEST(task_ending_with_lock_out_of_memory_unreported)
+{
+    aw_task *t;
+
+    reset();
+    capture_reports();
+    ctx.lock = aw_lock_new(loop);
+    t = spawn(forgetful, 2);
+    aw_test_fail_allocation(1); /* the task's extra, at its acquire */
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_test_fail_allocation(0);
+    drain();
+    ck_assert_int_eq(aw_future_error(t), 0);
+    ck_assert_int_eq(cap.calls, 0);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 1);
+    aw_future_unref(t);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
 /* A task that ends after the lock it held was freed (or handed on, or
  * given back unread) reports nothing. */
 START_TEST(task_ending_after_lock_freed_reports_nothing)
@@ -2015,6 +2037,7 @@ aw_test_suite(void)
     tcase_add_test(tc, lock_freed_in_finally_after_grant);
     tcase_add_test(tc, task_ending_with_lock_reported_and_released);
     tcase_add_test(tc, task_ending_after_lock_freed_reports_nothing);
+    tcase_add_test(tc, task_ending_with_lock_out_of_memory_unreported);
     tcase_add_test(tc, lock_free_then_release_futures);
     tcase_add_test(tc, lock_release_futures_then_free);
     tcase_add_test(tc, lock_freed_refuses_new_operations);
