@@ -232,9 +232,10 @@ grant_reclaim(aw_future *f)
 static void lock_hand(aw_lock *l);
 static int cond_granted(struct grant *g);
 
-/* The owner is a task still running, or a task that cannot have lost it:
- * the lock goes with the task's end (lock_owner_ended).  A task done
- * already (it asked and never awaited) cannot end again: not held. */
+/* Record that the owner, a task, holds the lock, so that its end lets
+ * the lock go (lock_owner_ended).  A task that has ended already (it
+ * asked for the lock and ended without awaiting it) has no end to come:
+ * nothing to record. */
 static void
 lock_hold(aw_lock *l, int tried)
 {

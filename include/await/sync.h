@@ -186,7 +186,8 @@ AW_EXTERN void aw_barrier_free(aw_barrier *barrier);
  * once the last has left.  Differs from asyncio: a party leaves when its
  * future's outcome is read (an await resuming with it,
  * aw_future_result_int(), a then step) or the future is released
- * (asyncio: when its task resumes).  Fails with AW_EBROKEN when the
+ * (asyncio: when its task resumes); the barrier sees a read at its next
+ * call or at the release of one of its futures.  Fails with AW_EBROKEN when the
  * barrier is broken, or is reset or aborted while the caller waits or
  * has not left (the outcome of a party released but not left becomes
  * AW_EBROKEN: nobody has seen its index).  A waiter cancelled before its
