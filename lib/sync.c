@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@
 #include "future-internal.h"
 #include "loop-internal.h"
 #include "sync-internal.h"
+#include "task-internal.h"
 
 /* ---- primitives -------------------------------------------------------------------- */
 
@@ -202,6 +204,10 @@ struct aw_lock {
     aw_future *owner;     /* the task holding it, if a task does */
     int locked;
     int fast_busy; /* `fast` is handed out (and holds a reference) */
+    int held;      /* `hold` is on the owner's list (task-internal.h) */
+    int tried;     /* the owner took it with aw_lock_try_acquire */
+    /* The owner ending with the lock reports it and lets go. */
+    struct aw__task_hold hold;
     /* The grant of an uncontended acquire, reused: no allocation. */
     struct grant fast;
 };
@@ -226,6 +232,64 @@ grant_reclaim(aw_future *f)
 static void lock_hand(aw_lock *l);
 static int cond_granted(struct grant *g);
 
+/* Record that the owner, a task, holds the lock, so that its end lets
+ * the lock go (lock_owner_ended).  A task that has ended already (it
+ * asked for the lock and ended without awaiting it) has no end to come:
+ * nothing to record. */
+static void
+lock_hold(aw_lock *l, int tried)
+{
+    if (aw_future_done(l->owner))
+        return;
+    /* Out of memory: nothing is reported at the task's end. */
+    l->held = aw__task_hold((aw_task *)l->owner, &l->hold) == 0;
+    l->tried = tried;
+}
+
+/* The lock is owner's now (NULL: callback code's, or nobody's). */
+static inline void
+lock_own(aw_lock *l, aw_future *owner, int tried)
+{
+    if (AW__UNLIKELY(l->held)) {
+        aw__task_unhold((aw_task *)l->owner, &l->hold);
+        l->held = 0;
+    }
+    l->owner = owner;
+    if (owner != NULL)
+        lock_hold(l, tried);
+}
+
+/* The task that owns the lock ended with it: say so, and let it go as
+ * aw_lock_release() would.  A grant it never read (cancelled as it was
+ * granted; the callback that resumed it still holds the grant) was never
+ * taken: it goes on unreported, as the grant's release would do. */
+static void
+lock_owner_ended(struct aw__task_hold *hold, aw_task *task)
+{
+    aw_lock *l = AW__CONTAINER_OF(hold, aw_lock, hold);
+    const struct aw__site *site = hold->site;
+    char where[256];
+
+    l->held = 0;
+    if (l->holder == NULL || (l->holder->base.flags & F_RETRIEVED)) {
+        int n = snprintf(where, sizeof(where), "%s",
+                         l->tried ? "with aw_lock_try_acquire" : "at");
+
+        if (site != NULL && site->file != NULL)
+            snprintf(where + n, sizeof(where) - (size_t)n, "%s %s:%d",
+                     l->tried ? " before its await at" : "", site->file,
+                     site->line);
+        else if (!l->tried)
+            snprintf(where + n, sizeof(where) - (size_t)n,
+                     " an unknown await");
+        aw__loop_report(l->p.loop, AW_EINVALSTATE, NULL, NULL,
+                        "task %s ended holding a lock it took %s; released",
+                        aw_task_name(task), where);
+    }
+    l->holder = NULL;
+    lock_hand(l);
+}
+
 static void lock_release_grant(struct grant *g, int unread);
 static const struct grant_class lock_class = {lock_release_grant, NULL};
 static void cond_release_grant(struct grant *g, int unread);
@@ -239,7 +303,7 @@ static int
 lock_give(aw_lock *l, struct grant *g)
 {
     l->locked = 1;
-    l->owner = g->data;
+    lock_own(l, g->data, 0);
     l->holder = g;
     if (g->cls == &cond_class)
         return cond_granted(g);
@@ -257,7 +321,7 @@ lock_hand(aw_lock *l)
         if (lock_give(l, g))
             return;
     l->locked = 0;
-    l->owner = NULL;
+    lock_own(l, NULL, 0);
     l->holder = NULL;
 }
 
@@ -310,6 +374,7 @@ aw_lock_new(aw_loop *loop)
     l->fast.base.kind = K_GRANT;
     l->fast.cls = &lock_class;
     l->fast.owner = &l->p;
+    l->hold.on_end = lock_owner_ended;
     return l;
 }
 
@@ -327,6 +392,7 @@ aw_lock_free(aw_lock *l)
         aw__future_set_cancelled(&g->base, aw__strdup("lock freed"));
     }
     l->holder = NULL;
+    lock_own(l, NULL, 0); /* the memory may go before the owner ends */
     aw__prim_free(&l->p);
 }
 
@@ -347,7 +413,8 @@ aw_lock_acquire(aw_lock *l)
         l->fast_busy = 1;
         l->p.refs++;
         l->locked = 1;
-        l->owner = l->fast.data = lock_current(l);
+        l->fast.data = lock_current(l);
+        lock_own(l, l->fast.data, 0);
         l->holder = &l->fast;
         return f;
     }
@@ -369,7 +436,7 @@ aw_lock_try_acquire(aw_lock *l)
     if (l->locked || l->waiters.n > 0)
         return AW_EBUSY;
     l->locked = 1;
-    l->owner = lock_current(l);
+    lock_own(l, lock_current(l), 1);
     l->holder = NULL;
     return 0;
 }
@@ -432,7 +499,7 @@ cond_granted(struct grant *g)
         /* Still false: let go of the lock and wait for the next notify. */
         c->lock->holder = NULL;
         c->lock->locked = 0;
-        c->lock->owner = NULL;
+        lock_own(c->lock, NULL, 0);
         g->base.xflags |= G_NOTIFY;
         aw__grantq_push(&c->waiters, g);
         return 0;
@@ -584,8 +651,8 @@ aw_condition_notify(aw_condition *c, int n)
 
     if (c == NULL || n < 0 || c->p.freed)
         return -EINVAL;
-    if (c->lock->locked && c->lock->owner != NULL &&
-        c->lock->owner != aw_current_task(c->p.loop))
+    /* asyncio raises unless the lock is held; so do we, whoever calls. */
+    if (lock_check_owner(c->lock) != 0)
         return -EPERM;
     while (woken < n && (g = aw__grantq_pop(&c->waiters)) != NULL) {
         g->base.xflags = (uint8_t)((g->base.xflags & ~G_NOTIFY) | G_ACQUIRING);
@@ -810,9 +877,23 @@ aw_semaphore_value(const aw_semaphore *s)
 
 /* ---- Barrier ---------------------------------------------------------------------------- */
 
+/*
+ * asyncio's states, kept by three lists.  Filling: the arrivals wait on
+ * `waiters`.  The last party releases the round, itself included: each
+ * party stays on `draining` until it has left, that is read its outcome
+ * (or released its future): until then an abort or a reset still breaks
+ * it, as asyncio breaks a party that has not yet woken.  Draining: new
+ * arrivals wait on `blocked`, uncounted, and enter, in order, once the
+ * last released party has left.  Reading calls no hook: the barrier
+ * looks at each of its operations and at each release of one of its
+ * futures; the parties leave in about the order they were released (a
+ * task reads as it resumes), so looking stops at the first still there.
+ */
 struct aw_barrier {
     struct aw__prim p;
-    struct grantq waiters;
+    struct grantq waiters;  /* filling: counted for this round */
+    struct grantq draining; /* released, not left yet */
+    struct grantq blocked;  /* arrived while draining */
     int parties;
     int broken;
 };
@@ -822,10 +903,99 @@ barrier_cancel(struct grant *g, const char *msg)
 {
     (void)g;
     (void)msg;
-    return 0; /* leaves the list: one fewer waiting */
+    return 0; /* leaves its list: one fewer waiting */
 }
 
-static const struct grant_class barrier_class = {NULL, barrier_cancel};
+static void barrier_release_grant(struct grant *g, int unread);
+static const struct grant_class barrier_class = {barrier_release_grant,
+                                                 barrier_cancel};
+
+/* Drop the released parties that have left; 1 when all have. */
+static int
+barrier_gone(aw_barrier *b)
+{
+    struct grant *g;
+
+    while ((g = b->draining.head) != NULL && (g->base.flags & F_RETRIEVED))
+        aw__grantq_remove(g);
+    return b->draining.head == NULL;
+}
+
+/* g is counted for the round; the last party releases it, in arrival
+ * order, with the indices 0 .. parties-1.  g, when the last, is done at
+ * once: settled if it waited (blocked), else just arrived. */
+static void
+barrier_enter(aw_barrier *b, struct grant *g, int waited)
+{
+    struct grant *w;
+    intptr_t i = 0;
+
+    if ((int)b->waiters.n + 1 < b->parties) {
+        aw__grantq_push(&b->waiters, g);
+        return;
+    }
+    while ((w = aw__grantq_pop(&b->waiters)) != NULL) {
+        w->base.v.i = i++;
+        aw__grantq_push(&b->draining, w);
+        aw__grant_done(w);
+    }
+    g->base.v.i = i;
+    aw__grantq_push(&b->draining, g);
+    if (waited)
+        aw__grant_done(g);
+    else
+        g->base.state = AW_FUTURE_DONE;
+}
+
+/* Once the released parties have left, the blocked arrivals enter, until
+ * one of them fills a round again. */
+static void
+barrier_settle(aw_barrier *b)
+{
+    struct grant *g;
+
+    if (!barrier_gone(b))
+        return;
+    while (b->draining.head == NULL &&
+           (g = aw__grantq_pop(&b->blocked)) != NULL)
+        barrier_enter(b, g, 1);
+}
+
+/* A released party that has not left gets AW_EBROKEN in place of its
+ * index (its outcome was not read: nobody saw the index). */
+static void
+barrier_break_draining(aw_barrier *b, const char *why)
+{
+    struct grant *g;
+
+    while ((g = aw__grantq_pop(&b->draining)) != NULL) {
+        if (g->base.flags & F_RETRIEVED)
+            continue; /* it left */
+        g->base.state = AW_FUTURE_FAILED;
+        g->base.code = AW_EBROKEN;
+        g->base.v.msg = aw__strdup(why);
+    }
+}
+
+static void
+barrier_fail_all(struct grantq *q, const char *why)
+{
+    struct grant *g;
+
+    while ((g = aw__grantq_pop(q)) != NULL)
+        aw__grant_fail(g, AW_EBROKEN, why);
+}
+
+/* One of its futures goes (it left its list): maybe the last to leave. */
+static void
+barrier_release_grant(struct grant *g, int unread)
+{
+    aw_barrier *b = (aw_barrier *)g->owner;
+
+    (void)unread;
+    if (!b->p.freed)
+        barrier_settle(b);
+}
 
 aw_barrier *
 aw_barrier_new(aw_loop *loop, int parties)
@@ -848,23 +1018,16 @@ aw_barrier_free(aw_barrier *b)
     if (b == NULL || b->p.freed)
         return;
     aw__grantq_cancel_all(&b->waiters, "barrier freed");
+    aw__grantq_cancel_all(&b->blocked, "barrier freed");
+    while (aw__grantq_pop(&b->draining) != NULL)
+        ; /* their outcomes stand */
     aw__prim_free(&b->p);
-}
-
-static void
-barrier_fail_all(aw_barrier *b, const char *why)
-{
-    struct grant *g;
-
-    while ((g = aw__grantq_pop(&b->waiters)) != NULL)
-        aw__grant_fail(g, AW_EBROKEN, why);
 }
 
 aw_future *
 aw_barrier_wait(aw_barrier *b)
 {
-    struct grant *g, *w;
-    intptr_t i = 0;
+    struct grant *g;
 
     if (b == NULL)
         return NULL;
@@ -876,18 +1039,11 @@ aw_barrier_wait(aw_barrier *b)
     g = aw__grant_new(&barrier_class, &b->p);
     if (g == NULL)
         return nomem(b->p.loop);
-    g->base.v.i = (intptr_t)b->waiters.n; /* the arrival index */
-    if ((int)b->waiters.n + 1 < b->parties) {
-        aw__grantq_push(&b->waiters, g);
-        return &g->base;
-    }
-    /* The last party: everyone goes, in arrival order. */
-    while ((w = aw__grantq_pop(&b->waiters)) != NULL) {
-        w->base.v.i = i++;
-        aw__grant_done(w);
-    }
-    g->base.v.i = i;
-    g->base.state = AW_FUTURE_DONE;
+    barrier_settle(b);
+    if (b->draining.head != NULL)
+        aw__grantq_push(&b->blocked, g);
+    else
+        barrier_enter(b, g, 0);
     return &g->base;
 }
 
@@ -896,8 +1052,12 @@ aw_barrier_reset(aw_barrier *b)
 {
     if (b == NULL || b->p.freed)
         return -EINVAL;
-    barrier_fail_all(b, "barrier reset");
+    /* The parties counted break; the blocked ones were not counted yet:
+     * they enter the new round (asyncio's reset does not break them). */
+    barrier_break_draining(b, "barrier reset");
+    barrier_fail_all(&b->waiters, "barrier reset");
     b->broken = 0;
+    barrier_settle(b);
     return 0;
 }
 
@@ -907,7 +1067,9 @@ aw_barrier_abort(aw_barrier *b)
     if (b == NULL || b->p.freed)
         return -EINVAL;
     b->broken = 1;
-    barrier_fail_all(b, "barrier aborted");
+    barrier_break_draining(b, "barrier aborted");
+    barrier_fail_all(&b->waiters, "barrier aborted");
+    barrier_fail_all(&b->blocked, "barrier aborted");
     return 0;
 }
 

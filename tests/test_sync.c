@@ -36,6 +36,7 @@ struct fr {
     int rc;
     int rounds;
     intptr_t index;
+    void *p;
 };
 
 static struct fr *
@@ -284,6 +285,154 @@ START_TEST(lock_freed_in_finally_after_grant)
     ck_assert_int_eq(aw_future_error(b), 0);
     aw_future_unref(a);
     aw_future_unref(b);
+}
+END_TEST
+
+/* ---- a task that ends holding a lock --------------------------------------------- */
+
+static int forgot_line; /* the line of forgetful's acquire await */
+
+/* Takes the lock (f->id 1: with aw_lock_try_acquire) and returns with
+ * it. */
+static AW_TASK(forgetful, struct fr *f)
+{
+    AW_BEGIN();
+    if (f->id == 1) {
+        ck_assert_int_eq(aw_lock_try_acquire(ctx.lock), 0);
+        forgot_line = __LINE__ + 1;
+        AW_YIELD();
+    } else {
+        forgot_line = __LINE__ + 1;
+        AW_AWAIT(aw_lock_acquire(ctx.lock), NULL);
+    }
+    record(f->id);
+    AW_END();
+}
+
+/* The report names the task and the await that took the lock. */
+static void
+assert_forgot_report(const char *name, int tried)
+{
+    char where[64];
+
+    snprintf(where, sizeof(where), "test_sync.c:%d", forgot_line);
+    ck_assert_int_eq(cap.calls, 1);
+    ck_assert_int_eq(cap.code, AW_EINVALSTATE);
+    ck_assert_msg(strstr(cap.message, name) != NULL, "%s", cap.message);
+    ck_assert_msg(strstr(cap.message, where) != NULL, "%s", cap.message);
+    ck_assert_int_eq(strstr(cap.message, "try_acquire") != NULL, tried);
+}
+
+/* A task that returns still holding a lock (taken at once, handed over
+ * by a release, or with try_acquire) is reported once, by name and the
+ * await that took it, and the lock goes on to the next waiter (asyncio
+ * leaves it locked for good). */
+START_TEST(task_ending_with_lock_reported_and_released)
+{
+    static const int want[] = {2, 5, 50, 3, 1, 6, 60};
+    aw_future *mine;
+    aw_task *t[6];
+
+    reset();
+    capture_reports();
+    ctx.lock = aw_lock_new(loop);
+
+    /* Free: taken at once, then the waiter gets it. */
+    t[0] = spawn(forgetful, 2);
+    ck_assert_int_eq(aw_task_set_name(t[0], "forgetful-2"), 0);
+    t[1] = spawn(locker, 5);
+    drain();
+    assert_forgot_report("forgetful-2", 0);
+
+    /* Held by this callback code: handed over on release. */
+    cap.calls = 0;
+    mine = aw_lock_acquire(ctx.lock);
+    ck_assert_int_eq(aw_future_error(mine), 0);
+    t[2] = spawn(forgetful, 3);
+    ck_assert_int_eq(aw_task_set_name(t[2], "forgetful-3"), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_lock_release(ctx.lock), 0);
+    drain();
+    assert_forgot_report("forgetful-3", 0);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+
+    /* With try_acquire. */
+    cap.calls = 0;
+    t[3] = spawn(forgetful, 1);
+    ck_assert_int_eq(aw_task_set_name(t[3], "forgetful-1"), 0);
+    t[4] = spawn(locker, 6);
+    drain();
+    assert_forgot_report("forgetful-1", 1);
+    assert_order(want, 7);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+
+    /* A task that releases reports nothing. */
+    cap.calls = 0;
+    t[5] = spawn(locker, 7);
+    drain();
+    ck_assert_int_eq(cap.calls, 0);
+    aw_future_unref(mine);
+    unref_all(t, 6);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+/* Out of memory for the task's record of what it holds: no report, and
+ * nothing to let the lock go with (it stays the ended task's). */
+START_TEST(task_ending_with_lock_out_of_memory_unreported)
+{
+    aw_task *t;
+
+    reset();
+    capture_reports();
+    ctx.lock = aw_lock_new(loop);
+    t = spawn(forgetful, 2);
+    aw_test_fail_allocation(1); /* the task's extra, at its acquire */
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_test_fail_allocation(0);
+    drain();
+    ck_assert_int_eq(aw_future_error(t), 0);
+    ck_assert_int_eq(cap.calls, 0);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 1);
+    aw_future_unref(t);
+    aw_lock_free(ctx.lock);
+}
+END_TEST
+
+/* A task that ends after the lock it held was freed (or handed on, or
+ * given back unread) reports nothing. */
+START_TEST(task_ending_after_lock_freed_reports_nothing)
+{
+    aw_task *a, *b, *h, *t[2];
+
+    reset();
+    capture_reports();
+    ctx.lock = aw_lock_new(loop);
+    a = spawn(lock_freer, 1);
+    b = spawn(lock_after_free, 2);
+    drain();
+    ck_assert_msg(cap.calls == 0, "%s", cap.message);
+    aw_future_unref(a);
+    aw_future_unref(b);
+
+    /* Granted, then cancelled before it resumed: given back unread. */
+    ctx.lock = aw_lock_new(loop);
+    ctx.go = aw_future_new(loop);
+    h = spawn(holder, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    t[0] = spawn(locker, 2);
+    t[1] = spawn(locker, 3);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ctx.victim = t[0];
+    aw_future_set_result_int(ctx.go, 1);
+    drain();
+    ck_assert_int_eq(aw_future_cancelled(t[0]), 1);
+    ck_assert_msg(cap.calls == 0, "%s", cap.message);
+    ck_assert_int_eq(aw_lock_locked(ctx.lock), 0);
+    aw_future_unref(h);
+    unref_all(t, 2);
+    aw_future_unref(ctx.go);
+    aw_lock_free(ctx.lock);
 }
 END_TEST
 
@@ -821,7 +970,6 @@ START_TEST(condition_wait_without_lock_refused)
     w = aw_condition_wait(ctx.cond);
     ck_assert_int_eq(aw_future_error(w), -EPERM);
     aw_future_unref(w);
-    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), 0);
     ck_assert_int_eq(aw_condition_notify(ctx.cond, -1), -EINVAL);
     aw_condition_free(ctx.cond);
 }
@@ -903,6 +1051,513 @@ START_TEST(barrier_parties_at_int_max)
     aw_barrier_free(b);
     aw_future_unref(w);
     ck_assert_ptr_null(aw_barrier_new(loop, INT_MIN));
+}
+END_TEST
+
+/* ---- Barrier, after asyncio's BarrierTests ------------------------------------------ */
+
+/* What the parties share (asyncio's closures). */
+static struct {
+    aw_barrier *b2;
+    int n;          /* parties: asyncio's self.N */
+    int count;      /* parties past their first wait */
+    int rewait;
+    int r1, r2, r3; /* asyncio's results1, results2, results3 */
+} bx;
+
+static void
+bx_start(int n)
+{
+    reset();
+    memset(&bx, 0, sizeof(bx));
+    bx.n = n;
+    ctx.barrier = aw_barrier_new(loop, n);
+    ck_assert_ptr_nonnull(ctx.barrier);
+}
+
+/* n parties of fn run to their end; each ends without error. */
+static void
+run_parties(aw_task_fn fn, int n)
+{
+    aw_task *t[8];
+    int i;
+
+    ck_assert_int_le(n, 8);
+    for (i = 0; i < n; i++)
+        t[i] = spawn(fn, i + 1);
+    drain();
+    for (i = 0; i < n; i++) {
+        ck_assert_int_eq(aw_future_error(t[i]), 0);
+        aw_future_unref(t[i]);
+    }
+}
+
+/* order holds each of 0 .. n-1 once. */
+static void
+assert_indices(int n)
+{
+    int i, seen = 0;
+
+    ck_assert_int_eq(order.n, n);
+    for (i = 0; i < n; i++)
+        seen |= 1 << order.items[i];
+    ck_assert_int_eq(seen, (1 << n) - 1);
+}
+
+static void
+bx_end(int broken)
+{
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    ck_assert_int_eq(aw_barrier_broken(ctx.barrier), broken);
+    aw_barrier_free(ctx.barrier);
+    aw_barrier_free(bx.b2);
+}
+
+/* Waits once (twice with bx.rewait), recording its last index. */
+static AW_TASK(barrier_waiter, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT_INT(aw_barrier_wait(ctx.barrier), &f->index);
+    bx.r1++;
+    if (bx.rewait) {
+        AW_AWAIT_INT(aw_barrier_wait(ctx.barrier), &f->index);
+        bx.r2++;
+    }
+    record((int)f->index);
+    AW_END();
+}
+
+START_TEST(barrier_parties)
+{
+    ck_assert_ptr_null(aw_barrier_new(loop, 0));
+    ck_assert_ptr_null(aw_barrier_new(loop, -4));
+    bx_start(5);
+    ck_assert_int_eq(aw_barrier_parties(ctx.barrier), 5);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_context_manager)
+{
+    bx_start(3);
+    run_parties(barrier_waiter, 3);
+    assert_indices(3);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_one_task)
+{
+    static const int want[] = {0};
+
+    bx_start(1);
+    run_parties(barrier_waiter, 1);
+    assert_order(want, 1);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_one_task_twice)
+{
+    static const int want[] = {0, 0};
+    aw_task *t1, *t2;
+
+    bx_start(1);
+    t1 = spawn(barrier_waiter, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    t2 = spawn(barrier_waiter, 2);
+    drain();
+    assert_order(want, 2);
+    ck_assert_int_eq(aw_future_error(t1), 0);
+    ck_assert_int_eq(aw_future_error(t2), 0);
+    aw_future_unref(t1);
+    aw_future_unref(t2);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_task_by_task)
+{
+    aw_task *t[3];
+    int i;
+
+    bx_start(3);
+    for (i = 0; i < 3; i++) {
+        t[i] = spawn(barrier_waiter, i + 1);
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+        if (i < 2)
+            ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), i + 1);
+    }
+    drain();
+    assert_indices(3);
+    unref_all(t, 3);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_tasks_wait_twice)
+{
+    bx_start(5);
+    bx.rewait = 1;
+    run_parties(barrier_waiter, 5);
+    ck_assert_int_eq(bx.r1, 5);
+    ck_assert_int_eq(bx.r2, 5);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_tasks_check_return_value)
+{
+    bx_start(5);
+    bx.rewait = 1;
+    run_parties(barrier_waiter, 5);
+    assert_indices(5); /* the second round's */
+    bx_end(0);
+}
+END_TEST
+
+/* asyncio's test_draining_state, from callback code: the parties a round
+ * released are in the barrier until they read their index (or drop
+ * their future); arrivals meanwhile wait, uncounted, and enter once the
+ * last has left. */
+START_TEST(barrier_draining_state)
+{
+    aw_future *w[3], *x, *y, *z;
+    intptr_t i;
+    int k;
+
+    bx_start(3);
+    for (k = 0; k < 3; k++)
+        w[k] = aw_barrier_wait(ctx.barrier);
+    ck_assert_int_eq(aw_future_done(w[0]) + aw_future_done(w[2]), 2);
+    x = aw_barrier_wait(ctx.barrier); /* nobody has left */
+    ck_assert_int_eq(aw_future_done(x), 0);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    for (k = 0; k < 2; k++) {
+        ck_assert_int_eq(aw_future_result_int(w[k], &i), 0);
+        ck_assert_int_eq(i, k);
+    }
+    y = aw_barrier_wait(ctx.barrier); /* the last has not left */
+    ck_assert_int_eq(aw_future_done(y), 0);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    ck_assert_int_eq(aw_future_result_int(w[2], &i), 0);
+    ck_assert_int_eq(i, 2);
+    /* All have left: x and y enter, z fills the round. */
+    z = aw_barrier_wait(ctx.barrier);
+    ck_assert_int_eq(aw_future_result_int(x, &i), 0);
+    ck_assert_int_eq(i, 0);
+    ck_assert_int_eq(aw_future_result_int(y, &i), 0);
+    ck_assert_int_eq(i, 1);
+    unref_all(w, 3);
+    /* z has not read its index: dropping the futures is leaving too. */
+    aw_future_unref(w[0] = aw_barrier_wait(ctx.barrier));
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 0);
+    aw_future_unref(x);
+    aw_future_unref(y);
+    aw_future_unref(z);
+    w[0] = aw_barrier_wait(ctx.barrier);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 1);
+    aw_future_cancel(w[0], NULL);
+    aw_future_unref(w[0]);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(draining_blocker, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    if (bx.rewait > 0) {
+        /* Waits again at once: blocked until the others have left. */
+        bx.rewait--;
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    } else {
+        AW_AWAIT(aw_barrier_wait(bx.b2), NULL);
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    }
+    (void)f;
+    AW_END();
+}
+
+START_TEST(barrier_blocking_tasks_while_draining)
+{
+    bx_start(5);
+    bx.rewait = 2;
+    bx.b2 = aw_barrier_new(loop, 5 - 2);
+    run_parties(draining_blocker, 5);
+    ck_assert_int_eq(aw_barrier_n_waiting(bx.b2), 0);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(barrier_filling_tasks_cancel_one)
+{
+    aw_task *t[4];
+    int i;
+
+    bx_start(3);
+    t[0] = spawn(barrier_waiter, 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 1);
+    t[1] = spawn(barrier_waiter, 2);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 2);
+    aw_future_cancel(t[0], NULL);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 1);
+    ck_assert_int_eq(aw_future_cancelled(t[0]), 1);
+    t[2] = spawn(barrier_waiter, 3);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 2);
+    t[3] = spawn(barrier_waiter, 4);
+    drain();
+    for (i = 1; i < 4; i++)
+        ck_assert_int_eq(aw_future_error(t[i]), 0);
+    ck_assert_int_eq(bx.r1, 3);
+    unref_all(t, 4);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(reset_barrier)
+{
+    bx_start(1);
+    ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(broken_counter, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+    ck_assert_int_eq(f->rc, AW_EBROKEN);
+    bx.r1++;
+    AW_END();
+}
+
+START_TEST(reset_barrier_while_tasks_waiting)
+{
+    aw_task *t[4];
+    int i;
+
+    bx_start(5);
+    for (i = 0; i < 4; i++)
+        t[i] = spawn(broken_counter, i + 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_n_waiting(ctx.barrier), 4);
+    ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+    drain();
+    ck_assert_int_eq(bx.r1, 4);
+    for (i = 0; i < 4; i++)
+        ck_assert_int_eq(aw_future_error(t[i]), 0);
+    unref_all(t, 4);
+    bx_end(0);
+}
+END_TEST
+
+/* The third party to leave resets: the two still in break. */
+static AW_TASK(half_drainer, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+    if (f->rc == AW_EBROKEN)
+        bx.r1++;
+    else if (++bx.count == bx.n - bx.n / 2)
+        ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+    AW_END();
+}
+
+START_TEST(reset_barrier_when_tasks_half_draining)
+{
+    bx_start(5);
+    run_parties(half_drainer, 5);
+    ck_assert_int_eq(bx.r1, 5 / 2);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(reset_half_blocking, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+    if (f->rc == AW_EBROKEN) {
+        bx.r1++; /* still in when reset: broken, and waits again */
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    } else if (++bx.count > bx.n / 2) {
+        ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    } else {
+        /* Blocked while the others drain: the reset does not break it. */
+        AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        if (f->rc == AW_EBROKEN)
+            bx.r2++;
+    }
+    AW_END();
+}
+
+START_TEST(reset_barrier_when_tasks_half_draining_half_blocking)
+{
+    bx_start(5);
+    run_parties(reset_half_blocking, 5);
+    ck_assert_int_eq(bx.r1, 5 / 2);
+    ck_assert_int_eq(bx.r2, 0);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(rewaiter, struct fr *f)
+{
+    AW_BEGIN();
+    if (f->id > 0) {
+        AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        if (f->rc == AW_EBROKEN)
+            bx.r1++;
+    }
+    AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    bx.r2++;
+    AW_END();
+}
+
+START_TEST(reset_barrier_while_tasks_waiting_and_waiting_again)
+{
+    aw_task *t[5];
+    int i;
+
+    bx_start(5);
+    for (i = 0; i < 4; i++)
+        t[i] = spawn(rewaiter, i + 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    t[4] = spawn(rewaiter, 0); /* waits once */
+    drain();
+    for (i = 0; i < 5; i++)
+        ck_assert_int_eq(aw_future_error(t[i]), 0);
+    ck_assert_int_eq(bx.r1, 4);
+    ck_assert_int_eq(bx.r2, 5);
+    unref_all(t, 5);
+    bx_end(0);
+}
+END_TEST
+
+static AW_TASK(reset_while_draining, struct fr *f)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    if (++bx.count == bx.n) {
+        /* The last to leave: the others already wait for the next
+         * round, and the reset does not break them. */
+        ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    } else {
+        AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        if (f->rc == 0)
+            bx.r1++;
+        else
+            bx.r2++;
+    }
+    AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+    bx.r3++;
+    AW_END();
+}
+
+START_TEST(reset_barrier_while_tasks_draining)
+{
+    bx_start(5);
+    run_parties(reset_while_draining, 5);
+    ck_assert_int_eq(bx.r1, 4);
+    ck_assert_int_eq(bx.r2, 0);
+    ck_assert_int_eq(bx.r3, 5);
+    bx_end(0);
+}
+END_TEST
+
+START_TEST(abort_barrier)
+{
+    bx_start(1);
+    ck_assert_int_eq(aw_barrier_abort(ctx.barrier), 0);
+    bx_end(1);
+}
+END_TEST
+
+static AW_TASK(abort_half_blocking, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+    if (f->rc == AW_EBROKEN) {
+        bx.r1++; /* had not left when aborted */
+    } else if (++bx.count > bx.n / 2) {
+        ck_assert_int_eq(aw_barrier_abort(ctx.barrier), 0);
+    } else {
+        /* Blocked while the others drain: the abort breaks it. */
+        AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        if (f->rc == AW_EBROKEN)
+            bx.r2++;
+    }
+    AW_END();
+}
+
+START_TEST(abort_barrier_when_tasks_half_draining_half_blocking)
+{
+    bx_start(5);
+    run_parties(abort_half_blocking, 5);
+    ck_assert_int_eq(bx.r1, 5 / 2);
+    ck_assert_int_eq(bx.r2, 5 - 5 / 2 - 1);
+    bx_end(1);
+}
+END_TEST
+
+/* Index n/2 fails (asyncio's RuntimeError) and aborts. */
+static AW_TASK(abort_on_failure, struct fr *f)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), &f->p);
+    if (f->rc == 0 && (intptr_t)f->p == bx.n / 2) {
+        ck_assert_int_eq(aw_barrier_abort(ctx.barrier), 0);
+    } else {
+        if (f->rc == 0) {
+            AW_TRY_AWAIT(f->rc, aw_barrier_wait(ctx.barrier), NULL);
+        }
+        if (f->rc == 0)
+            bx.r1++;
+        else if (f->rc == AW_EBROKEN)
+            bx.r2++;
+    }
+    if (bx.b2 != NULL) {
+        /* Everyone has left the first barrier before the reset, and
+         * nobody enters it again before. */
+        AW_AWAIT_INT(aw_barrier_wait(bx.b2), &f->index);
+        if (f->index == bx.n / 2)
+            ck_assert_int_eq(aw_barrier_reset(ctx.barrier), 0);
+        AW_AWAIT(aw_barrier_wait(bx.b2), NULL);
+        AW_AWAIT(aw_barrier_wait(ctx.barrier), NULL);
+        bx.r3++;
+    }
+    AW_END();
+}
+
+START_TEST(abort_barrier_when_exception)
+{
+    bx_start(5);
+    run_parties(abort_on_failure, 5);
+    ck_assert_int_eq(bx.r1, 0);
+    ck_assert_int_eq(bx.r2, 4);
+    bx_end(1);
+}
+END_TEST
+
+START_TEST(abort_barrier_when_exception_then_resetting)
+{
+    bx_start(5);
+    bx.b2 = aw_barrier_new(loop, 5);
+    run_parties(abort_on_failure, 5);
+    ck_assert_int_eq(bx.r1, 0);
+    ck_assert_int_eq(bx.r2, 4);
+    ck_assert_int_eq(bx.r3, 5);
+    bx_end(0);
 }
 END_TEST
 
@@ -1306,6 +1961,68 @@ START_TEST(condition_notify_by_other_task_refused)
 }
 END_TEST
 
+/* notify and notify_all by a task that holds nothing: refused. */
+static AW_TASK(unheld_notifier, struct fr *f)
+{
+    AW_BEGIN();
+    record(aw_condition_notify(ctx.cond, 1));
+    record(aw_condition_notify_all(ctx.cond));
+    (void)f;
+    AW_END();
+}
+
+/* asyncio's test_notify_unacquired: notify without the lock held fails,
+ * whoever calls (callback code, a task that holds nothing, callback code
+ * while a task holds it), and wakes nobody. */
+START_TEST(notify_unacquired)
+{
+    static const int want[] = {-EPERM, -EPERM};
+    aw_future *hold, *w;
+    aw_task *t;
+    aw_lock *l;
+
+    reset();
+    ctx.cond = aw_condition_new(loop, NULL);
+    l = aw_condition_lock(ctx.cond);
+    /* Nobody holds it. */
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), -EPERM);
+    ck_assert_int_eq(aw_condition_notify_all(ctx.cond), -EPERM);
+    t = spawn(unheld_notifier, 1);
+    drain();
+    assert_order(want, 2);
+    aw_future_unref(t);
+
+    /* A waiter, then the lock held by a task: callback code may not. */
+    hold = relock(l, NULL);
+    w = aw_condition_wait(ctx.cond);
+    ck_assert_int_eq(aw_lock_locked(l), 0);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), -EPERM);
+    ck_assert_int_eq(aw_condition_notify_all(ctx.cond), -EPERM);
+    ctx.go = aw_future_new(loop);
+    t = spawn(lock_keeper, 2);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_lock_locked(l), 1);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), -EPERM);
+    ck_assert_int_eq(aw_condition_notify_all(ctx.cond), -EPERM);
+    aw_future_set_result_int(ctx.go, 1);
+    drain();
+    aw_future_unref(t);
+    aw_future_unref(ctx.go);
+    ck_assert_int_eq(aw_future_done(w), 0); /* nobody was woken */
+
+    /* Held by this callback code: it may. */
+    ck_assert_int_eq(aw_lock_try_acquire(l), 0);
+    ck_assert_int_eq(aw_condition_notify(ctx.cond, 1), 1);
+    ck_assert_int_eq(aw_lock_release(l), 0);
+    ck_assert_int_eq(aw_future_error(w), 0);
+    ck_assert_int_eq(aw_lock_release(l), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_future_unref(w);
+    aw_future_unref(hold);
+    aw_condition_free(ctx.cond);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1318,6 +2035,9 @@ aw_test_suite(void)
     tcase_add_test(tc, lock_waiter_cancelled_after_grant_loses_no_wakeup);
     tcase_add_test(tc, lock_from_callbacks);
     tcase_add_test(tc, lock_freed_in_finally_after_grant);
+    tcase_add_test(tc, task_ending_with_lock_reported_and_released);
+    tcase_add_test(tc, task_ending_after_lock_freed_reports_nothing);
+    tcase_add_test(tc, task_ending_with_lock_out_of_memory_unreported);
     tcase_add_test(tc, lock_free_then_release_futures);
     tcase_add_test(tc, lock_release_futures_then_free);
     tcase_add_test(tc, lock_freed_refuses_new_operations);
@@ -1337,10 +2057,31 @@ aw_test_suite(void)
     tcase_add_test(tc, condition_wait_for_predicate);
     tcase_add_test(tc, condition_wait_cancelled_reacquires_lock);
     tcase_add_test(tc, condition_wait_without_lock_refused);
+    tcase_add_test(tc, notify_unacquired);
     tcase_add_test(tc, condition_wait_cancelled_dropped_unread_releases_lock);
     tcase_add_test(tc, barrier_n_tasks_several_rounds);
     tcase_add_test(tc, barrier_abort_and_reset);
     tcase_add_test(tc, barrier_parties_at_int_max);
+    tcase_add_test(tc, barrier_parties);
+    tcase_add_test(tc, barrier_context_manager);
+    tcase_add_test(tc, barrier_filling_one_task);
+    tcase_add_test(tc, barrier_filling_one_task_twice);
+    tcase_add_test(tc, barrier_filling_task_by_task);
+    tcase_add_test(tc, barrier_filling_tasks_wait_twice);
+    tcase_add_test(tc, barrier_filling_tasks_check_return_value);
+    tcase_add_test(tc, barrier_draining_state);
+    tcase_add_test(tc, barrier_blocking_tasks_while_draining);
+    tcase_add_test(tc, barrier_filling_tasks_cancel_one);
+    tcase_add_test(tc, reset_barrier);
+    tcase_add_test(tc, reset_barrier_while_tasks_waiting);
+    tcase_add_test(tc, reset_barrier_when_tasks_half_draining);
+    tcase_add_test(tc, reset_barrier_when_tasks_half_draining_half_blocking);
+    tcase_add_test(tc, reset_barrier_while_tasks_waiting_and_waiting_again);
+    tcase_add_test(tc, reset_barrier_while_tasks_draining);
+    tcase_add_test(tc, abort_barrier);
+    tcase_add_test(tc, abort_barrier_when_tasks_half_draining_half_blocking);
+    tcase_add_test(tc, abort_barrier_when_exception);
+    tcase_add_test(tc, abort_barrier_when_exception_then_resetting);
     tcase_add_test(tc, sync_bad_arguments);
     tcase_add_test(tc, freed_primitives_refuse_new_operations);
     tcase_add_test(tc, condition_notify_by_other_task_refused);

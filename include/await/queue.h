@@ -64,34 +64,40 @@ AW_EXTERN aw_queue *aw_queue_new(aw_loop *loop, int kind, size_t maxsize,
 AW_EXTERN void aw_queue_free(aw_queue *queue);
 
 /*
- * aw_queue_put - a future done (NULL result) once item is in the queue
- * (at once when there is room) or a slot for it is (in turn; see above).
- * Fails with AW_ESHUTDOWN after a shutdown, -EINVAL once freed.  NULL
- * only for a NULL queue.
+ * aw_queue_put - asyncio's Queue.put: a future done (NULL result) once
+ * item is in the queue (at once when there is room) or a slot for it is
+ * (in turn; see above).  Fails with AW_ESHUTDOWN after a shutdown,
+ * -EINVAL once freed.  NULL only for a NULL queue.  Differs from asyncio:
+ * with getters waiting, an item put (here or with put_nowait) goes
+ * straight to the first of them (asyncio: into the queue, where a
+ * get_nowait() may take it before that getter runs).
  */
 AW_EXTERN aw_future *aw_queue_put(aw_queue *queue, void *item);
 
-/* aw_queue_put_nowait - 0; AW_EFULL (also while putters wait or slots
- * are handed to them); AW_ESHUTDOWN; -EINVAL (NULL or freed).  On error
- * the item stays the caller's. */
+/* aw_queue_put_nowait - asyncio's put_nowait: 0; AW_EFULL (also while
+ * putters wait or slots are handed to them: asyncio lets the caller take
+ * a room freed for a waiting putter); AW_ESHUTDOWN; -EINVAL (NULL or
+ * freed).  On error the item stays the caller's. */
 AW_EXTERN int aw_queue_put_nowait(aw_queue *queue, void *item);
 
 /*
- * aw_queue_get - a future whose result is the next item: at once when
- * there is one, else in turn.  Fails with AW_ESHUTDOWN once the queue is
+ * aw_queue_get - asyncio's Queue.get: a future whose result is the next
+ * item: at once when there is one, else in turn.  Fails with AW_ESHUTDOWN once the queue is
  * shut down and empty, -EINVAL once freed.  NULL only for a NULL queue.
  */
 AW_EXTERN aw_future *aw_queue_get(aw_queue *queue);
 
-/* aw_queue_get_nowait - 0 with the item in *item (now the caller's);
- * AW_EEMPTY; AW_ESHUTDOWN (shut down and empty); -EINVAL (NULL queue or
- * item, or freed). */
+/* aw_queue_get_nowait - asyncio's get_nowait: 0 with the item in *item
+ * (now the caller's); AW_EEMPTY (also for an item handed to a waiting
+ * getter: asyncio lets the caller take it first); AW_ESHUTDOWN (shut
+ * down and empty); -EINVAL (NULL queue or item, or freed). */
 AW_EXTERN int aw_queue_get_nowait(aw_queue *queue, void **item);
 
 /* aw_queue_qsize - the items in the queue (not the slots handed to
  * putters); aw_queue_maxsize - its limit (0: none); aw_queue_empty - no
  * item in it; aw_queue_full - no room, counting the slots handed to
- * putters.  A NULL queue is empty, not full, of size 0. */
+ * putters (asyncio counts items only).  A NULL queue is empty, not full,
+ * of size 0. */
 AW_EXTERN size_t aw_queue_qsize(const aw_queue *queue);
 AW_EXTERN size_t aw_queue_maxsize(const aw_queue *queue);
 AW_EXTERN int aw_queue_empty(const aw_queue *queue);

@@ -52,21 +52,32 @@ typedef struct aw_lock aw_lock;
 AW_EXTERN aw_lock *aw_lock_new(aw_loop *loop);
 AW_EXTERN void aw_lock_free(aw_lock *lock);
 
-/* aw_lock_acquire - a future done (NULL result) once the lock is the
- * caller's: at once when it is free and nobody waits, else in turn.  The
- * owner is the task running at the call (none from a callback). */
+/*
+ * aw_lock_acquire - asyncio's Lock.acquire: a future done (NULL result)
+ * once the lock is the caller's: at once when it is free and nobody
+ * waits, else in turn.  The owner is the task running at the call (none
+ * from a callback).  Differs from asyncio: a task's lock is that task's
+ * (see aw_lock_release).  A task that ends still holding it is reported
+ * through the loop's exception handler (AW_EINVALSTATE; the task's name
+ * and the await that took the lock) and the lock goes on to the next
+ * waiter (asyncio leaves it locked for good).
+ */
 AW_EXTERN aw_future *aw_lock_acquire(aw_lock *lock);
 
 /* aw_lock_try_acquire - 0 when acquired now, AW_EBUSY when locked or
- * waited for (fairness), -EINVAL (NULL or freed). */
+ * waited for (fairness), -EINVAL (NULL or freed).  The owner is as for
+ * aw_lock_acquire(), and so is a task that ends holding it. */
 AW_EXTERN int aw_lock_try_acquire(aw_lock *lock);
 
-/* aw_lock_release - 0; AW_EINVALSTATE when not locked; -EPERM when the
- * owner is a task and the caller is not that task; -EINVAL (NULL or
- * freed). */
+/* aw_lock_release - asyncio's Lock.release: 0; AW_EINVALSTATE when not
+ * locked; -EPERM when the owner is a task and the caller is not that
+ * task; -EINVAL (NULL or freed).  Differs from asyncio: only the owning
+ * task may release a task's lock (asyncio: any task). */
 AW_EXTERN int aw_lock_release(aw_lock *lock);
 
-/* aw_lock_locked - 1 when locked (or granted to a waiter); 0 for NULL. */
+/* aw_lock_locked - asyncio's Lock.locked: 1 when locked; 0 for NULL.
+ * Differs from asyncio: released to a waiter, the lock stays locked
+ * until that waiter has it (asyncio: unlocked until the waiter runs). */
 AW_EXTERN int aw_lock_locked(const aw_lock *lock);
 
 /* ---- Event ------------------------------------------------------------------- */
@@ -148,9 +159,11 @@ AW_EXTERN aw_future *aw_condition_wait_for(aw_condition *cond,
                                            aw_predicate_fn pred, void *arg);
 
 /* aw_condition_notify - wake up to n waiters (in order); returns how
- * many.  aw_condition_notify_all - wake them all.  The caller should hold
- * the lock (asyncio requires it: -EPERM when a task holds it and the
- * caller is another task).  -EINVAL for NULL, a negative n, or freed. */
+ * many.  aw_condition_notify_all - wake them all.  asyncio's notify and
+ * notify_all.  The caller must hold the lock, as for aw_lock_release()
+ * (asyncio raises RuntimeError): -EPERM, nobody woken, when the lock is
+ * not locked, or is a task's and the caller is not that task (another
+ * task or callback code).  -EINVAL for NULL, a negative n, or freed. */
 AW_EXTERN int aw_condition_notify(aw_condition *cond, int n);
 AW_EXTERN int aw_condition_notify_all(aw_condition *cond);
 
@@ -165,18 +178,34 @@ AW_EXTERN aw_barrier *aw_barrier_new(aw_loop *loop, int parties);
 AW_EXTERN void aw_barrier_free(aw_barrier *barrier);
 
 /*
- * aw_barrier_wait - a future done, with the caller's arrival index
- * (0 .. parties-1) as its integer result, once parties callers are
- * waiting; the barrier then starts over.  Fails with AW_EBROKEN when the
- * barrier is broken (aborted) or reset while waiting.  A waiter cancelled
- * before the barrier fills leaves it.
+ * aw_barrier_wait - asyncio's Barrier.wait: a future done, with the
+ * caller's arrival index (0 .. parties-1) as its integer result, once
+ * parties callers are waiting.  The round then drains, as in asyncio:
+ * each of its parties is in the barrier until it has left, and callers
+ * arriving meanwhile wait, uncounted, to enter the next round in order
+ * once the last has left.  Differs from asyncio: a party leaves when its
+ * future's outcome is read (an await resuming with it,
+ * aw_future_result_int(), a then step) or the future is released
+ * (asyncio: when its task resumes); the barrier sees a read at its next
+ * call or at the release of one of its futures.  Fails with AW_EBROKEN when the
+ * barrier is broken, or is reset or aborted while the caller waits or
+ * has not left (the outcome of a party released but not left becomes
+ * AW_EBROKEN: nobody has seen its index).  A waiter cancelled before its
+ * round fills leaves it.
  */
 AW_EXTERN aw_future *aw_barrier_wait(aw_barrier *barrier);
-/* aw_barrier_reset - fail the current waiters with AW_EBROKEN and start
- * over, unbroken.  aw_barrier_abort - break it: waiters now and later
- * fail with AW_EBROKEN until a reset.  Both: 0 or -EINVAL (NULL or
+/* aw_barrier_reset - asyncio's reset: fail with AW_EBROKEN the parties
+ * in the barrier (waiting for the round, or released and not left) and
+ * start over, unbroken; callers waiting for a round to drain are not
+ * broken: they enter the new round.  Differs from asyncio: the parties
+ * broken count as left at once (asyncio's "resetting" holds arrivals
+ * until they have).  aw_barrier_abort - asyncio's abort: break it: the
+ * parties in the barrier, the callers waiting to enter it and later
+ * waits fail with AW_EBROKEN until a reset.  Both: 0 or -EINVAL (NULL or
  * freed).  aw_barrier_broken - 1 when broken, 0 for NULL;
- * aw_barrier_n_waiting, aw_barrier_parties - -EINVAL for NULL or freed. */
+ * aw_barrier_n_waiting - the parties counted for the round filling (0
+ * while one drains); aw_barrier_parties; both -EINVAL for NULL or
+ * freed. */
 AW_EXTERN int aw_barrier_reset(aw_barrier *barrier);
 AW_EXTERN int aw_barrier_abort(aw_barrier *barrier);
 AW_EXTERN int aw_barrier_broken(const aw_barrier *barrier);
