@@ -694,7 +694,8 @@ on_resume(aw_transport *t, void *arg)
 }
 
 static const aw_protocol stream_protocol = {
-    AW_PROTOCOL_SIZE, on_made, on_data, on_eof, on_lost, on_pause, on_resume};
+    AW_PROTOCOL_SIZE, on_made, on_data, on_eof, on_lost, on_pause, on_resume,
+    NULL,             NULL};
 
 /* ---- connecting ------------------------------------------------------------------- */
 
@@ -865,7 +866,7 @@ client_resume(aw_transport *t, void *arg)
 
 static const aw_protocol client_protocol = {
     AW_PROTOCOL_SIZE, client_made,  client_data,  client_eof,
-    client_lost,      client_pause, client_resume};
+    client_lost,      client_pause, client_resume, NULL, NULL};
 
 static aw_future *
 start_server(aw_loop *loop, const char *host, int port, const char *path,
