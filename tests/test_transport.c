@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -1326,6 +1327,48 @@ START_TEST(buffered_protocol_table_checked)
 }
 END_TEST
 
+/* On libevent's select backend a connection whose socket select cannot
+ * watch (FD_SETSIZE and above) fails with -EMFILE instead of being
+ * registered (glibc's FD_SET would abort).  Other backends connect. */
+START_TEST(connect_refuses_a_socket_select_cannot_watch)
+{
+    static struct peer tmpl, client;
+    static int fds[FD_SETSIZE];
+    int select_backend =
+        strcmp(event_base_get_method(aw_loop_get_base(loop)), "select") == 0;
+    aw_server *srv;
+    aw_future *f;
+    int n = 0, fd, rc;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&client, 0, sizeof(client));
+    srv = serve("127.0.0.1", &tmpl);
+    /* Every descriptor below FD_SETSIZE taken: the socket gets one above. */
+    while ((fd = dup(0)) >= 0 && fd < FD_SETSIZE && n < FD_SETSIZE)
+        fds[n++] = fd;
+    if (fd >= FD_SETSIZE)
+        close(fd);
+    f = aw_create_connection(loop, "127.0.0.1", aw_server_port(srv),
+                             &recorder, &client);
+    rc = aw_loop_run_until_complete(loop, f);
+    while (n > 0)
+        close(fds[--n]);
+    if (select_backend) {
+        ck_assert_int_eq(rc, -EMFILE);
+        ck_assert_int_eq(client.nevents, 0);
+    } else {
+        ck_assert_int_eq(rc, 0);
+        aw_transport_abort(client.t);
+        run_until(&client.lost);
+        release_peer(&client);
+        while (nserver_peers == 0 || !server_peers[0].lost)
+            aw_loop_run_once(loop, 0);
+    }
+    aw_future_unref(f);
+    finish(srv);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1356,6 +1399,7 @@ aw_test_suite(void)
     tcase_add_test(tc, buffered_protocol_receives_into_its_own_buffer);
     tcase_add_test(tc, buffered_protocol_empty_buffer_is_an_error);
     tcase_add_test(tc, buffered_protocol_table_checked);
+    tcase_add_test(tc, connect_refuses_a_socket_select_cannot_watch);
     suite_add_tcase(s, tc);
     return s;
 }
