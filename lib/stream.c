@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -54,12 +55,31 @@ aw_bytes_new(const void *data, size_t len)
     return b;
 }
 
-/* The first n bytes of buf, moved into a bytes object. */
+/* The first n bytes of buf, as one allocation with the bytes inline:
+ * below this size a copy costs less than moving chains (and a chain that
+ * holds more than them would be copied anyway). */
+#define BYTES_INLINE_MAX 4096
+
+/* The first n bytes of buf, taken out into a bytes object: copied inline
+ * when small, their chains moved when large. */
 static aw_bytes *
 bytes_from(struct evbuffer *buf, size_t n)
 {
-    aw_bytes *b = aw__malloc(sizeof(*b));
+    aw_bytes *b;
 
+    if (n <= BYTES_INLINE_MAX) {
+        b = aw__malloc(sizeof(*b) + n + 1);
+        if (b == NULL)
+            return NULL;
+        evbuffer_remove(buf, b->inline_data, n);
+        b->inline_data[n] = '\0';
+        b->len = n;
+        b->buf = NULL;
+        b->data = b->inline_data;
+        b->terminated = 1;
+        return b;
+    }
+    b = aw__malloc(sizeof(*b));
     if (b == NULL)
         return NULL;
     b->len = n;
@@ -142,8 +162,13 @@ struct aw_stream {
     aw_future *handed; /* the last read settled with data, until the next */
     int rkind;
     size_t rn;
-    char *sep;
+    const char *sep; /* the caller's while a read starts, then the stream's:
+                        newline, sepbuf or sepheap */
     size_t seplen;
+    char sepbuf[16];
+    char *sepheap; /* a longer separator kept, sepheap_len bytes */
+    size_t sepheap_len;
+    aw_future *drained; /* the settled future every drain not paused gets */
     aw_future **drains;
     size_t ndrains, cap;
     aw_future *closed_fut;
@@ -176,7 +201,8 @@ stream_free(aw_stream *s)
 {
     aw_future_unref(s->reader);
     aw_future_unref(s->handed);
-    aw__free(s->sep);
+    aw__free(s->sepheap);
+    aw_future_unref(s->drained);
     aw__free(s->drains);
     aw_future_unref(s->closed_fut);
     aw_bytes_free(s->partial);
@@ -385,6 +411,38 @@ try_read(aw_stream *s)
     flow(s);
 }
 
+static const char newline[] = "\n";
+
+/* A read that waits keeps its separator: s->sep becomes the stream's own
+ * (the caller's may be gone by the time data arrives).  No copy for a
+ * readline, none for a separator the stream already holds, and no
+ * allocation for one of up to 16 bytes.  0 or -ENOMEM. */
+static int
+keep_sep(aw_stream *s)
+{
+    char *p;
+
+    if (s->sep == newline || s->sep == s->sepbuf || s->sep == s->sepheap)
+        return 0;
+    if (s->seplen <= sizeof(s->sepbuf)) {
+        memmove(s->sepbuf, s->sep, s->seplen);
+        s->sep = s->sepbuf;
+        return 0;
+    }
+    if (s->sepheap == NULL || s->sepheap_len != s->seplen ||
+        memcmp(s->sepheap, s->sep, s->seplen) != 0) {
+        p = aw__malloc(s->seplen);
+        if (p == NULL)
+            return -ENOMEM;
+        memcpy(p, s->sep, s->seplen);
+        aw__free(s->sepheap);
+        s->sepheap = p;
+        s->sepheap_len = s->seplen;
+    }
+    s->sep = s->sepheap;
+    return 0;
+}
+
 static aw_future *
 start_read(aw_stream *s, int kind, size_t n, const void *sep, size_t seplen)
 {
@@ -400,23 +458,22 @@ start_read(aw_stream *s, int kind, size_t n, const void *sep, size_t seplen)
         return aw__future_failed_new(s->loop, AW_EBUSY,
                                      aw__format("another read is waiting"));
     reclaim(s);
-    if (kind == R_UNTIL || kind == R_LINE) {
-        char *copy = aw__malloc(seplen);
-
-        if (copy == NULL)
-            return aw__future_nomem(s->loop);
-        memcpy(copy, sep, seplen);
-        aw__free(s->sep);
-        s->sep = copy;
-        s->seplen = seplen;
-    }
-    f = aw_future_new(s->loop);
+    f = aw_future_new(s->loop); /* from the loop's pools */
     if (f == NULL)
         return aw__future_nomem(s->loop);
+    if (kind == R_UNTIL || kind == R_LINE) {
+        s->sep = sep; /* searched in place while the read is served now */
+        s->seplen = seplen;
+    }
     s->reader = aw_future_ref(f);
     s->rkind = kind;
     s->rn = n;
     try_read(s);
+    if ((kind == R_UNTIL || kind == R_LINE) && s->reader == f &&
+        keep_sep(s) != 0) {
+        s->sep = NULL;
+        fail_read(s, -ENOMEM, "out of memory");
+    }
     return f;
 }
 
@@ -444,7 +501,7 @@ aw_stream_readuntil(aw_stream *s, const void *sep, size_t seplen)
 aw_future *
 aw_stream_readline(aw_stream *s)
 {
-    return start_read(s, R_LINE, 0, "\n", 1);
+    return start_read(s, R_LINE, 0, newline, 1);
 }
 
 aw_bytes *
@@ -464,6 +521,27 @@ aw_stream_at_eof(const aw_stream *s)
 {
     return s != NULL && s->eof && evbuffer_get_length(s->buf) == 0 &&
            !abandoned(s->handed);
+}
+
+size_t
+aw_stream_buffered(const aw_stream *s)
+{
+    if (s == NULL)
+        return 0;
+    return evbuffer_get_length(s->buf) +
+           (abandoned(s->handed) ? aw_bytes_len(s->handed->v.ptr) : 0);
+}
+
+ssize_t
+aw_stream_peek(aw_stream *s, void *buf, size_t n)
+{
+    if (s == NULL || (buf == NULL && n > 0))
+        return -EINVAL;
+    if (s->reader == NULL)
+        reclaim(s); /* what a read abandoned comes first */
+    if (n > (size_t)SSIZE_MAX)
+        n = (size_t)SSIZE_MAX;
+    return n > 0 ? (ssize_t)evbuffer_copyout(s->buf, buf, n) : 0;
 }
 
 int
@@ -516,8 +594,17 @@ aw_stream_drain(aw_stream *s)
     if (s->lost || s->closed)
         return aw__future_failed_new(s->loop, gone_error(s, -EPIPE),
                                      aw__format("connection lost"));
-    if (!s->paused_writing)
-        return aw_future_resolved(s->loop, NULL, NULL);
+    if (!s->paused_writing) {
+        /* One settled future, shared by every such drain: no allocation
+         * per call (it has no result to take). */
+        if (s->drained == NULL) {
+            d = aw_future_resolved(s->loop, NULL, NULL);
+            if (d == NULL || d->state != AW_FUTURE_DONE)
+                return d; /* the shared out-of-memory future */
+            s->drained = d;
+        }
+        return aw_future_ref(s->drained);
+    }
     if (s->ndrains == s->cap) {
         size_t cap = s->cap ? 2 * s->cap : 4;
 
@@ -694,7 +781,8 @@ on_resume(aw_transport *t, void *arg)
 }
 
 static const aw_protocol stream_protocol = {
-    AW_PROTOCOL_SIZE, on_made, on_data, on_eof, on_lost, on_pause, on_resume};
+    AW_PROTOCOL_SIZE, on_made, on_data, on_eof, on_lost, on_pause, on_resume,
+    NULL,             NULL};
 
 /* ---- connecting ------------------------------------------------------------------- */
 
@@ -865,7 +953,7 @@ client_resume(aw_transport *t, void *arg)
 
 static const aw_protocol client_protocol = {
     AW_PROTOCOL_SIZE, client_made,  client_data,  client_eof,
-    client_lost,      client_pause, client_resume};
+    client_lost,      client_pause, client_resume, NULL, NULL};
 
 static aw_future *
 start_server(aw_loop *loop, const char *host, int port, const char *path,

@@ -24,8 +24,10 @@ aw_future *aw__create_server(aw_loop *loop, const char *host, int port,
                              void *arg, aw_destroy_fn arg_destroy, int flags,
                              int backlog);
 
-/* Deliver what arrives as the bufferevent's input buffer (to move it
- * without a copy) rather than through data_received. */
+/* Deliver what arrives as the transport's own input buffer rather than
+ * through data_received: the sink moves it (evbuffer_add_buffer, no
+ * copy) and must leave `in` empty, or abort the transport.  Called from
+ * the loop only, while the transport is open and reading. */
 struct evbuffer;
 typedef void (*aw__buffer_sink_fn)(aw_transport *t, struct evbuffer *in,
                                    void *arg);

@@ -1,17 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* transport.c: transports and protocols on libevent bufferevents and
+/* transport.c: transports and protocols on plain libevent events and
  * listeners (asyncio's selector transports).
  *
- * The bufferevent reads (and connects); it never writes.  Writes are the
- * transport's own: send()/sendmsg() with MSG_NOSIGNAL, so that a peer that
- * went away is an error code and never a SIGPIPE (libevent 2.1 writes with
- * writev, which raises it, and a library must not change the process's
- * signal dispositions).  A write with nothing queued goes to the socket at
- * once; only what the kernel did not take is queued, and writability is
- * watched, by a plain event, only while something is queued.
+ * A transport owns its socket and two events.  The read event stays
+ * registered while reading is not paused (no epoll_ctl per read); a
+ * wake-up reads straight into the transport's buffer, or the buffered
+ * protocol's, with an offer that adapts to what arrives.  End of file and
+ * errors come from read()'s result.  Writes go to the socket at once when
+ * nothing is queued (send()/sendmsg() with MSG_NOSIGNAL: a peer that went
+ * away is an error code, never a SIGPIPE, and the process's signal
+ * dispositions are left alone); only what the kernel did not take is
+ * queued, and the write event is pending only while something is.  A
+ * connection under way uses the write event to learn that it completed.
  *
- * Bufferevents run with BEV_OPT_DEFER_CALLBACKS, so that no protocol
- * callback ever runs inside a transport call; what a call decides
+ * Protocol callbacks run from libevent's callbacks or from the ready
+ * queue, never inside a transport call; what a call decides
  * (pause_writing, connection_lost) is scheduled on the ready queue.  A
  * transport holds a reference to itself from its creation until
  * connection_lost has been delivered. */
@@ -20,10 +23,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -31,7 +34,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -47,12 +49,15 @@
 #define DEFAULT_LOW (16 * 1024)
 #define DEFAULT_BACKLOG 128
 #define ACCEPT_RETRY_DELAY 0.1
-/* libevent 2.1 reads at most 4 KiB per read event (EVBUFFER_MAX_READ);
- * a read that got that much is topped up from the socket, up to 64 KiB
- * in all, so a fast peer's data is taken in by as few wake-ups as it
- * arrived in, not one per 4 KiB. */
-#define BEV_READ_CAP 4096
-#define TOPUP_MAX (60 * 1024)
+/* The size a read offers adapts: a read that fills its offer doubles it
+ * and reads again at once (the socket likely holds more), one that uses
+ * less than a quarter halves it.  A fast peer's data comes in as few
+ * system calls as it arrived in, a slow one's in small buffers, and no
+ * probe (FIONREAD) is needed.  At most READ_MAX bytes a wake-up, so that
+ * one connection cannot hold the loop. */
+#define READ_MIN 4096
+#define READ_START 16384
+#define READ_MAX (256 * 1024)
 /* iovecs given to one sendmsg() of the queue */
 #define SEND_IOV 16
 
@@ -60,26 +65,39 @@ enum tstate { T_CONNECTING, T_OPEN, T_CLOSING, T_LOST };
 
 struct aw_transport {
     aw_loop *loop;
-    struct bufferevent *bev; /* NULL once lost; reads only */
-    struct evbuffer *out;    /* what the kernel did not take yet */
-    struct event *wev;       /* writability, pending while out has data */
+    struct event *rev;    /* readability: pending while reading */
+    struct evbuffer *in;  /* read, not delivered yet */
+    struct evbuffer *out; /* what the kernel did not take yet */
+    struct event *wev;    /* the connect under way; then writability,
+                             pending while out has data */
     const aw_protocol *proto;
     void *user;
     aw_server *server;
     aw_transport *srv_prev, *srv_next;
     aw_transport *live_prev, *live_next; /* the loop's, for the census */
     aw_future *connecting; /* the create_connection future, while pending */
+    struct evdns_getaddrinfo_request *dnsreq; /* the name, being resolved */
+    struct evutil_addrinfo *addrs;     /* connecting: the addresses */
+    struct evutil_addrinfo *next_addr; /* the next one to try */
     aw__buffer_sink_fn sink;
     size_t high, low;
+    size_t rsize; /* what the next read offers */
     unsigned refs;
     int fd;
     int lost_error;
+    int connect_error; /* the last address's */
     unsigned state : 2;
-    unsigned reading : 1;
+    unsigned reading : 1;     /* not paused */
+    unsigned rev_on : 1;      /* rev is pending */
+    unsigned eof_read : 1;    /* read() said end of file */
+    unsigned eof_told : 1;    /* eof_received was called */
+    unsigned soon : 1;        /* a delivery is scheduled */
+    unsigned resolving : 1;   /* the resolver's callback has not run */
     unsigned eof_pending : 1; /* write_eof once the buffer is flushed */
     unsigned eof_sent : 1;
     unsigned paused : 1; /* the protocol was told to pause writing */
     unsigned made : 1;   /* connection_made was called */
+    unsigned tcp : 1;    /* TCP (IPv4 or IPv6), not a Unix socket */
 };
 
 struct aw_server {
@@ -107,13 +125,22 @@ struct aw_server {
 #define PROTO_HAS(p, m)                                                      \
     ((p)->size >= offsetof(aw_protocol, m) + sizeof((p)->m))
 
+/* The protocol lends the buffers reads go into (a buffered protocol). */
+static int
+buffered(const aw_protocol *p)
+{
+    return PROTO_HAS(p, get_buffer) && p->get_buffer != NULL;
+}
+
+/* A known size; a buffered protocol has both of its members. */
 static int
 protocol_ok(const aw_protocol *proto)
 {
     return proto != NULL && proto->size >= PROTOCOL_V1_SIZE &&
-           proto->size <= sizeof(aw_protocol);
+           proto->size <= sizeof(aw_protocol) &&
+           (!buffered(proto) || (PROTO_HAS(proto, buffer_updated) &&
+                                 proto->buffer_updated != NULL));
 }
-
 /* ---- the loop's resolver ------------------------------------------------------- */
 
 static void
@@ -151,8 +178,7 @@ aw__loop_dns(aw_loop *loop)
 
 /* ---- transports ---------------------------------------------------------------- */
 
-static void readcb(struct bufferevent *bev, void *arg);
-static void eventcb(struct bufferevent *bev, short what, void *arg);
+static void readable_cb(evutil_socket_t fd, short what, void *arg);
 
 static aw_transport *
 transport_new(aw_loop *loop, const aw_protocol *proto, void *user)
@@ -162,11 +188,17 @@ transport_new(aw_loop *loop, const aw_protocol *proto, void *user)
 
     if (t == NULL)
         return NULL;
+    t->in = evbuffer_new();
+    if (t->in == NULL) {
+        aw__free(t);
+        return NULL;
+    }
     t->loop = loop;
     t->proto = proto;
     t->user = user;
     t->high = DEFAULT_HIGH;
     t->low = DEFAULT_LOW;
+    t->rsize = READ_START;
     t->refs = 1; /* its own, until connection_lost is delivered */
     t->fd = -1;
     s = aw__loop_net_slot(loop);
@@ -190,6 +222,9 @@ transport_free(aw_transport *t)
         s->transports = t->live_next;
     if (t->live_next != NULL)
         t->live_next->live_prev = t->live_prev;
+    if (t->fd >= 0) /* never opened: a connect that could not start */
+        close(t->fd);
+    evbuffer_free(t->in);
     aw__loop_track(t->loop, -1);
     aw__free(t);
 }
@@ -233,7 +268,9 @@ deliver_lost(aw_loop *loop, void *arg)
     return 0;
 }
 
-/* The connection is over: free the socket, tell the protocol soon. */
+/* The connection is over: free the socket, tell the protocol soon.  What
+ * was read and not delivered stays until the transport is freed: a
+ * data_received under way may still be looking at it. */
 static void
 lose(aw_transport *t, int error)
 {
@@ -241,18 +278,30 @@ lose(aw_transport *t, int error)
         return;
     t->state = T_LOST;
     t->lost_error = error;
-    if (t->bev != NULL) {
-        bufferevent_free(t->bev); /* closes the socket */
-        t->bev = NULL;
+    if (t->dnsreq != NULL) { /* its callback still comes, and finds this */
+        evdns_getaddrinfo_cancel(t->dnsreq);
+        t->dnsreq = NULL;
     }
-    t->fd = -1;
+    if (t->rev != NULL) {
+        event_free(t->rev);
+        t->rev = NULL;
+        t->rev_on = 0;
+    }
     if (t->wev != NULL) {
         event_free(t->wev);
         t->wev = NULL;
     }
+    if (t->fd >= 0) {
+        close(t->fd);
+        t->fd = -1;
+    }
     if (t->out != NULL) {
         evbuffer_free(t->out);
         t->out = NULL;
+    }
+    if (t->addrs != NULL) {
+        evutil_freeaddrinfo(t->addrs);
+        t->addrs = t->next_addr = NULL;
     }
     if (aw_loop_call_soon(t->loop, deliver_lost, t, NULL) != 0)
         deliver_lost(t->loop, t); /* out of memory: now rather than never */
@@ -288,105 +337,236 @@ out_len(const aw_transport *t)
     return t->out != NULL ? evbuffer_get_length(t->out) : 0;
 }
 
+/* The read event is pending exactly while the transport is open, reading
+ * is not paused and no end of file was read. */
 static void
-setup_bev(aw_transport *t, struct bufferevent *bev)
+update_reading(aw_transport *t)
 {
-    t->bev = bev;
-    bufferevent_setcb(bev, readcb, NULL, eventcb, t);
+    int want = t->state == T_OPEN && t->reading && !t->eof_read;
+
+    if (want && !t->rev_on && t->rev != NULL) {
+        if (event_add(t->rev, NULL) == 0)
+            t->rev_on = 1;
+    } else if (!want && t->rev_on) {
+        event_del(t->rev);
+        t->rev_on = 0;
+    }
+}
+
+/* The socket is the transport's from now: its read event (not pending
+ * yet).  0 or -ENOMEM. */
+static int
+attach_socket(aw_transport *t, int fd, int tcp)
+{
+    t->rev = event_new(aw_loop_get_base(t->loop), fd, EV_READ | EV_PERSIST,
+                       readable_cb, t);
+    if (t->rev == NULL)
+        return -ENOMEM;
+    t->fd = fd;
+    t->tcp = tcp != 0;
+    return 0;
 }
 
 static void
 opened(aw_transport *t)
 {
     t->state = T_OPEN;
-    t->fd = (int)bufferevent_getfd(t->bev);
     t->reading = 1;
-    bufferevent_disable(t->bev, EV_WRITE); /* writes are ours */
-    bufferevent_enable(t->bev, EV_READ);
+    update_reading(t);
     t->made = 1;
     if (t->proto->connection_made != NULL)
         t->proto->connection_made(t, t->user);
 }
 
-/* Read what else is waiting on the socket into in, up to TOPUP_MAX.
- * Returns 0, or the socket's error (then the connection is lost once
- * what was read has been delivered). */
+/* The peer's end of file, once what came before it was delivered. */
+static void
+deliver_eof(aw_transport *t)
+{
+    int keep = 0;
+
+    if (!t->eof_read || t->eof_told || t->state != T_OPEN || !t->reading ||
+        evbuffer_get_length(t->in) > 0)
+        return;
+    t->eof_told = 1;
+    if (t->proto->eof_received != NULL)
+        keep = t->proto->eof_received(t, t->user);
+    if (t->state != T_OPEN)
+        return;
+    t->reading = 0;
+    if (!keep)
+        aw_transport_close(t);
+}
+
+/* Hand what was read to the protocol, as long as it keeps reading. */
+static void
+deliver(aw_transport *t)
+{
+    size_t n;
+
+    if (t->sink != NULL) {
+        if (t->state == T_OPEN && t->reading &&
+            evbuffer_get_length(t->in) > 0)
+            t->sink(t, t->in, t->user);
+    } else {
+        while (t->state == T_OPEN && t->reading &&
+               (n = evbuffer_get_contiguous_space(t->in)) > 0) {
+            unsigned char *p = evbuffer_pullup(t->in, (ev_ssize_t)n);
+
+            if (t->proto->data_received != NULL)
+                t->proto->data_received(t, p, n, t->user);
+            if (t->state == T_LOST)
+                return; /* p may still be in use up the stack */
+            evbuffer_drain(t->in, n);
+        }
+    }
+    deliver_eof(t);
+}
+
 static int
-top_up(aw_transport *t, struct evbuffer *in)
+deliver_soon(aw_loop *loop, void *arg)
+{
+    aw_transport *t = arg;
+
+    (void)loop;
+    t->soon = 0;
+    deliver(t);
+    aw_transport_unref(t);
+    return 0;
+}
+
+/* The next offer after a read of got bytes on an offer of size: is the
+ * socket likely to hold more?  1 when it filled the offer. */
+static int
+adapt(aw_transport *t, size_t size, size_t got)
+{
+    if (got >= size) {
+        if (t->rsize < READ_MAX)
+            t->rsize *= 2;
+        return 1;
+    }
+    if (got < t->rsize / 4 && t->rsize > READ_MIN)
+        t->rsize /= 2;
+    return 0;
+}
+
+/* Read once into t->in, offering t->rsize bytes.  The count, 0 at end of
+ * file, -EAGAIN, or another -errno (-ENOMEM when no room could be made). */
+static ssize_t
+read_some(aw_transport *t, size_t *offered)
 {
     struct evbuffer_iovec v[2];
     struct iovec iov[2];
-    size_t want, left;
+    size_t left;
     ssize_t r;
-    int avail = 0, nv, i;
+    int nv, i;
 
-    if (ioctl(t->fd, FIONREAD, &avail) != 0 || avail <= 0)
-        return 0; /* nothing waiting, or an end of file: libevent's turn */
-    want = avail < TOPUP_MAX ? (size_t)avail : TOPUP_MAX;
-    /* The bufferevent keeps the end of its input frozen but while it
-     * reads: so do we. */
-    evbuffer_unfreeze(in, 0);
-    nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
-    if (nv <= 0) {
-        evbuffer_freeze(in, 0);
-        return 0; /* out of memory: libevent reads it later */
-    }
-    for (i = 0, left = want; i < nv; i++) {
+    nv = evbuffer_reserve_space(t->in, (ev_ssize_t)t->rsize, v, 2);
+    if (nv <= 0)
+        return -ENOMEM;
+    for (i = 0, left = t->rsize, *offered = 0; i < nv; i++) {
         if (v[i].iov_len > left)
             v[i].iov_len = left;
         left -= v[i].iov_len;
+        *offered += v[i].iov_len;
         iov[i].iov_base = v[i].iov_base;
         iov[i].iov_len = v[i].iov_len;
     }
     do
-        r = readv(t->fd, iov, nv);
+        r = nv == 1 ? read(t->fd, iov[0].iov_base, iov[0].iov_len)
+                    : readv(t->fd, iov, nv);
     while (r < 0 && errno == EINTR);
     if (r < 0) {
-        int error = errno;
+        int error = errno == EWOULDBLOCK ? EAGAIN : errno;
 
-        evbuffer_commit_space(in, v, 0);
-        evbuffer_freeze(in, 0);
-        return error == EAGAIN || error == EWOULDBLOCK ? 0 : -error;
+        evbuffer_commit_space(t->in, v, 0);
+        return -error;
     }
     for (i = 0, left = (size_t)r; i < nv; i++) {
         if (v[i].iov_len > left)
             v[i].iov_len = left;
         left -= v[i].iov_len;
     }
-    evbuffer_commit_space(in, v, nv);
-    evbuffer_freeze(in, 0);
-    return 0;
+    evbuffer_commit_space(t->in, v, nv);
+    return r;
+}
+
+/* A buffered protocol's wake-up: read into the buffers it lends.  A
+ * buffer that is NULL or empty is the protocol's failure (asyncio's
+ * "get_buffer() returned an empty buffer"): reported, and the connection
+ * lost with -ENOBUFS. */
+static void
+read_lent(aw_transport *t)
+{
+    size_t total = 0;
+
+    while (t->state == T_OPEN && t->reading) {
+        size_t len = 0;
+        void *buf = t->proto->get_buffer(t, t->rsize, &len, t->user);
+        ssize_t r;
+
+        if (t->state != T_OPEN || !t->reading)
+            return;
+        if (buf == NULL || len == 0) {
+            aw__loop_report(t->loop, -ENOBUFS, NULL, NULL,
+                            "transport: the protocol's get_buffer() "
+                            "returned %s; connection lost",
+                            buf == NULL ? "NULL" : "an empty buffer");
+            lose(t, -ENOBUFS);
+            return;
+        }
+        do
+            r = read(t->fd, buf, len);
+        while (r < 0 && errno == EINTR);
+        if (r < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                lose(t, -errno);
+            return;
+        }
+        if (r == 0) {
+            t->eof_read = 1;
+            update_reading(t);
+            deliver_eof(t);
+            return;
+        }
+        t->proto->buffer_updated(t, (size_t)r, t->user);
+        total += (size_t)r;
+        if (!adapt(t, len, (size_t)r) || total >= READ_MAX)
+            return;
+    }
 }
 
 static void
-readcb(struct bufferevent *bev, void *arg)
+readable_cb(evutil_socket_t fd, short what, void *arg)
 {
     aw_transport *t = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    int error = 0;
-    size_t n;
+    size_t total = 0, offered;
+    ssize_t r = 0;
 
-    if (t->reading && t->fd >= 0 &&
-        evbuffer_get_length(in) >= BEV_READ_CAP)
-        error = top_up(t, in);
+    (void)fd;
+    (void)what;
+    if (t->state != T_OPEN || !t->reading)
+        return;
     aw_transport_ref(t);
-    if (t->sink != NULL) {
-        if (t->reading)
-            t->sink(t, in, t->user);
-    } else {
-        while (t->bev == bev && t->reading &&
-               (n = evbuffer_get_contiguous_space(in)) > 0) {
-            unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
-
-            if (t->proto->data_received != NULL)
-                t->proto->data_received(t, p, n, t->user);
-            if (t->bev != bev)
-                break; /* lost in the callback: the buffer went with it */
-            evbuffer_drain(in, n);
-        }
+    if (buffered(t->proto)) {
+        read_lent(t);
+        aw_transport_unref(t);
+        return;
     }
-    if (error != 0 && t->bev == bev)
-        lose(t, error);
+    for (;;) {
+        r = read_some(t, &offered);
+        if (r <= 0)
+            break;
+        total += (size_t)r;
+        if (!adapt(t, offered, (size_t)r) || total >= READ_MAX)
+            break;
+    }
+    if (r == 0) {
+        t->eof_read = 1;
+        update_reading(t);
+    }
+    deliver(t);
+    if (r < 0 && r != -EAGAIN && t->state != T_LOST)
+        lose(t, (int)r); /* after what came before the error */
     aw_transport_unref(t);
 }
 
@@ -482,64 +662,12 @@ queue_rest(aw_transport *t, const void *data, size_t len)
     if (t->out == NULL && (t->out = evbuffer_new()) == NULL)
         return -ENOMEM;
     if (t->wev == NULL &&
-        (t->wev = event_new(aw_loop_get_base(t->loop), t->fd, EV_WRITE,
-                            writable_cb, t)) == NULL)
+        (t->wev = event_new(aw_loop_get_base(t->loop), t->fd,
+                            EV_WRITE | EV_PERSIST, writable_cb, t)) == NULL)
         return -ENOMEM;
     return evbuffer_add(t->out, data, len) == 0 ? 0 : -ENOMEM;
 }
 
-static int connect_failed(aw_transport *t, int error, char *msg);
-
-static void
-eventcb(struct bufferevent *bev, short what, void *arg)
-{
-    aw_transport *t = arg;
-    int err = EVUTIL_SOCKET_ERROR();
-
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED) {
-        aw_future *f = t->connecting;
-
-        t->connecting = NULL;
-        if (f == NULL || f->state != AW_FUTURE_PENDING) {
-            /* Cancelled meanwhile: nobody wants it. */
-            aw_future_unref(f);
-            lose(t, 0);
-            return;
-        }
-        opened(t);
-        aw_future_set_result(f, aw_transport_ref(t), unref_destroy);
-        aw_future_unref(f);
-        return;
-    }
-    if (t->state == T_CONNECTING) {
-        int dns = bufferevent_socket_get_dns_error(bev);
-
-        if (dns != 0)
-            connect_failed(t, aw__gai_error(dns, err),
-                           aw__format("%s", evutil_gai_strerror(dns)));
-        else
-            connect_failed(t, err != 0 ? -err : -ECONNREFUSED, NULL);
-        return;
-    }
-    if (what & BEV_EVENT_ERROR) {
-        lose(t, err != 0 ? -err : -EIO);
-        return;
-    }
-    if (what & BEV_EVENT_EOF) {
-        int keep = 0;
-
-        if (t->proto->eof_received != NULL)
-            keep = t->proto->eof_received(t, t->user);
-        if (t->state == T_LOST)
-            return;
-        if (t->bev != NULL)
-            bufferevent_disable(t->bev, EV_READ);
-        t->reading = 0;
-        if (!keep)
-            aw_transport_close(t);
-    }
-}
 
 int
 aw_transport_write(aw_transport *t, const void *data, size_t len)
@@ -608,7 +736,7 @@ aw_transport_close(aw_transport *t)
         return 0;
     t->state = T_CLOSING;
     t->reading = 0;
-    bufferevent_disable(t->bev, EV_READ);
+    update_reading(t);
     if (out_len(t) == 0)
         lose(t, 0);
     return 0;
@@ -637,7 +765,7 @@ aw_transport_pause_reading(aw_transport *t)
     if (t->state != T_OPEN)
         return AW_ECLOSED;
     t->reading = 0;
-    bufferevent_disable(t->bev, EV_READ);
+    update_reading(t);
     return 0;
 }
 
@@ -648,11 +776,20 @@ aw_transport_resume_reading(aw_transport *t)
         return -EINVAL;
     if (t->state != T_OPEN)
         return AW_ECLOSED;
+    if (t->reading)
+        return 0;
     t->reading = 1;
-    bufferevent_enable(t->bev, EV_READ);
-    /* Data that arrived while paused is delivered from the loop. */
-    if (evbuffer_get_length(bufferevent_get_input(t->bev)) > 0)
-        bufferevent_trigger(t->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+    update_reading(t);
+    /* What was read while paused (an end of file too) is delivered from
+     * the loop, never inside this call. */
+    if ((evbuffer_get_length(t->in) > 0 || (t->eof_read && !t->eof_told)) &&
+        !t->soon) {
+        aw_transport_ref(t);
+        if (aw_loop_call_soon(t->loop, deliver_soon, t, NULL) == 0)
+            t->soon = 1;
+        else
+            aw_transport_unref(t);
+    }
     return 0;
 }
 
@@ -835,6 +972,54 @@ aw_transport_loop(const aw_transport *t)
     return t != NULL ? t->loop : NULL;
 }
 
+
+/* An option of an open TCP socket.  0 or an error; nothing changes on
+ * one. */
+static int
+tcp_option(const aw_transport *t)
+{
+    if (t == NULL)
+        return -EINVAL;
+    if (t->fd < 0 || (t->state != T_OPEN && t->state != T_CLOSING))
+        return AW_ECLOSED;
+    return t->tcp ? 0 : -EOPNOTSUPP;
+}
+
+int
+aw_transport_set_nodelay(aw_transport *t, int enable)
+{
+    int on = enable != 0, rc = tcp_option(t);
+
+    if (rc != 0)
+        return rc;
+    if (setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0)
+        return -errno;
+    return 0;
+}
+
+int
+aw_transport_set_keepalive(aw_transport *t, int enable, unsigned delay)
+{
+    int on = enable != 0, d = (int)delay, rc = tcp_option(t);
+
+    if (rc != 0)
+        return rc;
+    if (on && (delay == 0 || delay > 32767)) /* Linux's TCP_KEEPIDLE cap */
+        return -EINVAL;
+#if defined(TCP_KEEPIDLE)
+    if (on && setsockopt(t->fd, IPPROTO_TCP, TCP_KEEPIDLE, &d, sizeof(d)) != 0)
+        return -errno;
+#elif defined(TCP_KEEPALIVE)
+    if (on &&
+        setsockopt(t->fd, IPPROTO_TCP, TCP_KEEPALIVE, &d, sizeof(d)) != 0)
+        return -errno;
+#else
+    (void)d;
+#endif
+    if (setsockopt(t->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0)
+        return -errno;
+    return 0;
+}
 /* ---- connecting ------------------------------------------------------------------ */
 
 static int
@@ -867,6 +1052,152 @@ connect_watch(aw_future *f, void *arg)
     return 0;
 }
 
+static void connect_next(aw_transport *t);
+
+/* The connect under way completed, one way or the other. */
+static void
+connect_cb(evutil_socket_t fd, short what, void *arg)
+{
+    aw_transport *t = arg;
+    aw_future *f;
+    socklen_t len = sizeof(int);
+    int err = 0;
+
+    (void)what;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    event_free(t->wev);
+    t->wev = NULL;
+    if (err != 0) { /* the next address, if there is one */
+        t->connect_error = -err;
+        event_free(t->rev);
+        t->rev = NULL;
+        close(t->fd);
+        t->fd = -1;
+        connect_next(t);
+        return;
+    }
+    if (t->addrs != NULL) {
+        evutil_freeaddrinfo(t->addrs);
+        t->addrs = t->next_addr = NULL;
+    }
+    f = t->connecting;
+    t->connecting = NULL;
+    if (f == NULL || f->state != AW_FUTURE_PENDING) {
+        aw_future_unref(f); /* cancelled meanwhile: nobody wants it */
+        lose(t, 0);
+        return;
+    }
+    opened(t);
+    aw_future_set_result(f, aw_transport_ref(t), unref_destroy);
+    aw_future_unref(f);
+}
+
+/* Start connecting a new socket to sa; the write event tells when it is
+ * done (also when connect() succeeded at once: connection_made is never
+ * called inside aw_create_*connection).  0 or an -errno. */
+static int
+start_connect(aw_transport *t, const struct sockaddr *sa, socklen_t salen)
+{
+    int tcp = sa->sa_family == AF_INET || sa->sa_family == AF_INET6;
+    int fd, rc, one = 1;
+
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    rc = aw__loop_fd_watchable(t->loop, fd);
+    /* TCP_NODELAY by default, as asyncio and uvloop: a write-pause-write
+     * exchange does not wait for the peer's delayed ACK. */
+    if (rc == 0 && tcp &&
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+        rc = -errno;
+    if (rc == 0 && connect(fd, sa, salen) != 0 && errno != EINPROGRESS &&
+        errno != EINTR)
+        rc = -errno;
+    if (rc == 0 && (rc = attach_socket(t, fd, tcp)) == 0) {
+        t->wev = event_new(aw_loop_get_base(t->loop), fd, EV_WRITE,
+                           connect_cb, t);
+        if (t->wev == NULL || event_add(t->wev, NULL) != 0) {
+            event_free(t->rev);
+            t->rev = NULL;
+            if (t->wev != NULL)
+                event_free(t->wev);
+            t->wev = NULL;
+            t->fd = -1;
+            rc = -ENOMEM;
+        }
+    }
+    if (rc != 0)
+        close(fd);
+    return rc;
+}
+
+/* Try the addresses left in turn (asyncio does, without happy eyeballs);
+ * none left, the connection fails with the last one's error. */
+static void
+connect_next(aw_transport *t)
+{
+    while (t->next_addr != NULL) {
+        struct evutil_addrinfo *ai = t->next_addr;
+        int rc;
+
+        t->next_addr = ai->ai_next;
+        rc = start_connect(t, ai->ai_addr, (socklen_t)ai->ai_addrlen);
+        if (rc == 0)
+            return;
+        t->connect_error = rc;
+    }
+    connect_failed(t, t->connect_error != 0 ? t->connect_error
+                                            : -ECONNREFUSED,
+                   NULL);
+}
+
+/* The loop's resolver answered (or the request was cancelled). */
+static void
+resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    aw_transport *t = arg;
+
+    t->dnsreq = NULL;
+    t->resolving = 0;
+    if (t->state != T_CONNECTING) {
+        if (res != NULL) /* abandoned meanwhile */
+            evutil_freeaddrinfo(res);
+    } else if (result != 0) {
+        connect_failed(t, aw__gai_error(result, errno),
+                       aw__format("%s", evutil_gai_strerror(result)));
+    } else {
+        t->addrs = t->next_addr = res;
+        connect_next(t);
+    }
+    aw_transport_unref(t); /* the request's */
+}
+
+/* host as a literal IPv4 or IPv6 address: 1 with *ss and *len set; 0
+ * for a name (or an address with a scope, left to the resolver). */
+static int
+numeric_addr(const char *host, int port, struct sockaddr_storage *ss,
+             socklen_t *len)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((unsigned short)port);
+        *len = sizeof(*in);
+        return 1;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((unsigned short)port);
+        *len = sizeof(*in6);
+        return 1;
+    }
+    return 0;
+}
+
 /* A transport for a connection under way, and the future for it. */
 static aw_future *
 connect_start(aw_loop *loop, const aw_protocol *proto, void *arg,
@@ -874,27 +1205,19 @@ connect_start(aw_loop *loop, const aw_protocol *proto, void *arg,
 {
     aw_transport *t;
     aw_future *f;
-    struct bufferevent *bev;
 
     *tp = NULL;
     f = aw_future_new(loop);
     if (f == NULL)
         return aw__future_nomem(loop);
     t = transport_new(loop, proto, arg);
-    bev = t != NULL ? bufferevent_socket_new(aw_loop_get_base(loop), -1,
-                                             BEV_OPT_CLOSE_ON_FREE |
-                                                 BEV_OPT_DEFER_CALLBACKS)
-                    : NULL;
-    if (bev == NULL || aw__future_attach(f, connect_watch, t) != 0) {
-        if (bev != NULL)
-            bufferevent_free(bev);
+    if (t == NULL || aw__future_attach(f, connect_watch, t) != 0) {
         if (t != NULL)
             transport_free(t);
         aw_future_unref(f);
         return aw__future_nomem(loop);
     }
     aw_transport_ref(t); /* for connect_watch */
-    setup_bev(t, bev);
     t->connecting = aw_future_ref(f);
     *tp = t;
     return f;
@@ -904,9 +1227,14 @@ aw_future *
 aw_create_connection(aw_loop *loop, const char *host, int port,
                      const aw_protocol *proto, void *arg)
 {
+    struct evutil_addrinfo hints;
+    struct evdns_getaddrinfo_request *req;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    struct evdns_base *dns;
+    char portstr[16];
     aw_transport *t;
     aw_future *f;
-    struct evdns_base *dns;
 
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
@@ -914,14 +1242,33 @@ aw_create_connection(aw_loop *loop, const char *host, int port,
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_create_connection: bad "
                                                 "host, port or protocol"));
-    dns = aw__loop_dns(loop);
     f = connect_start(loop, proto, arg, &t);
     if (t == NULL)
         return f;
-    if (bufferevent_socket_connect_hostname(t->bev, dns, AF_UNSPEC, host,
-                                            port) != 0)
-        connect_failed(t, -errno != 0 ? -errno : -EHOSTUNREACH,
-                       aw__format("cannot connect to %s:%d", host, port));
+    if (numeric_addr(host, port, &ss, &sslen)) { /* no resolver needed */
+        int rc = start_connect(t, (struct sockaddr *)&ss, sslen);
+
+        if (rc != 0)
+            connect_failed(t, rc,
+                           aw__format("cannot connect to %s:%d", host, port));
+        return f;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    dns = aw__loop_dns(loop);
+    if (dns == NULL) {
+        connect_failed(t, -ENOMEM, NULL);
+        return f;
+    }
+    /* The hosts file answers inside the call. */
+    aw_transport_ref(t); /* the request's */
+    t->resolving = 1;
+    req = evdns_getaddrinfo(dns, host, portstr, &hints, resolved, t);
+    if (t->resolving)
+        t->dnsreq = req;
     return f;
 }
 
@@ -932,6 +1279,7 @@ aw_create_unix_connection(aw_loop *loop, const char *path,
     struct sockaddr_un sun;
     aw_transport *t;
     aw_future *f;
+    int rc;
 
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
@@ -946,13 +1294,9 @@ aw_create_unix_connection(aw_loop *loop, const char *path,
     f = connect_start(loop, proto, arg, &t);
     if (t == NULL)
         return f;
-    if (bufferevent_socket_connect(t->bev, (struct sockaddr *)&sun,
-                                   (int)sizeof(sun)) != 0) {
-        int err = errno;
-
-        connect_failed(t, err != 0 ? -err : -ECONNREFUSED,
-                       aw__format("cannot connect to %s", path));
-    }
+    rc = start_connect(t, (struct sockaddr *)&sun, sizeof(sun));
+    if (rc != 0)
+        connect_failed(t, rc, aw__format("cannot connect to %s", path));
     return f;
 }
 
@@ -980,10 +1324,9 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 {
     aw_server *srv = arg;
     aw_transport *t;
-    struct bufferevent *bev;
+    int tcp = sa->sa_family == AF_INET || sa->sa_family == AF_INET6, one = 1;
 
     (void)l;
-    (void)sa;
     (void)len;
     if (aw__loop_fd_watchable(srv->loop, fd) != 0) {
         evutil_closesocket(fd);
@@ -994,11 +1337,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
         return;
     }
     t = transport_new(srv->loop, srv->proto, srv->arg);
-    bev = t != NULL ? bufferevent_socket_new(aw_loop_get_base(srv->loop), fd,
-                                             BEV_OPT_CLOSE_ON_FREE |
-                                                 BEV_OPT_DEFER_CALLBACKS)
-                    : NULL;
-    if (bev == NULL) {
+    if (t == NULL || attach_socket(t, fd, tcp) != 0) {
         evutil_closesocket(fd);
         if (t != NULL)
             transport_free(t);
@@ -1006,7 +1345,10 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                         "server: connection dropped, out of memory");
         return;
     }
-    setup_bev(t, bev);
+    /* TCP_NODELAY by default (asyncio, uvloop); a system that refuses it
+     * leaves Nagle on, as aw_transport_set_nodelay() would tell. */
+    if (tcp)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     t->server = srv;
     t->srv_next = srv->conns;
     if (srv->conns != NULL)
@@ -1089,7 +1431,8 @@ server_add(aw_server *srv, evutil_socket_t fd, int backlog)
         return -ENOMEM;
     srv->ls = ls;
     l = evconnlistener_new(aw_loop_get_base(srv->loop), accept_cb, srv,
-                           LEV_OPT_CLOSE_ON_FREE, backlog, fd);
+                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                           backlog, fd);
     if (l == NULL)
         return errno != 0 ? -errno : -ENOMEM;
     evconnlistener_set_error_cb(l, accept_error_cb);

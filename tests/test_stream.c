@@ -1358,6 +1358,171 @@ START_TEST(readline_limit_with_existing_data)
 }
 END_TEST
 
+/* ---- reads served from the buffer ------------------------------------------------ */
+
+/* Wait until the stream holds n bytes. */
+static void
+buffered_at_least(aw_stream *s, size_t n)
+{
+    int guard = 0;
+
+    while (aw_stream_buffered(s) < n && guard++ < 10000)
+        aw_loop_run_once(loop, 0);
+    ck_assert_uint_ge(aw_stream_buffered(s), n);
+}
+
+/* A read served at once: its bytes are want. */
+static void
+take_read(aw_future *f, const char *want)
+{
+    void *b = NULL;
+
+    ck_assert_int_eq(aw_future_done(f), 1);
+    ck_assert_int_eq(aw_future_take_result(f, &b, NULL), 0);
+    ck_assert_uint_eq(aw_bytes_len(b), strlen(want));
+    ck_assert_int_eq(memcmp(aw_bytes_data(b), want, strlen(want)), 0);
+    aw_bytes_free(b);
+    aw_future_unref(f);
+}
+
+/* Reads served from the buffer allocate only the bytes they return (the
+ * future comes from the loop's pools, the separator is not copied, long
+ * or short); a drain while writing is not paused allocates nothing and
+ * is one shared settled future. */
+START_TEST(reads_from_the_buffer_allocate_only_their_bytes)
+{
+    static const char text[] = "zero\none\ntwo\r\nthree<-- a long separator -->"
+                               "four\nfive";
+    static const char longsep[] = "<-- a long separator -->";
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    aw_future *f, *d1, *d2;
+    long before, n;
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_stream_write(peer_side, text, strlen(text)), 0);
+    buffered_at_least(s, strlen(text));
+    expect(aw_stream_readline(s), "zero\n"); /* the pools warmed */
+
+    before = aw_test_allocations();
+    f = aw_stream_readline(s);
+    n = aw_test_allocations() - before;
+    take_read(f, "one\n");
+    ck_assert_int_eq(n, 1);
+
+    before = aw_test_allocations();
+    f = aw_stream_readuntil(s, "\r\n", 2);
+    n = aw_test_allocations() - before;
+    take_read(f, "two\r\n");
+    ck_assert_int_eq(n, 1);
+
+    before = aw_test_allocations();
+    f = aw_stream_readuntil(s, longsep, strlen(longsep));
+    n = aw_test_allocations() - before;
+    take_read(f, "three<-- a long separator -->");
+    ck_assert_int_eq(n, 1);
+
+    before = aw_test_allocations();
+    f = aw_stream_readexactly(s, 2);
+    n = aw_test_allocations() - before;
+    take_read(f, "fo");
+    ck_assert_int_eq(n, 1);
+
+    before = aw_test_allocations();
+    f = aw_stream_read(s, 100);
+    n = aw_test_allocations() - before;
+    take_read(f, "ur\nfive");
+    ck_assert_int_eq(n, 1);
+
+    d1 = aw_stream_drain(s);
+    before = aw_test_allocations();
+    d2 = aw_stream_drain(s);
+    ck_assert_int_eq(aw_test_allocations() - before, 0);
+    ck_assert_ptr_eq(d1, d2);
+    ck_assert_int_eq(aw_future_done(d2), 1);
+    ck_assert_int_eq(aw_future_error(d2), 0);
+    aw_future_unref(d1);
+    aw_future_unref(d2);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
+/* A read that waits keeps its separator (the caller's may be gone by
+ * the time the data comes): short and long ones, a long one again. */
+START_TEST(waiting_readuntil_keeps_its_separator)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    char sep[40];
+    aw_future *f;
+    int i;
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    for (i = 0; i < 3; i++) {
+        const char *want = i == 0 ? "a;;" : "b[[ the end of the record ]]";
+
+        snprintf(sep, sizeof(sep), "%s",
+                 i == 0 ? ";;" : "[[ the end of the record ]]");
+        f = aw_stream_readuntil(s, sep, strlen(sep));
+        memset(sep, '#', sizeof(sep)); /* the caller's is gone */
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+        ck_assert_int_eq(aw_future_done(f), 0);
+        ck_assert_int_eq(aw_stream_write(peer_side, want, strlen(want)), 0);
+        expect(f, want);
+    }
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
+/* What a stream holds can be looked at without consuming it: its length
+ * and a copy of its first bytes, for parsers that decide how much to
+ * read. */
+START_TEST(peek_and_buffered_leave_the_data)
+{
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    char buf[32];
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    ck_assert_uint_eq(aw_stream_buffered(s), 0);
+    ck_assert_int_eq(aw_stream_peek(s, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(aw_stream_write(peer_side, "hello world\n", 12), 0);
+    buffered_at_least(s, 12);
+    ck_assert_uint_eq(aw_stream_buffered(s), 12);
+    ck_assert_int_eq(aw_stream_peek(s, buf, 5), 5);
+    ck_assert_int_eq(memcmp(buf, "hello", 5), 0);
+    ck_assert_uint_eq(aw_stream_buffered(s), 12);
+    ck_assert_int_eq(aw_stream_peek(s, buf, sizeof(buf)), 12);
+    ck_assert_int_eq(memcmp(buf, "hello world\n", 12), 0);
+    ck_assert_int_eq(aw_stream_peek(s, buf, 0), 0);
+    expect(aw_stream_readexactly(s, 6), "hello ");
+    ck_assert_uint_eq(aw_stream_buffered(s), 6);
+    ck_assert_int_eq(aw_stream_peek(s, buf, sizeof(buf)), 6);
+    ck_assert_int_eq(memcmp(buf, "world\n", 6), 0);
+    expect(aw_stream_readline(s), "world\n");
+    ck_assert_uint_eq(aw_stream_buffered(s), 0);
+    ck_assert_int_eq(aw_stream_peek(NULL, buf, 1), -EINVAL);
+    ck_assert_int_eq(aw_stream_peek(s, NULL, 1), -EINVAL);
+    ck_assert_uint_eq(aw_stream_buffered(NULL), 0);
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1391,6 +1556,9 @@ aw_test_suite(void)
     tcase_add_test(tc, bytes_new_bad_input);
     tcase_add_test(tc, busy_close_names_streams_by_peer);
     tcase_add_test(tc, readline_limit_with_existing_data);
+    tcase_add_test(tc, reads_from_the_buffer_allocate_only_their_bytes);
+    tcase_add_test(tc, waiting_readuntil_keeps_its_separator);
+    tcase_add_test(tc, peek_and_buffered_leave_the_data);
     suite_add_tcase(s, tc);
     return s;
 }

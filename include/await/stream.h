@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "await/core.h"
 #include "await/future.h"
@@ -19,8 +20,9 @@ extern "C" {
 
 /* ---- bytes ------------------------------------------------------------------------ */
 
-/* An immutable run of bytes, as reads return them (kept in the buffers
- * they arrived in: a read copies nothing but what spans two buffers). */
+/* An immutable run of bytes, as reads return them: a read of a few KiB
+ * is one allocation holding its bytes; a larger one keeps the buffers
+ * the bytes arrived in (copying only what spans two of them). */
 typedef struct aw_bytes aw_bytes;
 
 /* aw_bytes_new - a copy of the len bytes at data (data may be NULL when
@@ -96,6 +98,12 @@ AW_EXTERN void aw_stream_unref(aw_stream *s);
  *   (the limit is on the data before it, as asyncio's: a line of exactly
  *   limit bytes and its separator is read); the data stays buffered;
  *   AW_EINCOMPLETE at end of file (partial as above).
+ * A read served from what is buffered allocates only the bytes it
+ * returns: its future comes from the loop's pools, and the separator is
+ * searched where the caller keeps it (copied only when the read waits:
+ * into the stream for up to 16 bytes, and not again while it is the
+ * same).
+ *
  * aw_stream_readline - aw_stream_readuntil with "\n", except at end of
  *   file: the last bytes without a newline, or empty bytes; and past the
  *   limit, where the overlong line is dropped with its newline (all that
@@ -112,6 +120,18 @@ AW_EXTERN aw_future *aw_stream_readline(aw_stream *s);
  * AW_EINCOMPLETE (the caller's now), or NULL. */
 AW_EXTERN aw_bytes *aw_stream_partial(aw_stream *s);
 
+/*
+ * aw_stream_buffered - how many bytes the stream holds, read from the
+ * socket and not yet returned by a read (a read abandoned unread gave
+ * its bytes back: they count).  0 for NULL.
+ * aw_stream_peek - copy up to n of those bytes, from the front, into buf
+ * without consuming them, for a parser that decides how much to read.
+ * Returns how many were copied (0 when none are buffered; it does not
+ * wait); -EINVAL for a NULL stream, or a NULL buf with n > 0.
+ */
+AW_EXTERN size_t aw_stream_buffered(const aw_stream *s);
+AW_EXTERN ssize_t aw_stream_peek(aw_stream *s, void *buf, size_t n);
+
 /* aw_stream_at_eof - 1 when the peer sent EOF and everything was read. */
 AW_EXTERN int aw_stream_at_eof(const aw_stream *s);
 
@@ -126,7 +146,11 @@ AW_EXTERN int aw_stream_set_limit(aw_stream *s, size_t limit);
  * aw_stream_drain - a future done once the write buffer is down to its
  * low-water mark (at once if it is); fails with the connection's error
  * if it is lost meanwhile (-EPIPE when it closed without one).  Any
- * number of drains may wait at once.
+ * number of drains may wait at once.  The caller gets a reference to
+ * release with aw_future_unref().  When writing is not paused the future
+ * is one settled future the stream shares between such drains (nothing
+ * is allocated per call): its result is NULL, and taking it fails with
+ * AW_EINVALSTATE while another holder has it.
  */
 AW_EXTERN int aw_stream_write(aw_stream *s, const void *data, size_t len);
 AW_EXTERN aw_future *aw_stream_drain(aw_stream *s);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* await/transport.h: transports and protocols, the callback-first level
- * of networking (asyncio's Transport and Protocol), on libevent
- * bufferevents (for reading) and listeners: TCP over IPv4 and IPv6, Unix
- * stream sockets.  Sockets are written with MSG_NOSIGNAL: a peer that went
- * away is an error code (-EPIPE, -ECONNRESET), never a SIGPIPE, and the
- * library leaves the process's signal dispositions alone. */
+ * of networking (asyncio's Transport, Protocol and BufferedProtocol), on
+ * plain libevent events and listeners: TCP over IPv4 and IPv6, Unix
+ * stream sockets.  A transport owns its socket; TCP sockets have
+ * TCP_NODELAY on (asyncio, uvloop: see aw_transport_set_nodelay).
+ * Sockets are written with MSG_NOSIGNAL: a peer that went away is an
+ * error code (-EPIPE, -ECONNRESET), never a SIGPIPE, and the library
+ * leaves the process's signal dispositions alone. */
 #ifndef AWAIT_TRANSPORT_H
 #define AWAIT_TRANSPORT_H
 
@@ -25,15 +27,30 @@ typedef struct aw_server aw_server;
 /*
  * A protocol: what a connection calls, always from the loop (never inside
  * a transport call), in this order: connection_made once; data_received
- * and eof_received while open, pause_writing/resume_writing as the write
- * buffer crosses its limits; connection_lost exactly once, last.  Any
- * member may be NULL.  `arg` is the transport's user pointer (see
+ * (or get_buffer and buffer_updated) and eof_received while open,
+ * pause_writing/resume_writing as the write buffer crosses its limits;
+ * connection_lost exactly once, last.  Any member may be NULL, but for the
+ * pair of a buffered protocol.  `arg` is the transport's user pointer (see
  * aw_transport_set_user), at first the one given to create_connection or
  * create_server.
  *
+ * A buffered protocol (asyncio's BufferedProtocol) lends the buffers the
+ * transport reads into, so that a parser receives into its own memory
+ * without a copy: when get_buffer is set, data_received is never called;
+ * instead, for each read, get_buffer(t, sizehint, &len, arg) returns a
+ * buffer and stores its size in *len (sizehint is what the transport
+ * would like to read, a hint only), the transport reads up to len bytes
+ * into it and calls buffer_updated(t, nbytes, arg) with how many came
+ * (nbytes > 0: the end of file goes to eof_received).  The buffer is the
+ * protocol's; the transport uses it only between the two calls.  A NULL
+ * buffer or a *len of 0 is the protocol's failure (asyncio raises): it is
+ * reported through the loop's exception handler and the connection is
+ * lost with -ENOBUFS.  get_buffer without buffer_updated is -EINVAL.
+ *
  * The table can grow without breaking programs built against an older
  * one: its first member, size, must be sizeof(aw_protocol) as the program
- * saw it (AW_PROTOCOL_SIZE); the library reads no member past it, and
+ * saw it (AW_PROTOCOL_SIZE); the library reads no member past it (a table
+ * of the first version, up to resume_writing, is a plain protocol), and
  * refuses a size smaller than the first version's or larger than its own
  * with -EINVAL.  Members come after it in this order, for initializers:
  *
@@ -52,6 +69,11 @@ typedef struct aw_protocol {
     void (*connection_lost)(aw_transport *t, int error, void *arg);
     void (*pause_writing)(aw_transport *t, void *arg);
     void (*resume_writing)(aw_transport *t, void *arg);
+    /* A buffered protocol (see above); a table that ends before these
+     * is a plain one. */
+    void *(*get_buffer)(aw_transport *t, size_t sizehint, size_t *len,
+                        void *arg);
+    void (*buffer_updated)(aw_transport *t, size_t nbytes, void *arg);
 } aw_protocol;
 
 #define AW_PROTOCOL_SIZE sizeof(aw_protocol)
@@ -124,6 +146,26 @@ AW_EXTERN int aw_transport_peername_text(const aw_transport *t, char *buf,
                                          size_t len);
 AW_EXTERN int aw_transport_sockname_text(const aw_transport *t, char *buf,
                                          size_t len);
+
+/*
+ * aw_transport_set_nodelay - turn TCP_NODELAY on (enable != 0) or off
+ * (Nagle's algorithm back, for a peer that prefers fewer, fuller
+ * segments); it is on from the start for TCP transports (asyncio,
+ * uvloop).  libuv's uv_tcp_nodelay.  0; -EINVAL; AW_ECLOSED when the
+ * connection is not open; -EOPNOTSUPP for a Unix socket; an -errno from
+ * the system.  On an error nothing changed.
+ */
+AW_EXTERN int aw_transport_set_nodelay(aw_transport *t, int enable);
+
+/*
+ * aw_transport_set_keepalive - turn TCP keep-alive on, with the first
+ * probe after delay seconds of silence (1 to 32767), or off (delay is
+ * then ignored).  Off by default.  libuv's uv_tcp_keepalive.  0; -EINVAL
+ * (also for delay 0 or out of range when enabling); AW_ECLOSED;
+ * -EOPNOTSUPP for a Unix socket; an -errno from the system.
+ */
+AW_EXTERN int aw_transport_set_keepalive(aw_transport *t, int enable,
+                                         unsigned delay);
 
 /* aw_transport_fd - the socket, or -1 once closed. */
 AW_EXTERN int aw_transport_fd(const aw_transport *t);
