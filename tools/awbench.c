@@ -22,8 +22,9 @@ static int rounds = 5;
 
 /* The modules, in the order of the table. */
 static const struct bench_module *const modules[] = {
-    &bench_loop_module, &bench_future_module, &bench_task_module,
-    &bench_sync_module, &bench_net_module,    &bench_executor_module,
+    &bench_loop_module, &bench_future_module,    &bench_task_module,
+    &bench_sync_module, &bench_net_module,       &bench_multiloop_module,
+    &bench_executor_module,
 };
 
 static int

@@ -11,6 +11,8 @@
 
 #include <event2/event.h>
 
+#include "await.h"
+
 /* One figure: ours() measured next to raw() (NULL: no baseline) in the
  * same rounds; target is printed as it is. */
 struct bench {
@@ -36,6 +38,7 @@ extern const struct bench_module bench_future_module;   /* future.c */
 extern const struct bench_module bench_task_module;     /* task.c */
 extern const struct bench_module bench_sync_module;     /* sync.c */
 extern const struct bench_module bench_net_module;      /* net.c */
+extern const struct bench_module bench_multiloop_module; /* multiloop.c */
 extern const struct bench_module bench_executor_module; /* executor.c */
 
 /* ---- helpers (common.c) ---------------------------------------------------- */
@@ -58,5 +61,14 @@ struct event_base *bench_raw_base(void);
 /* loop.c: ns per raw libevent callback, each activating the next: the
  * floor for every figure that is a chain of loop passes. */
 double raw_call_soon(void);
+
+/* net.c: echo_1k's pieces.  The client: 10 raw bufferevents on base,
+ * each sending 1 KiB to 127.0.0.1:port and waiting for it back, for 2
+ * seconds; returns requests per second, *requests (when not NULL) how
+ * many.  The server: on_client of aw_start_server (arg: the loop), one
+ * task per connection echoing 1 KiB requests. */
+double bench_echo_clients(struct event_base *base, int port,
+                          long *requests);
+void bench_echo_on_client(aw_stream *s, void *arg);
 
 #endif /* AWBENCH_BENCH_H */

@@ -69,9 +69,9 @@ break_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Run ECHO_CONNS clients against port on base for ECHO_SECONDS: requests
- * per second. */
-static double
-echo_clients(struct event_base *base, int port)
+ * per second (and, when requests is not NULL, how many there were). */
+double
+bench_echo_clients(struct event_base *base, int port, long *requests)
 {
     struct bufferevent *c[ECHO_CONNS];
     struct sockaddr_in sin;
@@ -103,12 +103,15 @@ echo_clients(struct event_base *base, int port)
     event_free(stop);
     for (i = 0; i < ECHO_CONNS; i++)
         bufferevent_free(c[i]);
+    if (requests != NULL)
+        *requests = echo_count;
     return echo_count / (t1 - t0);
 }
 
 struct echo_handler {
     aw_stream *s;
     aw_bytes *req;
+    int rc;
 };
 
 static void
@@ -120,21 +123,29 @@ echo_handler_free(void *p)
     free(h);
 }
 
+/* A client that leaves (end of file, a reset) ends its task quietly:
+ * multiloop_echo's servers outlive their clients. */
 static AW_TASK(echo_handler_task, struct echo_handler *h)
 {
     AW_BEGIN();
     for (;;) {
-        AW_AWAIT(aw_stream_readexactly(h->s, ECHO_SIZE), &h->req);
+        AW_TRY_AWAIT(h->rc, aw_stream_readexactly(h->s, ECHO_SIZE), &h->req);
+        if (h->rc != 0)
+            break;
         aw_stream_write(h->s, aw_bytes_data(h->req), ECHO_SIZE);
-        AW_AWAIT(aw_stream_drain(h->s), NULL);
+        AW_TRY_AWAIT(h->rc, aw_stream_drain(h->s), NULL);
+        if (h->rc != 0)
+            break;
     }
+    if (h->rc == AW_ECANCELLED)
+        AW_RAISE(h->rc, NULL);
     AW_FINALLY();
     aw_stream_close(h->s);
     AW_END();
 }
 
-static void
-echo_on_client(aw_stream *s, void *arg)
+void
+bench_echo_on_client(aw_stream *s, void *arg)
 {
     struct echo_handler *h = calloc(1, sizeof(*h));
 
@@ -180,9 +191,10 @@ bench_echo_1k(void)
 
     if ((rc = aw_loop_new(&loop)) != 0)
         bench_die("loop", rc);
-    srv = bench_server(loop, echo_on_client);
+    srv = bench_server(loop, bench_echo_on_client);
     /* The clients run on the loop's own base, beside the server. */
-    rps = echo_clients(aw_loop_get_base(loop), aw_server_port(srv));
+    rps = bench_echo_clients(aw_loop_get_base(loop), aw_server_port(srv),
+                             NULL);
     aw_server_close(srv);
     end_tasks(loop);
     aw_server_free(srv);
@@ -249,7 +261,7 @@ raw_echo_1k(void)
     int port;
 
     l = raw_listener(base, raw_accept, &port);
-    rps = echo_clients(base, port);
+    rps = bench_echo_clients(base, port, NULL);
     evconnlistener_free(l);
     event_base_loop(base, EVLOOP_NONBLOCK); /* the servers see the EOFs */
     event_base_free(base);
