@@ -442,51 +442,54 @@ static AW_TASK(talk, struct client *c)
     AW_END();
 }
 
-static int
-demo_network(void)
-{
-    aw_future *f, *all, *clients[3];
+struct network {
     aw_server *srv;
-    void *p = NULL;
-    char line[96];
-    int i, rc;
+    aw_future *clients[3];
+};
 
-    printf("== Networking\n");
-    if ((rc = aw_loop_new(&demo)) != 0)
-        return 1;
-    t0 = aw_loop_time(demo);
-    f = aw_start_server(demo, "127.0.0.1", 0, on_client, demo, 0, 0);
-    if (aw_loop_run_until_complete(demo, f) != 0) {
-        fprintf(stderr, "awdemo: %s\n", aw_future_message(f));
-        return 1;
-    }
-    aw_future_take_result(f, &p, NULL);
-    aw_future_unref(f);
-    srv = p;
+/* The chapter's main task, run by aw_run(): a server, three clients
+ * gathered, the server closed once every connection has ended. */
+static AW_TASK(network_main, struct network *n)
+{
+    aw_loop *loop = aw_task_loop(AW_SELF());
+    char line[96];
+    int i;
+
+    AW_BEGIN();
+    t0 = aw_loop_time(loop);
+    AW_AWAIT_TAKE(aw_start_server(loop, "127.0.0.1", 0, on_client, loop, 0,
+                                  0),
+                  &n->srv);
     snprintf(line, sizeof(line), "server: listening on 127.0.0.1:%d",
-             aw_server_port(srv));
-    say(demo, line);
+             aw_server_port(n->srv));
+    say(loop, line);
     for (i = 0; i < 3; i++) {
         struct client *c = calloc(1, sizeof(*c));
 
-        c->port = aw_server_port(srv);
+        c->port = aw_server_port(n->srv);
         c->id = i + 1;
-        clients[i] = aw_task_new(demo, talk, c, client_free);
+        n->clients[i] = aw_task_new(loop, talk, c, client_free);
     }
-    all = aw_gather(demo, 3, clients, 0);
-    aw_loop_run_until_complete(demo, all);
-    aw_future_unref(all);
-    aw_server_close(srv);
-    f = aw_server_wait_closed(srv);
-    aw_loop_run_until_complete(demo, f);
-    aw_future_unref(f);
-    say(demo, "server: closed, every connection ended");
-    while (aw_all_tasks(demo, NULL, 0) > 0)
-        aw_loop_run_once(demo, 0);
-    aw_server_free(srv);
-    aw_loop_run_once(demo, AW_RUN_NOWAIT);
-    rc = aw_loop_free(demo);
-    printf("  loop closed: %s\n", rc == 0 ? "cleanly" : aw_strerror(rc));
+    AW_AWAIT(aw_gather(loop, 3, n->clients, 0), NULL);
+    aw_server_close(n->srv);
+    AW_AWAIT(aw_server_wait_closed(n->srv), NULL);
+    say(loop, "server: closed, every connection ended");
+    AW_FINALLY();
+    aw_server_free(n->srv);
+    AW_END();
+}
+
+static int
+demo_network(void)
+{
+    struct network n;
+    int rc;
+
+    printf("== Networking\n");
+    memset(&n, 0, sizeof(n));
+    rc = aw_run(network_main, &n, NULL, 0, NULL);
+    printf("  aw_run: %s\n", rc == 0 ? "the main task ended, loop closed "
+                                       "cleanly" : aw_strerror(rc));
     return rc == 0 ? 0 : 1;
 }
 
