@@ -331,6 +331,133 @@ START_TEST(resetting_client_is_not_reported)
 }
 END_TEST
 
+/* Parse "... served N clients" for loop k out of awecho's last words. */
+static long
+loop_served(const char *err, int k)
+{
+    char key[64];
+    const char *p;
+
+    snprintf(key, sizeof(key), "loop %d served ", k);
+    p = strstr(err, key);
+    ck_assert_msg(p != NULL, "no \"%s\" in: %s", key, err);
+    return atol(p + strlen(key));
+}
+
+#define SPREAD_CONNS 64
+
+/* issue 14, one loop per core: --threads 2 runs two loops in two threads,
+ * each listening on the port with SO_REUSEPORT.  Many connections open at
+ * once all echo correctly, the kernel gives some to each loop, and
+ * SIGTERM (taken by the first loop) stops both: clients still connected
+ * are closed, the exit is clean. */
+START_TEST(threads_serve_on_every_loop_and_stop_together)
+{
+    static char err[1 << 16];
+    char line[256];
+    char *argv[] = {"awecho", "-h", "127.0.0.1", "-p", "0", "--threads", "2",
+                    NULL};
+    int errfd, fds[SPREAD_CONNS], idle, i, port;
+    long a, b;
+    pid_t pid;
+
+    pid = start(argv, &errfd);
+    read_some(errfd, line, sizeof(line), 1);
+    ck_assert_msg(strstr(line, "2 loops in 2 threads") != NULL,
+                  "awecho: %s", line);
+    port = atoi(strchr(strrchr(line, '.'), ':') + 1);
+    ck_assert_int_gt(port, 0);
+    for (i = 0; i < SPREAD_CONNS; i++)
+        fds[i] = connect_tcp(port);
+    for (i = 0; i < SPREAD_CONNS; i++) {
+        char msg[32], back[32];
+        int n = snprintf(msg, sizeof(msg), "client %d\n", i);
+
+        write_all(fds[i], msg, (size_t)n);
+        read_exactly(fds[i], back, (size_t)n);
+        ck_assert_int_eq(memcmp(back, msg, (size_t)n), 0);
+    }
+    for (i = 0; i < SPREAD_CONNS; i++) {
+        echo_session(fds[i]);
+        close(fds[i]);
+    }
+    idle = connect_tcp(port); /* connected at shutdown, on either loop */
+    write_all(idle, "x\n", 2);
+    read_exactly(idle, line, 2);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    ck_assert_uint_eq(read_some(idle, line, sizeof(line), 0), 0);
+    assert_clean_exit(pid);
+    read_to_end(errfd, err, sizeof(err));
+    a = loop_served(err, 1);
+    b = loop_served(err, 2);
+    ck_assert_int_eq(a + b, SPREAD_CONNS + 1);
+    /* Each loop had some (all on one: a chance of 2^-64 or so). */
+    ck_assert_msg(a > 0 && b > 0, "loops served %ld and %ld", a, b);
+    ck_assert_msg(strstr(err, "never retrieved") == NULL, "awecho: %s", err);
+    close(idle);
+    close(errfd);
+}
+END_TEST
+
+/* A port another socket holds: the first loop cannot listen, the others
+ * are never started, awecho says why and exits with status 1. */
+START_TEST(threads_port_taken_fails_cleanly)
+{
+    static char err[1 << 16];
+    char portarg[16];
+    char *argv[] = {"awecho", "-h", "127.0.0.1", "-p", portarg, "-t", "3",
+                    NULL};
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+    int errfd, status = 0, holder;
+    pid_t pid;
+
+    holder = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(holder, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(listen(holder, 1), 0);
+    ck_assert_int_eq(getsockname(holder, (struct sockaddr *)&sin, &len), 0);
+    snprintf(portarg, sizeof(portarg), "%d", ntohs(sin.sin_port));
+    pid = start(argv, &errfd);
+    read_to_end(errfd, err, sizeof(err));
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                  "awecho ended with status %#x: %s", status, err);
+    ck_assert_msg(strstr(err, "in use") != NULL, "awecho: %s", err);
+    close(holder);
+    close(errfd);
+}
+END_TEST
+
+/* --threads takes 1 to 256, and TCP only (a Unix socket cannot be
+ * shared by SO_REUSEPORT): anything else is a usage error. */
+START_TEST(threads_bad_values_are_usage_errors)
+{
+    char *bad[][6] = {
+        {"awecho", "-t", "0", NULL},
+        {"awecho", "--threads", "257", NULL},
+        {"awecho", "-t", "2", "-u", "/tmp/awecho-never", NULL},
+    };
+    char line[512];
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int errfd, status = 0;
+        pid_t pid = start(bad[i], &errfd);
+
+        read_to_end(errfd, line, sizeof(line));
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 2,
+                      "%s %s: status %#x", bad[i][1], bad[i][2], status);
+        ck_assert_msg(strstr(line, "usage: awecho") != NULL, "%s", line);
+        close(errfd);
+    }
+    ck_assert_int_eq(access("/tmp/awecho-never", F_OK), -1);
+}
+END_TEST
+
 START_TEST(bad_option_exits_with_usage)
 {
     char line[256];
@@ -359,6 +486,9 @@ aw_test_suite(void)
     tcase_add_test(tc, clients_vanishing_unread_do_not_kill_awecho);
     tcase_add_test(tc, resetting_client_is_not_reported);
     tcase_add_test(tc, bad_option_exits_with_usage);
+    tcase_add_test(tc, threads_serve_on_every_loop_and_stop_together);
+    tcase_add_test(tc, threads_port_taken_fails_cleanly);
+    tcase_add_test(tc, threads_bad_values_are_usage_errors);
     suite_add_tcase(s, tc);
     return s;
 }

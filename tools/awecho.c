@@ -2,15 +2,25 @@
 /* awecho.c: an echo daemon written with streams and tasks, the first
  * example of a daemon built on libawait.
  *
- *   awecho [-h HOST] [-p PORT] [-u PATH] [-v]
+ *   awecho [-h HOST] [-p PORT] [-u PATH] [-t N] [-v]
  *
  * Listens on HOST:PORT (default 127.0.0.1:7007), or on the Unix socket
- * PATH, and echoes every line back to its sender.  SIGINT or SIGTERM
- * closes the server, cancels the clients' tasks and exits once they have
- * ended. */
+ * PATH, and echoes every line back to its sender.  With --threads N (TCP
+ * only), N loops in N threads each listen on the port with SO_REUSEPORT
+ * and the kernel spreads the connections over them: one loop per core.
+ * SIGINT or SIGTERM closes the servers, cancels the clients' tasks and
+ * exits once they have ended.
+ *
+ * Each loop's life is aw_run() (asyncio.run): its main task, serve(),
+ * starts the server and serves until it is cancelled: by the signal
+ * (loop 0 handles SIGINT and SIGTERM), or, for the other loops, by a call
+ * that the first loop to stop sends each other loop with
+ * aw_loop_call_soon_threadsafe(). */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +28,33 @@
 
 #include <await.h>
 
+#define MAX_THREADS 256
+
 static int verbose;
-static aw_server *server;
+static const char *host = "127.0.0.1", *path;
+static int port = 7007, nthreads = 1;
+
+/* One per loop.  loop, main and posts are shared between the threads
+ * (under mu); the rest belongs to the loop's own thread (read by main()
+ * once that thread has been joined). */
+struct loop_ctx {
+    int index;
+    aw_loop *loop;   /* while its main task runs */
+    aw_task *main;   /* while its main task runs; NULL once it stops */
+    int posts;       /* thread-safe calls on their way to the loop */
+    aw_server *srv;
+    aw_future *all_ready; /* loop 0: the other loops are listening */
+    int rc, wait_rc;
+    long served;
+    pthread_t thread;
+    int started;
+    int outcome; /* aw_run()'s */
+};
+
+static struct loop_ctx *loops;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static int stopping; /* under mu */
+static int workers_ready; /* under mu */
 
 struct client {
     aw_stream *s;
@@ -80,7 +115,7 @@ static void
 on_client(aw_stream *s, void *arg)
 {
     struct client *c = calloc(1, sizeof(*c));
-    aw_loop *loop = arg;
+    struct loop_ctx *l = arg;
     aw_task *t;
 
     if (c == NULL) {
@@ -88,36 +123,242 @@ on_client(aw_stream *s, void *arg)
         return;
     }
     c->s = s;
-    t = aw_task_new(loop, echo_client, c, client_free);
+    l->served++;
+    t = aw_task_new(l->loop, echo_client, c, client_free);
     if (verbose) {
-        char peer[AW_ADDRSTRLEN];
+        char peer[AW_ADDRSTRLEN], where[32] = "";
 
         if (aw_stream_peername_text(s, peer, sizeof(peer)) < 0)
             peer[0] = '\0';
-        fprintf(stderr, "awecho: new client, %s, from %s\n",
-                aw_task_name(t), peer[0] != '\0' ? peer : "(unnamed)");
+        if (nthreads > 1)
+            snprintf(where, sizeof(where), " on loop %d", l->index + 1);
+        fprintf(stderr, "awecho: new client, %s, from %s%s\n",
+                aw_task_name(t), peer[0] != '\0' ? peer : "(unnamed)", where);
     }
     aw_future_unref(t); /* the loop runs it to its end */
 }
 
-static int
-on_signal(aw_loop *loop, void *arg)
-{
-    size_t i, n = aw_all_tasks(loop, NULL, 0);
-    aw_task **tasks = calloc(n + 1, sizeof(*tasks));
+/* ---- stopping the loops together ------------------------------------------ */
 
-    (void)arg;
-    fprintf(stderr, "awecho: shutting down\n");
-    aw_server_close(server);
-    if (tasks != NULL) {
-        n = aw_all_tasks(loop, tasks, n);
-        for (i = 0; i < n; i++)
-            aw_future_cancel(tasks[i], "shutdown");
-        free(tasks);
+/* On loop l, sent by the first loop that stopped: cancel l's main task
+ * (unless it is stopping already). */
+static int
+cancel_main_cb(aw_loop *loop, void *arg)
+{
+    struct loop_ctx *l = arg;
+
+    (void)loop;
+    pthread_mutex_lock(&mu);
+    l->posts--;
+    if (l->main != NULL)
+        aw_future_cancel(l->main, "shutdown");
+    pthread_mutex_unlock(&mu);
+    return 0;
+}
+
+/* Called by each loop as it stops; the first call cancels the others. */
+static void
+stop_all(void)
+{
+    int i;
+
+    pthread_mutex_lock(&mu);
+    if (!stopping) {
+        stopping = 1;
+        for (i = 0; i < nthreads; i++)
+            if (loops[i].main != NULL &&
+                aw_loop_call_soon_threadsafe(loops[i].loop, cancel_main_cb,
+                                             &loops[i]) == 0)
+                loops[i].posts++;
     }
-    aw_loop_remove_signal_handler(loop, SIGINT);
-    aw_loop_remove_signal_handler(loop, SIGTERM);
-    return aw_loop_stop(loop);
+    pthread_mutex_unlock(&mu);
+}
+
+/* The main task runs on l's loop: 0 once it may take calls from the other
+ * threads; AW_ECANCELLED when the loops are stopping already. */
+static int
+publish(struct loop_ctx *l, aw_task *self)
+{
+    int rc = AW_ECANCELLED;
+
+    pthread_mutex_lock(&mu);
+    if (!stopping) {
+        l->loop = aw_task_loop(self);
+        l->main = self;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&mu);
+    return rc;
+}
+
+/* The main task is stopping: no call is sent to its loop any more. */
+static void
+unpublish(struct loop_ctx *l)
+{
+    pthread_mutex_lock(&mu);
+    l->main = NULL;
+    pthread_mutex_unlock(&mu);
+}
+
+/* Calls still on their way to l's loop: it must run them before it can
+ * close. */
+static int
+posts_pending(struct loop_ctx *l)
+{
+    int posts;
+
+    pthread_mutex_lock(&mu);
+    posts = l->posts;
+    pthread_mutex_unlock(&mu);
+    return posts;
+}
+
+/* On loop 0: another loop listens. */
+static int
+worker_ready_cb(aw_loop *loop, void *arg)
+{
+    int all;
+
+    (void)loop;
+    (void)arg;
+    pthread_mutex_lock(&mu);
+    loops[0].posts--;
+    all = ++workers_ready == nthreads - 1;
+    pthread_mutex_unlock(&mu);
+    if (all && !aw_future_done(loops[0].all_ready))
+        aw_future_set_result(loops[0].all_ready, NULL, NULL);
+    return 0;
+}
+
+static void
+report_ready(void)
+{
+    pthread_mutex_lock(&mu);
+    if (loops[0].main != NULL &&
+        aw_loop_call_soon_threadsafe(loops[0].loop, worker_ready_cb,
+                                     NULL) == 0)
+        loops[0].posts++;
+    pthread_mutex_unlock(&mu);
+}
+
+/* ---- each loop's main task ------------------------------------------------- */
+
+static void *loop_thread(void *arg);
+
+/* Loop 0 starts the other loops once it knows the port (port 0: the one
+ * the system gave it).  Their signals stay with loop 0's thread. */
+static int
+start_workers(void)
+{
+    sigset_t set, old;
+    int i, rc = 0;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    for (i = 1; i < nthreads && rc == 0; i++) {
+        rc = -pthread_create(&loops[i].thread, NULL, loop_thread, &loops[i]);
+        loops[i].started = rc == 0;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+static aw_future *
+start_listening(struct loop_ctx *l)
+{
+    if (path != NULL)
+        return aw_start_unix_server(l->loop, path, on_client, l, 0);
+    return aw_start_server(l->loop, host, port, on_client, l,
+                           nthreads > 1 ? AW_SERVER_REUSE_PORT : 0, 0);
+}
+
+static void
+say_serving(struct loop_ctx *l)
+{
+    if (path != NULL)
+        fprintf(stderr, "awecho: serving on %s\n", path);
+    else if (nthreads == 1)
+        fprintf(stderr, "awecho: serving on %s:%d\n", host,
+                aw_server_port(l->srv));
+    else
+        fprintf(stderr, "awecho: serving on %s:%d, %d loops in %d threads\n",
+                host, aw_server_port(l->srv), nthreads, nthreads);
+}
+
+/* Serve until cancelled (a signal, or another loop that stopped), or
+ * until the server fails; then stop the other loops. */
+static AW_TASK(serve, struct loop_ctx *l)
+{
+    void *srv = NULL;
+
+    AW_BEGIN();
+    if (publish(l, AW_SELF()) != 0)
+        AW_RETURN_INT(0); /* stopped before it started */
+    AW_TRY_AWAIT(l->rc, start_listening(l), &srv);
+    if (l->rc != 0) {
+        if (l->rc != AW_ECANCELLED && l->index == 0)
+            fprintf(stderr, "awecho: %s\n", aw_future_message(AW_AWAITED()));
+        else if (l->rc != AW_ECANCELLED)
+            fprintf(stderr, "awecho: loop %d: %s\n", l->index + 1,
+                    aw_future_message(AW_AWAITED()));
+        goto stop;
+    }
+    aw_future_take_result(AW_AWAITED(), &srv, NULL);
+    l->srv = srv;
+    if (l->index > 0) {
+        report_ready();
+    } else if (nthreads > 1) {
+        port = aw_server_port(l->srv);
+        if ((l->all_ready = aw_future_new(l->loop)) == NULL ||
+            (l->rc = start_workers()) != 0) {
+            fprintf(stderr, "awecho: starting the loops: %s\n",
+                    aw_strerror(l->rc != 0 ? l->rc : -ENOMEM));
+            if (l->rc == 0)
+                l->rc = -ENOMEM;
+            goto stop;
+        }
+        AW_TRY_AWAIT(l->rc, aw_future_ref(l->all_ready), NULL);
+        if (l->rc != 0)
+            goto stop;
+    }
+    if (l->index == 0)
+        say_serving(l);
+    AW_TRY_AWAIT(l->rc, aw_server_serve_forever(l->srv), NULL);
+stop:
+    if (l->rc == AW_ECANCELLED) {
+        aw_task_uncancel(AW_SELF());
+        if (l->index == 0)
+            fprintf(stderr, "awecho: shutting down\n");
+    }
+    unpublish(l);
+    stop_all();
+    while (posts_pending(l) > 0)
+        AW_TRY_AWAIT(l->wait_rc, aw_sleep(aw_task_loop(AW_SELF()), 0.001),
+                     NULL);
+    if (l->rc != 0 && l->rc != AW_ECANCELLED)
+        AW_RAISE(l->rc, NULL);
+    AW_FINALLY();
+    aw_future_unref(l->all_ready);
+    l->all_ready = NULL;
+    if (l->srv != NULL) {
+        aw_server_free(l->srv);
+        l->srv = NULL;
+        if (path != NULL)
+            unlink(path);
+    }
+    AW_END();
+}
+
+/* Loops 1 to N-1: aw_run(), as loop 0's in main(). */
+static void *
+loop_thread(void *arg)
+{
+    struct loop_ctx *l = arg;
+
+    l->outcome = aw_run(serve, l, NULL, 0, NULL);
+    return NULL;
 }
 
 /* --help to stdout with status 0, a bad option to stderr with status 2. */
@@ -125,16 +366,21 @@ static void
 usage(int status)
 {
     if (status != 0) {
-        fprintf(stderr, "usage: awecho [-h HOST] [-p PORT] [-u PATH] [-v]\n"
-                        "Try 'awecho --help' for more information.\n");
+        fprintf(stderr,
+                "usage: awecho [-h HOST] [-p PORT] [-u PATH] [-t N] [-v]\n"
+                "Try 'awecho --help' for more information.\n");
         exit(status);
     }
-    printf("Usage: awecho [-h HOST] [-p PORT] [-u PATH] [-v]\n"
+    printf("Usage: awecho [-h HOST] [-p PORT] [-u PATH] [-t N] [-v]\n"
            "An echo daemon: echoes every line back to its sender.\n"
            "\n"
            "  -h HOST    listen on HOST (default 127.0.0.1)\n"
            "  -p PORT    listen on PORT (default 7007)\n"
            "  -u PATH    listen on the Unix socket PATH instead\n"
+           "  -t, --threads N\n"
+           "             serve with N loops in N threads, each listening on "
+           "PORT\n"
+           "             with SO_REUSEPORT (TCP only; default 1)\n"
            "  -v         report connections on stderr\n"
            "      --help     display this help and exit\n"
            "      --version  output version information and exit\n"
@@ -159,19 +405,17 @@ version(void)
 int
 main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1", *path = NULL;
-    int port = 7007, opt, rc;
-    aw_loop *loop;
-    aw_future *f;
-    void *srv = NULL;
+    int opt, i, status = 0;
 
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'H'},
         {"version", no_argument, NULL, 'V'},
+        {"threads", required_argument, NULL, 't'},
         {NULL, 0, NULL, 0},
     };
 
-    while ((opt = getopt_long(argc, argv, "h:p:u:v", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h:p:t:u:v", longopts, NULL)) !=
+           -1) {
         switch (opt) {
         case 'H':
             usage(0);
@@ -185,6 +429,14 @@ main(int argc, char **argv)
         case 'p':
             port = atoi(optarg);
             break;
+        case 't':
+            nthreads = atoi(optarg);
+            if (nthreads < 1 || nthreads > MAX_THREADS) {
+                fprintf(stderr, "awecho: --threads takes 1 to %d\n",
+                        MAX_THREADS);
+                usage(2);
+            }
+            break;
         case 'u':
             path = optarg;
             break;
@@ -195,38 +447,30 @@ main(int argc, char **argv)
             usage(2);
         }
     }
-    if ((rc = aw_loop_new(&loop)) != 0) {
-        fprintf(stderr, "awecho: %s\n", aw_strerror(rc));
+    if (path != NULL && nthreads > 1) {
+        fprintf(stderr, "awecho: a Unix socket is served by one loop "
+                        "(--threads needs TCP)\n");
+        usage(2);
+    }
+    if ((loops = calloc((size_t)nthreads, sizeof(*loops))) == NULL) {
+        fprintf(stderr, "awecho: %s\n", aw_strerror(-ENOMEM));
         return 1;
     }
-    f = path != NULL ? aw_start_unix_server(loop, path, on_client, loop, 0)
-                     : aw_start_server(loop, host, port, on_client, loop, 0,
-                                       0);
-    rc = aw_loop_run_until_complete(loop, f);
-    if (rc != 0) {
-        fprintf(stderr, "awecho: %s\n", aw_future_message(f));
-        aw_future_unref(f);
-        aw_loop_free(loop);
-        return 1;
+    for (i = 0; i < nthreads; i++)
+        loops[i].index = i;
+    loops[0].outcome = aw_run(serve, &loops[0], NULL, AW_RUN_HANDLE_SIGNALS,
+                              NULL);
+    for (i = 0; i < nthreads; i++) {
+        if (loops[i].started)
+            pthread_join(loops[i].thread, NULL);
+        if (loops[i].outcome != 0 && loops[i].outcome != AW_ECANCELLED)
+            status = 1;
     }
-    aw_future_take_result(f, &srv, NULL);
-    aw_future_unref(f);
-    server = srv;
-    if (path != NULL)
-        fprintf(stderr, "awecho: serving on %s\n", path);
-    else
-        fprintf(stderr, "awecho: serving on %s:%d\n", host,
-                aw_server_port(server));
-    aw_loop_add_signal_handler(loop, SIGINT, on_signal, NULL);
-    aw_loop_add_signal_handler(loop, SIGTERM, on_signal, NULL);
-    aw_loop_run_forever(loop);
-    /* The clients end (cancelled); then everything is released. */
-    while (aw_all_tasks(loop, NULL, 0) > 0)
-        aw_loop_run_once(loop, 0);
-    aw_server_free(server);
-    aw_loop_run_once(loop, AW_RUN_NOWAIT);
-    if (path != NULL)
-        unlink(path);
-    rc = aw_loop_free(loop);
-    return rc == 0 ? 0 : 1;
+    for (i = 0; i < nthreads; i++) {
+        if (nthreads > 1 && (i == 0 || loops[i].started))
+            fprintf(stderr, "awecho: loop %d served %ld clients\n", i + 1,
+                    loops[i].served);
+    }
+    free(loops);
+    return status;
 }

@@ -18,26 +18,7 @@
 #include <event2/event.h>
 
 #include "await.h"
-
-double bench_executor_rtt(void);
-double raw_executor_rtt(void);
-double bench_executor_jobs(void);
-
-static double
-clock_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void
-fail(const char *what, int rc)
-{
-    fprintf(stderr, "awbench: %s: %s\n", what, aw_strerror(rc));
-    exit(1);
-}
+#include "bench.h"
 
 /* The same work on both sides: nothing, returning its argument. */
 static void *
@@ -71,7 +52,7 @@ rtt_step(aw_future *f, void *arg)
     return aw_future_add_done_callback(next, rtt_step, r);
 }
 
-double
+static double
 bench_executor_rtt(void)
 {
     aw_executor_options o = {1, "awbench", 0};
@@ -81,20 +62,20 @@ bench_executor_rtt(void)
     int rc;
 
     if ((rc = aw_loop_new(&r.loop)) != 0)
-        fail("loop", rc);
+        bench_die("loop", rc);
     if ((rc = aw_executor_new(&r.ex, &o)) != 0)
-        fail("executor", rc);
+        bench_die("executor", rc);
     r.left = RTT_N;
-    t0 = clock_now();
+    t0 = bench_now();
     f = aw_loop_run_in_executor(r.loop, r.ex, empty_job, NULL, NULL, NULL);
     aw_future_add_done_callback(f, rtt_step, &r);
     aw_loop_run_forever(r.loop);
-    t1 = clock_now();
+    t1 = bench_now();
     aw_executor_shutdown(r.ex, 1, 0);
     aw_executor_free(r.ex);
     aw_loop_run_once(r.loop, AW_RUN_NOWAIT);
     if ((rc = aw_loop_free(r.loop)) != 0)
-        fail("free", rc);
+        bench_die("free", rc);
     return (t1 - t0) * 1e9 / RTT_N;
 }
 
@@ -164,7 +145,7 @@ raw_rtt_cb(evutil_socket_t fd, short what, void *arg)
     raw_post(r);
 }
 
-double
+static double
 raw_executor_rtt(void)
 {
     struct raw_rtt r = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
@@ -178,10 +159,10 @@ raw_executor_rtt(void)
     ev = event_new(r.base, r.efd, EV_READ | EV_PERSIST, raw_rtt_cb, &r);
     event_add(ev, NULL);
     pthread_create(&t, NULL, raw_worker, &r);
-    t0 = clock_now();
+    t0 = bench_now();
     raw_post(&r);
     event_base_dispatch(r.base);
-    t1 = clock_now();
+    t1 = bench_now();
     pthread_mutex_lock(&r.mu);
     r.quit = 1;
     pthread_cond_signal(&r.cv);
@@ -214,7 +195,7 @@ jobs_submit(struct jobs *j)
 
     j->to_submit--;
     if (aw_future_add_done_callback(f, jobs_done, j) != 0)
-        fail("add_done_callback", -ENOMEM);
+        bench_die("add_done_callback", -ENOMEM);
 }
 
 static int
@@ -230,7 +211,7 @@ jobs_done(aw_future *f, void *arg)
     return 0;
 }
 
-double
+static double
 bench_executor_jobs(void)
 {
     aw_executor_options o = {4, "awbench", 0};
@@ -239,19 +220,27 @@ bench_executor_jobs(void)
     int rc, i;
 
     if ((rc = aw_loop_new(&j.loop)) != 0)
-        fail("loop", rc);
+        bench_die("loop", rc);
     if ((rc = aw_executor_new(&j.ex, &o)) != 0)
-        fail("executor", rc);
+        bench_die("executor", rc);
     j.to_submit = j.left = JOBS_N;
-    t0 = clock_now();
+    t0 = bench_now();
     for (i = 0; i < JOBS_WINDOW; i++)
         jobs_submit(&j);
     aw_loop_run_forever(j.loop);
-    t1 = clock_now();
+    t1 = bench_now();
     aw_executor_shutdown(j.ex, 1, 0);
     aw_executor_free(j.ex);
     aw_loop_run_once(j.loop, AW_RUN_NOWAIT);
     if ((rc = aw_loop_free(j.loop)) != 0)
-        fail("free", rc);
+        bench_die("free", rc);
     return JOBS_N / (t1 - t0);
 }
+
+static const struct bench benches[] = {
+    {"executor_rtt", "ns", bench_executor_rtt, raw_executor_rtt,
+     "ratio <= 1.5"},
+    {"executor_jobs", "jobs/s", bench_executor_jobs, NULL, ">= 1000000"},
+};
+
+BENCH_MODULE(bench_executor_module, benches);
