@@ -160,6 +160,14 @@ _Static_assert(offsetof(struct aw_loop, head) == 0,
 
 static __thread aw_loop *running_loop;
 
+static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
+
+static void
+use_pthreads(void)
+{
+    evthread_use_pthreads();
+}
+
 /* ---- clock -------------------------------------------------------------- */
 
 static double
@@ -1043,10 +1051,12 @@ loop_init(aw_loop **loopp, struct event_base *base, int own_base)
     aw_loop *loop;
     int rc;
 
-    /* Idempotent.  Not for locks (our bases have none): libevent needs
-     * thread ids to tell whether a base is dispatching, and without them
-     * event_base_get_running_event() crashes on an idle base. */
-    evthread_use_pthreads();
+    /* Not for locks (our bases have none): libevent needs thread ids to
+     * tell whether a base is dispatching, and without them
+     * event_base_get_running_event() crashes on an idle base.  Once per
+     * process: it rewrites libevent's global callbacks, which a loop
+     * running in another thread reads. */
+    pthread_once(&evthread_once, use_pthreads);
     loop = aw__calloc(1, sizeof(*loop));
     if (loop == NULL)
         return -ENOMEM;
