@@ -13,22 +13,26 @@
  *
  * Lifetimes.  A job is "attached" to its sink from submission until the
  * drain hands it back, or until it is cancelled before a worker finished
- * it; each attached job holds a reference to the sink, and the sink is
- * counted as a live object of its loop, so the loop cannot close (it
- * returns AW_EBUSY) while a worker may still append to the sink.  A job
- * cancelled while it runs is detached at once and marked abandoned: its
- * worker destroys the result and frees the job without touching the
- * loop or the sink again.  So a loop closes without waiting for any
- * worker, and no worker ever touches freed loop memory.
+ * it.  The sink is the loop's (its typed slot, struct aw__exec_slot):
+ * made on first use, freed by the loop's release hook when the loop
+ * closes.  While jobs are attached the sink counts as a live object of
+ * its loop, so the loop cannot close (it returns AW_EBUSY, and the
+ * census hook names the jobs) while a worker may still append to the
+ * sink; an idle sink does not count.  A job cancelled while it runs is
+ * detached at once and marked abandoned: its worker destroys the result
+ * and frees the job without touching the loop or the sink again.  So a
+ * loop closes without waiting for any worker, and no worker ever touches
+ * freed loop memory.
  *
- * The job's future is a grant (sync-internal.h) owned by the sink: its
- * cancel and release operations reach the job synchronously.  Sink
- * references change only on the loop's thread.
+ * The job's future is a grant (sync-internal.h) whose owner is the sink:
+ * its cancel and release operations reach the job synchronously.  The
+ * sink's grant references (p.refs) are counted but do not decide its
+ * lifetime: every grant is a future of the loop, so none is left when
+ * the loop closes.
  *
- * Each loop has at most one sink, found through a small registry (a
- * mutex-protected list, cached per thread); it also keeps the loop's
- * default executor.  (A typed slot of the loop would replace both; see
- * the closing note of the change that added this file.) */
+ * The loop's default executor lives in the sink too; the release hook
+ * shuts it down without waiting (aw_executor_free), so a loop that used
+ * aw_to_thread() closes once its jobs are back. */
 #include "config.h"
 
 #include <errno.h>
@@ -55,14 +59,14 @@ enum job_state {
     J_DROPPED    /* cancelled by the executor's shutdown; the drain too */
 };
 
-struct sink;
+struct aw__exec_sink;
 
 struct job {
     struct job *prev, *next; /* the executor's queue (ex->mu) */
     struct job *dnext;       /* the sink's finished list (sink->mu) */
     struct job *aprev, *anext; /* the sink's attached jobs (loop thread) */
     aw_executor *ex;
-    struct sink *sink;
+    struct aw__exec_sink *sink;
     struct grant *grant; /* loop thread: the future, NULL once it went */
     aw_blocking_fn fn;
     void *arg;
@@ -93,15 +97,14 @@ struct aw_executor {
     char *prefix;
 };
 
-struct sink {
-    struct aw__prim p; /* p.loop, p.refs (loop thread only) */
+struct aw__exec_sink {
+    struct aw__prim p; /* p.loop; p.refs: its grants (loop thread) */
     pthread_mutex_t mu;
     struct job *head, *tail; /* finished, in order (mu) */
     int scheduled;           /* a drain is on its way (mu) */
     struct job *attached;    /* loop thread */
     size_t nattached;        /* loop thread */
     aw_executor *default_ex; /* loop thread */
-    struct sink *rprev, *rnext; /* the registry */
 };
 
 /* ---- the executor ---------------------------------------------------------- */
@@ -404,55 +407,27 @@ aw_executor_stat(aw_executor *ex, int which)
 
 /* ---- the sinks: each loop's side ------------------------------------------- */
 
-static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct sink *registry;
-/* The sink last used by this thread (a loop runs in one thread). */
-static _Thread_local struct sink *cached;
-
 static void
-sink_gone(struct aw__prim *p)
+sink_grants_gone(struct aw__prim *p)
 {
-    struct sink *s = (struct sink *)p;
-
-    pthread_mutex_lock(&registry_mu);
-    if (s->rprev != NULL)
-        s->rprev->rnext = s->rnext;
-    else
-        registry = s->rnext;
-    if (s->rnext != NULL)
-        s->rnext->rprev = s->rprev;
-    pthread_mutex_unlock(&registry_mu);
-    if (cached == s)
-        cached = NULL;
-    pthread_mutex_destroy(&s->mu);
-    aw__loop_track(s->p.loop, -1);
-    aw__free(s);
+    (void)p; /* the sink goes with its loop (exec_release) */
 }
+
+static const struct aw__loop_hooks exec_hooks;
 
 /* The loop's sink, NULL when it has none. */
-static struct sink *
+static struct aw__exec_sink *
 sink_find(aw_loop *loop)
 {
-    struct sink *s;
-
-    if (cached != NULL && cached->p.loop == loop)
-        return cached;
-    pthread_mutex_lock(&registry_mu);
-    for (s = registry; s != NULL; s = s->rnext)
-        if (s->p.loop == loop)
-            break;
-    pthread_mutex_unlock(&registry_mu);
-    if (s != NULL)
-        cached = s;
-    return s;
+    return aw__loop_exec_slot(loop)->sink;
 }
 
-/* The loop's sink, made on first use (no reference yet: whoever makes
- * it takes one, or calls sink_unused()); NULL out of memory. */
-static struct sink *
+/* The loop's sink, made on first use; NULL out of memory. */
+static struct aw__exec_sink *
 sink_get(aw_loop *loop)
 {
-    struct sink *s = sink_find(loop);
+    struct aw__exec_slot *slot = aw__loop_exec_slot(loop);
+    struct aw__exec_sink *s = slot->sink;
 
     if (s != NULL)
         return s;
@@ -460,29 +435,17 @@ sink_get(aw_loop *loop)
     if (s == NULL)
         return NULL;
     s->p.loop = loop;
-    s->p.refs = 0;
-    s->p.gone = sink_gone;
+    s->p.gone = sink_grants_gone;
     pthread_mutex_init(&s->mu, NULL);
-    aw__loop_track(loop, 1);
-    pthread_mutex_lock(&registry_mu);
-    s->rnext = registry;
-    if (registry != NULL)
-        registry->rprev = s;
-    registry = s;
-    pthread_mutex_unlock(&registry_mu);
-    cached = s;
+    slot->sink = s;
+    slot->hooks = &exec_hooks;
     return s;
 }
 
+/* While jobs are attached, the sink counts as a live object of its loop:
+ * the loop does not close under a worker that may append to it. */
 static void
-sink_unused(struct sink *s)
-{
-    if (s->p.refs == 0)
-        sink_gone(&s->p);
-}
-
-static void
-attach(struct sink *s, struct job *j)
+attach(struct aw__exec_sink *s, struct job *j)
 {
     j->sink = s;
     j->aprev = NULL;
@@ -490,16 +453,15 @@ attach(struct sink *s, struct job *j)
     if (s->attached != NULL)
         s->attached->aprev = j;
     s->attached = j;
-    s->nattached++;
-    aw__prim_ref(&s->p);
+    if (s->nattached++ == 0)
+        aw__loop_track(s->p.loop, 1);
 }
 
-/* Unlink j from its sink's attached list; the caller then drops the
- * sink's reference (after it stopped touching j). */
+/* Unlink j from its sink's attached list. */
 static void
 detach(struct job *j)
 {
-    struct sink *s = j->sink;
+    struct aw__exec_sink *s = j->sink;
 
     if (j->aprev != NULL)
         j->aprev->anext = j->anext;
@@ -507,7 +469,8 @@ detach(struct job *j)
         s->attached = j->anext;
     if (j->anext != NULL)
         j->anext->aprev = j->aprev;
-    s->nattached--;
+    if (--s->nattached == 0)
+        aw__loop_track(s->p.loop, -1);
 }
 
 static int drain(aw_loop *loop, void *arg);
@@ -517,7 +480,7 @@ static int drain(aw_loop *loop, void *arg);
 static void
 deliver(struct job *j)
 {
-    struct sink *s = j->sink;
+    struct aw__exec_sink *s = j->sink;
     aw_executor *ex = j->ex;
     int wake;
 
@@ -584,7 +547,7 @@ hand_back(struct job *j)
 static int
 drain(aw_loop *loop, void *arg)
 {
-    struct sink *s = arg;
+    struct aw__exec_sink *s = arg;
     struct job *list, *j;
 
     (void)loop;
@@ -593,15 +556,12 @@ drain(aw_loop *loop, void *arg)
     s->head = s->tail = NULL;
     s->scheduled = 0;
     pthread_mutex_unlock(&s->mu);
-    aw__prim_ref(&s->p);
     while ((j = list) != NULL) {
         list = j->dnext;
         hand_back(j);
         detach(j);
         aw__free(j);
-        aw__prim_unref(&s->p);
     }
-    aw__prim_unref(&s->p);
     return 0;
 }
 
@@ -610,7 +570,6 @@ static void
 job_cancel(struct job *j)
 {
     aw_executor *ex = j->ex;
-    struct sink *s = j->sink;
     int state;
 
     j->grant->data = NULL;
@@ -631,8 +590,6 @@ job_cancel(struct job *j)
             j->arg_destroy(j->arg);
         aw__free(j);
     }
-    if (state == J_QUEUED || state == J_RUNNING)
-        aw__prim_unref(&s->p);
 }
 
 static int
@@ -668,13 +625,13 @@ refuse(aw_loop *loop, void *arg, aw_destroy_fn arg_destroy, int code,
     return aw_future_failed(loop, code, "%s", msg);
 }
 
-static aw_executor *default_executor(aw_loop *loop, struct sink *s);
+static aw_executor *default_executor(aw_loop *loop, struct aw__exec_sink *s);
 
 static aw_future *
 submit(aw_loop *loop, aw_executor *ex, aw_blocking_fn fn, void *arg,
        aw_destroy_fn arg_destroy, aw_destroy_fn result_destroy)
 {
-    struct sink *s;
+    struct aw__exec_sink *s;
     struct job *j;
     struct grant *g;
     int rc;
@@ -689,15 +646,12 @@ submit(aw_loop *loop, aw_executor *ex, aw_blocking_fn fn, void *arg,
     s = sink_get(loop);
     if (s == NULL)
         return refuse(loop, arg, arg_destroy, -ENOMEM, NULL);
-    if (ex == NULL && (ex = default_executor(loop, s)) == NULL) {
-        sink_unused(s);
+    if (ex == NULL && (ex = default_executor(loop, s)) == NULL)
         return refuse(loop, arg, arg_destroy, -ENOMEM, NULL);
-    }
     j = aw__malloc(sizeof(*j));
     g = j != NULL ? aw__grant_new(&job_class, &s->p) : NULL;
     if (g == NULL) {
         aw__free(j);
-        sink_unused(s);
         return refuse(loop, arg, arg_destroy, -ENOMEM, NULL);
     }
     memset(j, 0, sizeof(*j));
@@ -725,8 +679,7 @@ submit(aw_loop *loop, aw_executor *ex, aw_blocking_fn fn, void *arg,
         g->data = NULL;
         detach(j);
         aw__free(j);
-        aw__prim_unref(&s->p);
-        aw_future_unref(&g->base); /* the last reference to the sink */
+        aw_future_unref(&g->base);
         return refuse(loop, arg, arg_destroy, rc,
                       rc == AW_ECLOSED ? "the executor was shut down"
                                        : "no worker thread could start");
@@ -752,7 +705,7 @@ aw_to_thread(aw_loop *loop, aw_blocking_fn fn, void *arg,
 /* ---- the default executor -------------------------------------------------- */
 
 static aw_executor *
-default_executor(aw_loop *loop, struct sink *s)
+default_executor(aw_loop *loop, struct aw__exec_sink *s)
 {
     aw_executor_options o;
 
@@ -763,14 +716,13 @@ default_executor(aw_loop *loop, struct sink *s)
     o.thread_name_prefix = "aw-default";
     if (aw_executor_new(&s->default_ex, &o) != 0)
         return NULL;
-    aw__prim_ref(&s->p); /* the loop keeps it until shut down */
     return s->default_ex;
 }
 
 int
 aw_loop_shutdown_default_executor(aw_loop *loop, int wait)
 {
-    struct sink *s;
+    struct aw__exec_sink *s;
     aw_executor *ex;
 
     if (loop == NULL)
@@ -783,14 +735,13 @@ aw_loop_shutdown_default_executor(aw_loop *loop, int wait)
     if (wait)
         aw_executor_shutdown(ex, 1, 0);
     aw_executor_free(ex);
-    aw__prim_unref(&s->p);
     return 0;
 }
 
 int
 aw_loop_cancel_executor_jobs(aw_loop *loop)
 {
-    struct sink *s;
+    struct aw__exec_sink *s;
     struct job *j, *next;
     int n = 0;
 
@@ -799,7 +750,6 @@ aw_loop_cancel_executor_jobs(aw_loop *loop)
     s = sink_find(loop);
     if (s == NULL)
         return 0;
-    aw__prim_ref(&s->p);
     for (j = s->attached; j != NULL; j = next) {
         next = j->anext; /* cancelling j frees at most j */
         if (j->grant != NULL &&
@@ -807,17 +757,50 @@ aw_loop_cancel_executor_jobs(aw_loop *loop)
                 0)
             n++;
     }
-    aw__prim_unref(&s->p);
     return n;
 }
 
 size_t
 aw_loop_executor_jobs(aw_loop *loop)
 {
-    struct sink *s = loop != NULL ? sink_find(loop) : NULL;
+    struct aw__exec_sink *s = loop != NULL ? sink_find(loop) : NULL;
 
     return s != NULL ? s->nattached : 0;
 }
+
+/* ---- the loop's hooks ------------------------------------------------------- */
+
+/* Close found work outstanding: name the jobs still out. */
+static void
+exec_census(aw_loop *loop)
+{
+    struct aw__exec_sink *s = sink_find(loop);
+
+    if (s != NULL && s->nattached > 0)
+        aw__loop_report(loop, AW_EBUSY, NULL, NULL,
+                        "%zu executor jobs still running or queued (or "
+                        "finished and not handed back yet)",
+                        s->nattached);
+}
+
+/* The loop closes: nothing is attached (the sink counted as live while
+ * anything was), so no worker can reach the sink any more. */
+static void
+exec_release(aw_loop *loop)
+{
+    struct aw__exec_slot *slot = aw__loop_exec_slot(loop);
+    struct aw__exec_sink *s = slot->sink;
+
+    if (s == NULL)
+        return;
+    aw_executor_free(s->default_ex); /* no wait: idle workers end */
+    pthread_mutex_destroy(&s->mu);
+    aw__free(s);
+    slot->sink = NULL;
+}
+
+static const struct aw__loop_hooks exec_hooks = {exec_census, exec_release,
+                                                  NULL};
 
 /* ---- aw_run ------------------------------------------------------------------ */
 

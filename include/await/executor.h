@@ -106,8 +106,9 @@ AW_EXTERN aw_future *aw_loop_run_in_executor(aw_loop *loop, aw_executor *ex,
  * aw_to_thread - asyncio.to_thread: aw_loop_run_in_executor() on the
  * loop's default executor.  The default executor is created on first use
  * with the default options (threads named "aw-default_N") and belongs to
- * the loop: aw_loop_shutdown_default_executor() releases it, aw_run()
- * does so itself.
+ * the loop: aw_loop_shutdown_default_executor() releases it, and closing
+ * the loop does so itself (without waiting) once the loop's jobs are
+ * back.
  */
 AW_EXTERN aw_future *aw_to_thread(aw_loop *loop, aw_blocking_fn fn,
                                   void *arg, aw_destroy_fn arg_destroy,
@@ -119,10 +120,12 @@ AW_EXTERN aw_future *aw_to_thread(aw_loop *loop, aw_blocking_fn fn,
  * jobs still run and deliver their outcome, its threads end once the
  * queue is empty.  With wait, returns once they have ended (as
  * aw_executor_shutdown(ex, 1, 0): a running job is waited for, however
- * long it blocks); without, returns at once.  Until it is called, a loop
- * that used its default executor counts it as work outstanding:
- * aw_loop_close() returns AW_EBUSY.  Returns 0 (also when the loop has no
- * default executor); -EINVAL for NULL.  Call it from the loop's thread.
+ * long it blocks); without, returns at once.  aw_loop_close() does the
+ * same without waiting, so a loop whose jobs are all back closes without
+ * this call; make it to wait for the threads, or to get a new default
+ * executor on the next aw_to_thread().  Returns 0 (also when the loop has
+ * no default executor); -EINVAL for NULL.  Call it from the loop's
+ * thread.
  */
 AW_EXTERN int aw_loop_shutdown_default_executor(aw_loop *loop, int wait);
 
@@ -138,7 +141,9 @@ AW_EXTERN int aw_loop_cancel_executor_jobs(aw_loop *loop);
  * aw_loop_executor_jobs - how many jobs submitted from loop have not
  * been handed back to it yet (queued, running, or finished and waiting
  * for the loop's next pass); a job cancelled while it runs no longer
- * counts.  While it is not 0 the loop cannot close (AW_EBUSY).
+ * counts.  While it is not 0 the loop cannot close: aw_loop_close()
+ * reports how many ("N executor jobs still running or queued") and
+ * returns AW_EBUSY.
  */
 AW_EXTERN size_t aw_loop_executor_jobs(aw_loop *loop);
 
