@@ -52,17 +52,19 @@
 #include "sync-internal.h"
 
 enum job_state {
+    J_WAITING,   /* waiting for room in the executor's bounded queue */
     J_QUEUED,    /* on the executor's queue */
     J_RUNNING,   /* a worker runs it */
     J_ABANDONED, /* cancelled while running: its worker frees it */
     J_DONE,      /* fn returned; the drain hands it back and frees it */
-    J_DROPPED    /* cancelled by the executor's shutdown; the drain too */
+    J_DROPPED,   /* cancelled by the executor's shutdown; the drain too */
+    J_REFUSED    /* waiting for room at the shutdown; the drain too */
 };
 
 struct aw__exec_sink;
 
 struct job {
-    struct job *prev, *next; /* the executor's queue (ex->mu) */
+    struct job *prev, *next; /* the executor's queue or waiting list */
     struct job *dnext;       /* the sink's finished list (sink->mu) */
     struct job *aprev, *anext; /* the sink's attached jobs (loop thread) */
     aw_executor *ex;
@@ -77,12 +79,19 @@ struct job {
     int state; /* ex->mu */
 };
 
+/* A FIFO of jobs (under ex->mu). */
+struct jlist {
+    struct job *head, *tail;
+    size_t n;
+};
+
 struct aw_executor {
     pthread_mutex_t mu;
     pthread_cond_t work;  /* a job or the shutdown for the workers */
     pthread_cond_t ended; /* a worker ended; a join finished */
-    struct job *head, *tail;
-    size_t queued;
+    struct jlist queue;   /* jobs for the workers */
+    struct jlist waiting; /* jobs waiting for room in the queue */
+    size_t maxsize;       /* of queue; 0: unbounded */
     size_t submitted, completed;
     size_t wakeups; /* atomic: counted outside mu */
     int max_workers;
@@ -135,8 +144,6 @@ aw_executor_new(aw_executor **exp, const aw_executor_options *options)
     if (options != NULL) {
         if (options->max_workers < 0)
             return -EINVAL;
-        if (options->maxsize != 0)
-            return -ENOTSUP; /* not accepted and ignored */
         max = options->max_workers;
         if (options->thread_name_prefix != NULL)
             prefix = options->thread_name_prefix;
@@ -162,37 +169,62 @@ aw_executor_new(aw_executor **exp, const aw_executor_options *options)
     pthread_cond_init(&ex->work, NULL);
     pthread_cond_init(&ex->ended, NULL);
     ex->max_workers = max;
+    ex->maxsize = options != NULL ? options->maxsize : 0;
     ex->refs = 1;
     *exp = ex;
     return 0;
 }
 
 static void
-queue_push(aw_executor *ex, struct job *j)
+jlist_push(struct jlist *l, struct job *j)
 {
     j->next = NULL;
-    j->prev = ex->tail;
-    if (ex->tail != NULL)
-        ex->tail->next = j;
+    j->prev = l->tail;
+    if (l->tail != NULL)
+        l->tail->next = j;
     else
-        ex->head = j;
-    ex->tail = j;
-    ex->queued++;
+        l->head = j;
+    l->tail = j;
+    l->n++;
 }
 
 static void
-queue_remove(aw_executor *ex, struct job *j)
+jlist_remove(struct jlist *l, struct job *j)
 {
     if (j->prev != NULL)
         j->prev->next = j->next;
     else
-        ex->head = j->next;
+        l->head = j->next;
     if (j->next != NULL)
         j->next->prev = j->prev;
     else
-        ex->tail = j->prev;
+        l->tail = j->prev;
     j->prev = j->next = NULL;
-    ex->queued--;
+    l->n--;
+}
+
+static int wake_worker(aw_executor *ex);
+
+/* Under ex->mu, room may have appeared in the queue: let the jobs
+ * waiting for it in, oldest first.  The waiting jobs are the executor's
+ * (ex->mu), so no loop is touched: their futures merely stay pending
+ * until they have run. */
+static void
+admit(aw_executor *ex)
+{
+    struct job *j;
+    int admitted = 0;
+
+    while (!ex->shutdown && ex->waiting.n > 0 && ex->queue.n < ex->maxsize) {
+        j = ex->waiting.head;
+        jlist_remove(&ex->waiting, j);
+        jlist_push(&ex->queue, j);
+        j->state = J_QUEUED;
+        ex->submitted++;
+        admitted = 1;
+    }
+    if (admitted)
+        (void)wake_worker(ex); /* workers run: the queue was full */
 }
 
 static void deliver(struct job *j);
@@ -223,15 +255,16 @@ worker_main(void *arg)
 
     pthread_mutex_lock(&ex->mu);
     for (;;) {
-        while ((j = ex->head) == NULL && !ex->shutdown) {
+        while ((j = ex->queue.head) == NULL && !ex->shutdown) {
             ex->idle++;
             pthread_cond_wait(&ex->work, &ex->mu);
             ex->idle--;
         }
         if (j == NULL)
             break;
-        queue_remove(ex, j);
+        jlist_remove(&ex->queue, j);
         j->state = J_RUNNING;
+        admit(ex);
         pthread_mutex_unlock(&ex->mu);
         j->result = j->fn(j->arg, &j->err);
         if (j->arg_destroy != NULL)
@@ -270,7 +303,7 @@ wake_worker(aw_executor *ex)
 {
     int rc;
 
-    if (ex->queued > (size_t)ex->idle && ex->nthreads < ex->max_workers) {
+    if (ex->queue.n > (size_t)ex->idle && ex->nthreads < ex->max_workers) {
         rc = pthread_create(&ex->threads[ex->nthreads], NULL, worker_main,
                             ex);
         if (rc == 0) {
@@ -312,9 +345,16 @@ aw_executor_shutdown(aw_executor *ex, int wait, int cancel_futures)
         return -EDEADLK;
     }
     ex->shutdown = 1;
+    /* Not accepted yet: refused as a submission after the shutdown is. */
+    while ((j = ex->waiting.tail) != NULL) {
+        jlist_remove(&ex->waiting, j);
+        j->state = J_REFUSED;
+        j->dnext = dropped;
+        dropped = j;
+    }
     if (cancel_futures) {
-        while ((j = ex->tail) != NULL) {
-            queue_remove(ex, j);
+        while ((j = ex->queue.tail) != NULL) {
+            jlist_remove(&ex->queue, j);
             j->state = J_DROPPED;
             j->dnext = dropped;
             dropped = j;
@@ -387,7 +427,10 @@ aw_executor_stat(aw_executor *ex, int which)
         v = (size_t)ex->idle;
         break;
     case AW_EXECUTOR_QUEUED:
-        v = ex->queued;
+        v = ex->queue.n;
+        break;
+    case AW_EXECUTOR_WAITING:
+        v = ex->waiting.n;
         break;
     case AW_EXECUTOR_SUBMITTED:
         v = ex->submitted;
@@ -520,7 +563,8 @@ hand_back(struct job *j)
 {
     struct grant *g = j->grant;
 
-    if (j->state == J_DROPPED && j->arg_destroy != NULL)
+    if ((j->state == J_DROPPED || j->state == J_REFUSED) &&
+        j->arg_destroy != NULL)
         j->arg_destroy(j->arg);
     if (g == NULL) {
         destroy_result(j);
@@ -531,6 +575,10 @@ hand_back(struct job *j)
     if (j->state == J_DROPPED) {
         aw__future_set_cancelled(&g->base,
                                  aw__strdup("the executor was shut down"));
+    } else if (j->state == J_REFUSED) {
+        aw__grant_fail(g, AW_ECLOSED,
+                       "the executor was shut down while the job waited "
+                       "for room in its queue");
     } else if (j->err < 0) {
         destroy_result(j);
         if (j->err == AW_ECANCELLED)
@@ -576,16 +624,20 @@ job_cancel(struct job *j)
     j->grant = NULL;
     pthread_mutex_lock(&ex->mu);
     state = j->state;
-    if (state == J_QUEUED) {
-        queue_remove(ex, j);
+    if (state == J_WAITING) {
+        jlist_remove(&ex->waiting, j);
         detach(j);
+    } else if (state == J_QUEUED) {
+        jlist_remove(&ex->queue, j);
+        detach(j);
+        admit(ex);
     } else if (state == J_RUNNING) {
         detach(j); /* before the worker may free it */
         j->state = J_ABANDONED;
     }
     pthread_mutex_unlock(&ex->mu);
-    /* J_DONE, J_DROPPED: the drain on its way frees it. */
-    if (state == J_QUEUED) {
+    /* J_DONE, J_DROPPED, J_REFUSED: the drain on its way frees it. */
+    if (state == J_QUEUED || state == J_WAITING) {
         if (j->arg_destroy != NULL)
             j->arg_destroy(j->arg);
         aw__free(j);
@@ -666,11 +718,16 @@ submit(aw_loop *loop, aw_executor *ex, aw_blocking_fn fn, void *arg,
     attach(s, j);
     pthread_mutex_lock(&ex->mu);
     rc = ex->shutdown ? AW_ECLOSED : 0;
-    if (rc == 0) {
-        queue_push(ex, j);
+    if (rc == 0 && ex->maxsize > 0 &&
+        (ex->queue.n >= ex->maxsize || ex->waiting.n > 0)) {
+        /* Full: the future stays pending while the job waits for room. */
+        j->state = J_WAITING;
+        jlist_push(&ex->waiting, j);
+    } else if (rc == 0) {
+        jlist_push(&ex->queue, j);
         rc = wake_worker(ex);
         if (rc != 0)
-            queue_remove(ex, j);
+            jlist_remove(&ex->queue, j);
         else
             ex->submitted++;
     }

@@ -58,8 +58,11 @@ typedef struct aw_executor_options {
     /* Threads are named PREFIX_N (pthread_setname_np; the kernel keeps 15
      * bytes); NULL: "aw-worker".  Copied. */
     const char *thread_name_prefix;
-    /* Reserved for a bounded queue: must be 0 (unbounded) for now;
-     * aw_executor_new() refuses another value with -ENOTSUP. */
+    /* Jobs waiting for a worker at most (a bounded queue, for
+     * backpressure); 0: unbounded.  A job submitted while the queue is
+     * full waits for room: its future stays pending, and the job enters
+     * the queue, in the order submitted, when a worker takes a job or a
+     * queued job is cancelled (see aw_loop_run_in_executor()). */
     size_t maxsize;
 } aw_executor_options;
 
@@ -69,7 +72,7 @@ typedef struct aw_executor_options {
  * started as jobs arrive, while none is idle, up to max_workers.  Stores
  * the executor in *exp (the caller owns it: end it with
  * aw_executor_free()) and returns 0; -EINVAL for a NULL exp or a negative
- * max_workers; -ENOTSUP for a maxsize other than 0; -ENOMEM.
+ * max_workers; -ENOMEM.
  * Thread-safe.
  */
 AW_EXTERN int aw_executor_new(aw_executor **exp,
@@ -82,6 +85,15 @@ AW_EXTERN int aw_executor_new(aw_executor **exp,
  * reference for the caller; it settles on loop with fn's result (owned
  * by the future, destroyed with result_destroy, which may be NULL), or
  * fails with the code fn set.  Jobs start in the order submitted.
+ *
+ * Backpressure: with options.maxsize set and the queue full, the job
+ * waits for room (AW_EXECUTOR_WAITING) and its future simply stays
+ * pending longer (awaiting it is how a producer slows down); jobs
+ * waiting for room enter the queue first come, first served, from every
+ * loop.  Cancelling the future of a job waiting for room removes it (it
+ * never runs, arg is destroyed); a shutdown of the executor fails it
+ * with AW_ECLOSED (it was not accepted yet, like a submission after the
+ * shutdown; arg destroyed on its loop).
  *
  * Cancelling the future (aw_future_cancel, or cancelling a task that
  * awaits it) takes effect at once: a job no worker took yet never runs
@@ -174,9 +186,10 @@ enum aw_executor_stat {
     AW_EXECUTOR_WORKERS = 1, /* threads started and not ended */
     AW_EXECUTOR_IDLE,        /* threads waiting for a job */
     AW_EXECUTOR_QUEUED,      /* jobs waiting for a worker */
-    AW_EXECUTOR_SUBMITTED,   /* jobs accepted, since creation */
+    AW_EXECUTOR_SUBMITTED,   /* jobs accepted in the queue, since creation */
     AW_EXECUTOR_COMPLETED,   /* jobs a worker ran to their end */
-    AW_EXECUTOR_WAKEUPS      /* loop wake-ups made to hand jobs back */
+    AW_EXECUTOR_WAKEUPS,     /* loop wake-ups made to hand jobs back */
+    AW_EXECUTOR_WAITING      /* jobs waiting for room in a bounded queue */
 };
 
 /* aw_executor_stat - one of the counters above; 0 for NULL or an unknown
