@@ -13,22 +13,26 @@
  *
  * Lifetimes.  A job is "attached" to its sink from submission until the
  * drain hands it back, or until it is cancelled before a worker finished
- * it; each attached job holds a reference to the sink, and the sink is
- * counted as a live object of its loop, so the loop cannot close (it
- * returns AW_EBUSY) while a worker may still append to the sink.  A job
- * cancelled while it runs is detached at once and marked abandoned: its
- * worker destroys the result and frees the job without touching the
- * loop or the sink again.  So a loop closes without waiting for any
- * worker, and no worker ever touches freed loop memory.
+ * it.  The sink is the loop's (its typed slot, struct aw__exec_slot):
+ * made on first use, freed by the loop's release hook when the loop
+ * closes.  While jobs are attached the sink counts as a live object of
+ * its loop, so the loop cannot close (it returns AW_EBUSY, and the
+ * census hook names the jobs) while a worker may still append to the
+ * sink; an idle sink does not count.  A job cancelled while it runs is
+ * detached at once and marked abandoned: its worker destroys the result
+ * and frees the job without touching the loop or the sink again.  So a
+ * loop closes without waiting for any worker, and no worker ever touches
+ * freed loop memory.
  *
- * The job's future is a grant (sync-internal.h) owned by the sink: its
- * cancel and release operations reach the job synchronously.  Sink
- * references change only on the loop's thread.
+ * The job's future is a grant (sync-internal.h) whose owner is the sink:
+ * its cancel and release operations reach the job synchronously.  The
+ * sink's grant references (p.refs) are counted but do not decide its
+ * lifetime: every grant is a future of the loop, so none is left when
+ * the loop closes.
  *
- * Each loop has at most one sink, found through a small registry (a
- * mutex-protected list, cached per thread); it also keeps the loop's
- * default executor.  (A typed slot of the loop would replace both; see
- * the closing note of the change that added this file.) */
+ * The loop's default executor lives in the sink too; the release hook
+ * shuts it down without waiting (aw_executor_free), so a loop that used
+ * aw_to_thread() closes once its jobs are back. */
 #include "config.h"
 
 #include <errno.h>
@@ -48,21 +52,23 @@
 #include "sync-internal.h"
 
 enum job_state {
+    J_WAITING,   /* waiting for room in the executor's bounded queue */
     J_QUEUED,    /* on the executor's queue */
     J_RUNNING,   /* a worker runs it */
     J_ABANDONED, /* cancelled while running: its worker frees it */
     J_DONE,      /* fn returned; the drain hands it back and frees it */
-    J_DROPPED    /* cancelled by the executor's shutdown; the drain too */
+    J_DROPPED,   /* cancelled by the executor's shutdown; the drain too */
+    J_REFUSED    /* waiting for room at the shutdown; the drain too */
 };
 
-struct sink;
+struct aw__exec_sink;
 
 struct job {
-    struct job *prev, *next; /* the executor's queue (ex->mu) */
+    struct job *prev, *next; /* the executor's queue or waiting list */
     struct job *dnext;       /* the sink's finished list (sink->mu) */
     struct job *aprev, *anext; /* the sink's attached jobs (loop thread) */
     aw_executor *ex;
-    struct sink *sink;
+    struct aw__exec_sink *sink;
     struct grant *grant; /* loop thread: the future, NULL once it went */
     aw_blocking_fn fn;
     void *arg;
@@ -73,12 +79,19 @@ struct job {
     int state; /* ex->mu */
 };
 
+/* A FIFO of jobs (under ex->mu). */
+struct jlist {
+    struct job *head, *tail;
+    size_t n;
+};
+
 struct aw_executor {
     pthread_mutex_t mu;
     pthread_cond_t work;  /* a job or the shutdown for the workers */
     pthread_cond_t ended; /* a worker ended; a join finished */
-    struct job *head, *tail;
-    size_t queued;
+    struct jlist queue;   /* jobs for the workers */
+    struct jlist waiting; /* jobs waiting for room in the queue */
+    size_t maxsize;       /* of queue; 0: unbounded */
     size_t submitted, completed;
     size_t wakeups; /* atomic: counted outside mu */
     int max_workers;
@@ -93,15 +106,14 @@ struct aw_executor {
     char *prefix;
 };
 
-struct sink {
-    struct aw__prim p; /* p.loop, p.refs (loop thread only) */
+struct aw__exec_sink {
+    struct aw__prim p; /* p.loop; p.refs: its grants (loop thread) */
     pthread_mutex_t mu;
     struct job *head, *tail; /* finished, in order (mu) */
     int scheduled;           /* a drain is on its way (mu) */
     struct job *attached;    /* loop thread */
     size_t nattached;        /* loop thread */
     aw_executor *default_ex; /* loop thread */
-    struct sink *rprev, *rnext; /* the registry */
 };
 
 /* ---- the executor ---------------------------------------------------------- */
@@ -132,8 +144,6 @@ aw_executor_new(aw_executor **exp, const aw_executor_options *options)
     if (options != NULL) {
         if (options->max_workers < 0)
             return -EINVAL;
-        if (options->maxsize != 0)
-            return -ENOTSUP; /* not accepted and ignored */
         max = options->max_workers;
         if (options->thread_name_prefix != NULL)
             prefix = options->thread_name_prefix;
@@ -159,37 +169,62 @@ aw_executor_new(aw_executor **exp, const aw_executor_options *options)
     pthread_cond_init(&ex->work, NULL);
     pthread_cond_init(&ex->ended, NULL);
     ex->max_workers = max;
+    ex->maxsize = options != NULL ? options->maxsize : 0;
     ex->refs = 1;
     *exp = ex;
     return 0;
 }
 
 static void
-queue_push(aw_executor *ex, struct job *j)
+jlist_push(struct jlist *l, struct job *j)
 {
     j->next = NULL;
-    j->prev = ex->tail;
-    if (ex->tail != NULL)
-        ex->tail->next = j;
+    j->prev = l->tail;
+    if (l->tail != NULL)
+        l->tail->next = j;
     else
-        ex->head = j;
-    ex->tail = j;
-    ex->queued++;
+        l->head = j;
+    l->tail = j;
+    l->n++;
 }
 
 static void
-queue_remove(aw_executor *ex, struct job *j)
+jlist_remove(struct jlist *l, struct job *j)
 {
     if (j->prev != NULL)
         j->prev->next = j->next;
     else
-        ex->head = j->next;
+        l->head = j->next;
     if (j->next != NULL)
         j->next->prev = j->prev;
     else
-        ex->tail = j->prev;
+        l->tail = j->prev;
     j->prev = j->next = NULL;
-    ex->queued--;
+    l->n--;
+}
+
+static int wake_worker(aw_executor *ex);
+
+/* Under ex->mu, room may have appeared in the queue: let the jobs
+ * waiting for it in, oldest first.  The waiting jobs are the executor's
+ * (ex->mu), so no loop is touched: their futures merely stay pending
+ * until they have run. */
+static void
+admit(aw_executor *ex)
+{
+    struct job *j;
+    int admitted = 0;
+
+    while (!ex->shutdown && ex->waiting.n > 0 && ex->queue.n < ex->maxsize) {
+        j = ex->waiting.head;
+        jlist_remove(&ex->waiting, j);
+        jlist_push(&ex->queue, j);
+        j->state = J_QUEUED;
+        ex->submitted++;
+        admitted = 1;
+    }
+    if (admitted)
+        (void)wake_worker(ex); /* workers run: the queue was full */
 }
 
 static void deliver(struct job *j);
@@ -220,15 +255,16 @@ worker_main(void *arg)
 
     pthread_mutex_lock(&ex->mu);
     for (;;) {
-        while ((j = ex->head) == NULL && !ex->shutdown) {
+        while ((j = ex->queue.head) == NULL && !ex->shutdown) {
             ex->idle++;
             pthread_cond_wait(&ex->work, &ex->mu);
             ex->idle--;
         }
         if (j == NULL)
             break;
-        queue_remove(ex, j);
+        jlist_remove(&ex->queue, j);
         j->state = J_RUNNING;
+        admit(ex);
         pthread_mutex_unlock(&ex->mu);
         j->result = j->fn(j->arg, &j->err);
         if (j->arg_destroy != NULL)
@@ -267,7 +303,7 @@ wake_worker(aw_executor *ex)
 {
     int rc;
 
-    if (ex->queued > (size_t)ex->idle && ex->nthreads < ex->max_workers) {
+    if (ex->queue.n > (size_t)ex->idle && ex->nthreads < ex->max_workers) {
         rc = pthread_create(&ex->threads[ex->nthreads], NULL, worker_main,
                             ex);
         if (rc == 0) {
@@ -309,9 +345,16 @@ aw_executor_shutdown(aw_executor *ex, int wait, int cancel_futures)
         return -EDEADLK;
     }
     ex->shutdown = 1;
+    /* Not accepted yet: refused as a submission after the shutdown is. */
+    while ((j = ex->waiting.tail) != NULL) {
+        jlist_remove(&ex->waiting, j);
+        j->state = J_REFUSED;
+        j->dnext = dropped;
+        dropped = j;
+    }
     if (cancel_futures) {
-        while ((j = ex->tail) != NULL) {
-            queue_remove(ex, j);
+        while ((j = ex->queue.tail) != NULL) {
+            jlist_remove(&ex->queue, j);
             j->state = J_DROPPED;
             j->dnext = dropped;
             dropped = j;
@@ -384,7 +427,10 @@ aw_executor_stat(aw_executor *ex, int which)
         v = (size_t)ex->idle;
         break;
     case AW_EXECUTOR_QUEUED:
-        v = ex->queued;
+        v = ex->queue.n;
+        break;
+    case AW_EXECUTOR_WAITING:
+        v = ex->waiting.n;
         break;
     case AW_EXECUTOR_SUBMITTED:
         v = ex->submitted;
@@ -404,55 +450,27 @@ aw_executor_stat(aw_executor *ex, int which)
 
 /* ---- the sinks: each loop's side ------------------------------------------- */
 
-static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct sink *registry;
-/* The sink last used by this thread (a loop runs in one thread). */
-static _Thread_local struct sink *cached;
-
 static void
-sink_gone(struct aw__prim *p)
+sink_grants_gone(struct aw__prim *p)
 {
-    struct sink *s = (struct sink *)p;
-
-    pthread_mutex_lock(&registry_mu);
-    if (s->rprev != NULL)
-        s->rprev->rnext = s->rnext;
-    else
-        registry = s->rnext;
-    if (s->rnext != NULL)
-        s->rnext->rprev = s->rprev;
-    pthread_mutex_unlock(&registry_mu);
-    if (cached == s)
-        cached = NULL;
-    pthread_mutex_destroy(&s->mu);
-    aw__loop_track(s->p.loop, -1);
-    aw__free(s);
+    (void)p; /* the sink goes with its loop (exec_release) */
 }
+
+static const struct aw__loop_hooks exec_hooks;
 
 /* The loop's sink, NULL when it has none. */
-static struct sink *
+static struct aw__exec_sink *
 sink_find(aw_loop *loop)
 {
-    struct sink *s;
-
-    if (cached != NULL && cached->p.loop == loop)
-        return cached;
-    pthread_mutex_lock(&registry_mu);
-    for (s = registry; s != NULL; s = s->rnext)
-        if (s->p.loop == loop)
-            break;
-    pthread_mutex_unlock(&registry_mu);
-    if (s != NULL)
-        cached = s;
-    return s;
+    return aw__loop_exec_slot(loop)->sink;
 }
 
-/* The loop's sink, made on first use (no reference yet: whoever makes
- * it takes one, or calls sink_unused()); NULL out of memory. */
-static struct sink *
+/* The loop's sink, made on first use; NULL out of memory. */
+static struct aw__exec_sink *
 sink_get(aw_loop *loop)
 {
-    struct sink *s = sink_find(loop);
+    struct aw__exec_slot *slot = aw__loop_exec_slot(loop);
+    struct aw__exec_sink *s = slot->sink;
 
     if (s != NULL)
         return s;
@@ -460,29 +478,17 @@ sink_get(aw_loop *loop)
     if (s == NULL)
         return NULL;
     s->p.loop = loop;
-    s->p.refs = 0;
-    s->p.gone = sink_gone;
+    s->p.gone = sink_grants_gone;
     pthread_mutex_init(&s->mu, NULL);
-    aw__loop_track(loop, 1);
-    pthread_mutex_lock(&registry_mu);
-    s->rnext = registry;
-    if (registry != NULL)
-        registry->rprev = s;
-    registry = s;
-    pthread_mutex_unlock(&registry_mu);
-    cached = s;
+    slot->sink = s;
+    slot->hooks = &exec_hooks;
     return s;
 }
 
+/* While jobs are attached, the sink counts as a live object of its loop:
+ * the loop does not close under a worker that may append to it. */
 static void
-sink_unused(struct sink *s)
-{
-    if (s->p.refs == 0)
-        sink_gone(&s->p);
-}
-
-static void
-attach(struct sink *s, struct job *j)
+attach(struct aw__exec_sink *s, struct job *j)
 {
     j->sink = s;
     j->aprev = NULL;
@@ -490,16 +496,15 @@ attach(struct sink *s, struct job *j)
     if (s->attached != NULL)
         s->attached->aprev = j;
     s->attached = j;
-    s->nattached++;
-    aw__prim_ref(&s->p);
+    if (s->nattached++ == 0)
+        aw__loop_track(s->p.loop, 1);
 }
 
-/* Unlink j from its sink's attached list; the caller then drops the
- * sink's reference (after it stopped touching j). */
+/* Unlink j from its sink's attached list. */
 static void
 detach(struct job *j)
 {
-    struct sink *s = j->sink;
+    struct aw__exec_sink *s = j->sink;
 
     if (j->aprev != NULL)
         j->aprev->anext = j->anext;
@@ -507,7 +512,8 @@ detach(struct job *j)
         s->attached = j->anext;
     if (j->anext != NULL)
         j->anext->aprev = j->aprev;
-    s->nattached--;
+    if (--s->nattached == 0)
+        aw__loop_track(s->p.loop, -1);
 }
 
 static int drain(aw_loop *loop, void *arg);
@@ -517,7 +523,7 @@ static int drain(aw_loop *loop, void *arg);
 static void
 deliver(struct job *j)
 {
-    struct sink *s = j->sink;
+    struct aw__exec_sink *s = j->sink;
     aw_executor *ex = j->ex;
     int wake;
 
@@ -557,7 +563,8 @@ hand_back(struct job *j)
 {
     struct grant *g = j->grant;
 
-    if (j->state == J_DROPPED && j->arg_destroy != NULL)
+    if ((j->state == J_DROPPED || j->state == J_REFUSED) &&
+        j->arg_destroy != NULL)
         j->arg_destroy(j->arg);
     if (g == NULL) {
         destroy_result(j);
@@ -568,6 +575,10 @@ hand_back(struct job *j)
     if (j->state == J_DROPPED) {
         aw__future_set_cancelled(&g->base,
                                  aw__strdup("the executor was shut down"));
+    } else if (j->state == J_REFUSED) {
+        aw__grant_fail(g, AW_ECLOSED,
+                       "the executor was shut down while the job waited "
+                       "for room in its queue");
     } else if (j->err < 0) {
         destroy_result(j);
         if (j->err == AW_ECANCELLED)
@@ -584,7 +595,7 @@ hand_back(struct job *j)
 static int
 drain(aw_loop *loop, void *arg)
 {
-    struct sink *s = arg;
+    struct aw__exec_sink *s = arg;
     struct job *list, *j;
 
     (void)loop;
@@ -593,15 +604,12 @@ drain(aw_loop *loop, void *arg)
     s->head = s->tail = NULL;
     s->scheduled = 0;
     pthread_mutex_unlock(&s->mu);
-    aw__prim_ref(&s->p);
     while ((j = list) != NULL) {
         list = j->dnext;
         hand_back(j);
         detach(j);
         aw__free(j);
-        aw__prim_unref(&s->p);
     }
-    aw__prim_unref(&s->p);
     return 0;
 }
 
@@ -610,29 +618,30 @@ static void
 job_cancel(struct job *j)
 {
     aw_executor *ex = j->ex;
-    struct sink *s = j->sink;
     int state;
 
     j->grant->data = NULL;
     j->grant = NULL;
     pthread_mutex_lock(&ex->mu);
     state = j->state;
-    if (state == J_QUEUED) {
-        queue_remove(ex, j);
+    if (state == J_WAITING) {
+        jlist_remove(&ex->waiting, j);
         detach(j);
+    } else if (state == J_QUEUED) {
+        jlist_remove(&ex->queue, j);
+        detach(j);
+        admit(ex);
     } else if (state == J_RUNNING) {
         detach(j); /* before the worker may free it */
         j->state = J_ABANDONED;
     }
     pthread_mutex_unlock(&ex->mu);
-    /* J_DONE, J_DROPPED: the drain on its way frees it. */
-    if (state == J_QUEUED) {
+    /* J_DONE, J_DROPPED, J_REFUSED: the drain on its way frees it. */
+    if (state == J_QUEUED || state == J_WAITING) {
         if (j->arg_destroy != NULL)
             j->arg_destroy(j->arg);
         aw__free(j);
     }
-    if (state == J_QUEUED || state == J_RUNNING)
-        aw__prim_unref(&s->p);
 }
 
 static int
@@ -668,13 +677,13 @@ refuse(aw_loop *loop, void *arg, aw_destroy_fn arg_destroy, int code,
     return aw_future_failed(loop, code, "%s", msg);
 }
 
-static aw_executor *default_executor(aw_loop *loop, struct sink *s);
+static aw_executor *default_executor(aw_loop *loop, struct aw__exec_sink *s);
 
 static aw_future *
 submit(aw_loop *loop, aw_executor *ex, aw_blocking_fn fn, void *arg,
        aw_destroy_fn arg_destroy, aw_destroy_fn result_destroy)
 {
-    struct sink *s;
+    struct aw__exec_sink *s;
     struct job *j;
     struct grant *g;
     int rc;
@@ -689,15 +698,12 @@ submit(aw_loop *loop, aw_executor *ex, aw_blocking_fn fn, void *arg,
     s = sink_get(loop);
     if (s == NULL)
         return refuse(loop, arg, arg_destroy, -ENOMEM, NULL);
-    if (ex == NULL && (ex = default_executor(loop, s)) == NULL) {
-        sink_unused(s);
+    if (ex == NULL && (ex = default_executor(loop, s)) == NULL)
         return refuse(loop, arg, arg_destroy, -ENOMEM, NULL);
-    }
     j = aw__malloc(sizeof(*j));
     g = j != NULL ? aw__grant_new(&job_class, &s->p) : NULL;
     if (g == NULL) {
         aw__free(j);
-        sink_unused(s);
         return refuse(loop, arg, arg_destroy, -ENOMEM, NULL);
     }
     memset(j, 0, sizeof(*j));
@@ -712,11 +718,16 @@ submit(aw_loop *loop, aw_executor *ex, aw_blocking_fn fn, void *arg,
     attach(s, j);
     pthread_mutex_lock(&ex->mu);
     rc = ex->shutdown ? AW_ECLOSED : 0;
-    if (rc == 0) {
-        queue_push(ex, j);
+    if (rc == 0 && ex->maxsize > 0 &&
+        (ex->queue.n >= ex->maxsize || ex->waiting.n > 0)) {
+        /* Full: the future stays pending while the job waits for room. */
+        j->state = J_WAITING;
+        jlist_push(&ex->waiting, j);
+    } else if (rc == 0) {
+        jlist_push(&ex->queue, j);
         rc = wake_worker(ex);
         if (rc != 0)
-            queue_remove(ex, j);
+            jlist_remove(&ex->queue, j);
         else
             ex->submitted++;
     }
@@ -725,8 +736,7 @@ submit(aw_loop *loop, aw_executor *ex, aw_blocking_fn fn, void *arg,
         g->data = NULL;
         detach(j);
         aw__free(j);
-        aw__prim_unref(&s->p);
-        aw_future_unref(&g->base); /* the last reference to the sink */
+        aw_future_unref(&g->base);
         return refuse(loop, arg, arg_destroy, rc,
                       rc == AW_ECLOSED ? "the executor was shut down"
                                        : "no worker thread could start");
@@ -752,7 +762,7 @@ aw_to_thread(aw_loop *loop, aw_blocking_fn fn, void *arg,
 /* ---- the default executor -------------------------------------------------- */
 
 static aw_executor *
-default_executor(aw_loop *loop, struct sink *s)
+default_executor(aw_loop *loop, struct aw__exec_sink *s)
 {
     aw_executor_options o;
 
@@ -763,14 +773,13 @@ default_executor(aw_loop *loop, struct sink *s)
     o.thread_name_prefix = "aw-default";
     if (aw_executor_new(&s->default_ex, &o) != 0)
         return NULL;
-    aw__prim_ref(&s->p); /* the loop keeps it until shut down */
     return s->default_ex;
 }
 
 int
 aw_loop_shutdown_default_executor(aw_loop *loop, int wait)
 {
-    struct sink *s;
+    struct aw__exec_sink *s;
     aw_executor *ex;
 
     if (loop == NULL)
@@ -783,14 +792,13 @@ aw_loop_shutdown_default_executor(aw_loop *loop, int wait)
     if (wait)
         aw_executor_shutdown(ex, 1, 0);
     aw_executor_free(ex);
-    aw__prim_unref(&s->p);
     return 0;
 }
 
 int
 aw_loop_cancel_executor_jobs(aw_loop *loop)
 {
-    struct sink *s;
+    struct aw__exec_sink *s;
     struct job *j, *next;
     int n = 0;
 
@@ -799,7 +807,6 @@ aw_loop_cancel_executor_jobs(aw_loop *loop)
     s = sink_find(loop);
     if (s == NULL)
         return 0;
-    aw__prim_ref(&s->p);
     for (j = s->attached; j != NULL; j = next) {
         next = j->anext; /* cancelling j frees at most j */
         if (j->grant != NULL &&
@@ -807,17 +814,50 @@ aw_loop_cancel_executor_jobs(aw_loop *loop)
                 0)
             n++;
     }
-    aw__prim_unref(&s->p);
     return n;
 }
 
 size_t
 aw_loop_executor_jobs(aw_loop *loop)
 {
-    struct sink *s = loop != NULL ? sink_find(loop) : NULL;
+    struct aw__exec_sink *s = loop != NULL ? sink_find(loop) : NULL;
 
     return s != NULL ? s->nattached : 0;
 }
+
+/* ---- the loop's hooks ------------------------------------------------------- */
+
+/* Close found work outstanding: name the jobs still out. */
+static void
+exec_census(aw_loop *loop)
+{
+    struct aw__exec_sink *s = sink_find(loop);
+
+    if (s != NULL && s->nattached > 0)
+        aw__loop_report(loop, AW_EBUSY, NULL, NULL,
+                        "%zu executor jobs still running or queued (or "
+                        "finished and not handed back yet)",
+                        s->nattached);
+}
+
+/* The loop closes: nothing is attached (the sink counted as live while
+ * anything was), so no worker can reach the sink any more. */
+static void
+exec_release(aw_loop *loop)
+{
+    struct aw__exec_slot *slot = aw__loop_exec_slot(loop);
+    struct aw__exec_sink *s = slot->sink;
+
+    if (s == NULL)
+        return;
+    aw_executor_free(s->default_ex); /* no wait: idle workers end */
+    pthread_mutex_destroy(&s->mu);
+    aw__free(s);
+    slot->sink = NULL;
+}
+
+static const struct aw__loop_hooks exec_hooks = {exec_census, exec_release,
+                                                  NULL};
 
 /* ---- aw_run ------------------------------------------------------------------ */
 

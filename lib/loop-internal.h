@@ -76,6 +76,15 @@ struct aw__net_slot {
     const struct aw__loop_hooks *hooks;
 };
 
+/* executor.c */
+struct aw__exec_sink;
+struct aw__exec_slot {
+    /* Finished jobs coming back, the default executor, cross-loop calls:
+     * made on first use, freed when the loop closes. */
+    struct aw__exec_sink *sink;
+    const struct aw__loop_hooks *hooks;
+};
+
 /* The start of every loop: the objects alive and the slots, reached
  * without a call on the hot paths. */
 struct aw__loop_head {
@@ -83,6 +92,7 @@ struct aw__loop_head {
     struct aw__future_slot future;
     struct aw__task_slot task;
     struct aw__net_slot net;
+    struct aw__exec_slot exec;
 };
 
 static inline struct aw__loop_head *
@@ -107,6 +117,12 @@ static inline struct aw__net_slot *
 aw__loop_net_slot(aw_loop *loop)
 {
     return &aw__loop_head(loop)->net;
+}
+
+static inline struct aw__exec_slot *
+aw__loop_exec_slot(aw_loop *loop)
+{
+    return &aw__loop_head(loop)->exec;
 }
 
 /* Count objects (futures, tasks, ...) alive on the loop: a loop does not

@@ -1000,6 +1000,8 @@ loop_release_resources(aw_loop *loop)
 
     if (loop->head.net.hooks != NULL && loop->head.net.hooks->release)
         loop->head.net.hooks->release(loop);
+    if (loop->head.exec.hooks != NULL && loop->head.exec.hooks->release)
+        loop->head.exec.hooks->release(loop);
     if (loop->head.task.hooks != NULL && loop->head.task.hooks->release)
         loop->head.task.hooks->release(loop);
     if (loop->head.future.hooks != NULL && loop->head.future.hooks->release)
@@ -1266,6 +1268,7 @@ static void
 census(aw_loop *loop)
 {
     const struct aw__loop_hooks *h[] = {loop->head.net.hooks,
+                                        loop->head.exec.hooks,
                                         loop->head.task.hooks,
                                         loop->head.future.hooks};
     size_t i;

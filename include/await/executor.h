@@ -58,8 +58,11 @@ typedef struct aw_executor_options {
     /* Threads are named PREFIX_N (pthread_setname_np; the kernel keeps 15
      * bytes); NULL: "aw-worker".  Copied. */
     const char *thread_name_prefix;
-    /* Reserved for a bounded queue: must be 0 (unbounded) for now;
-     * aw_executor_new() refuses another value with -ENOTSUP. */
+    /* Jobs waiting for a worker at most (a bounded queue, for
+     * backpressure); 0: unbounded.  A job submitted while the queue is
+     * full waits for room: its future stays pending, and the job enters
+     * the queue, in the order submitted, when a worker takes a job or a
+     * queued job is cancelled (see aw_loop_run_in_executor()). */
     size_t maxsize;
 } aw_executor_options;
 
@@ -69,7 +72,7 @@ typedef struct aw_executor_options {
  * started as jobs arrive, while none is idle, up to max_workers.  Stores
  * the executor in *exp (the caller owns it: end it with
  * aw_executor_free()) and returns 0; -EINVAL for a NULL exp or a negative
- * max_workers; -ENOTSUP for a maxsize other than 0; -ENOMEM.
+ * max_workers; -ENOMEM.
  * Thread-safe.
  */
 AW_EXTERN int aw_executor_new(aw_executor **exp,
@@ -82,6 +85,15 @@ AW_EXTERN int aw_executor_new(aw_executor **exp,
  * reference for the caller; it settles on loop with fn's result (owned
  * by the future, destroyed with result_destroy, which may be NULL), or
  * fails with the code fn set.  Jobs start in the order submitted.
+ *
+ * Backpressure: with options.maxsize set and the queue full, the job
+ * waits for room (AW_EXECUTOR_WAITING) and its future simply stays
+ * pending longer (awaiting it is how a producer slows down); jobs
+ * waiting for room enter the queue first come, first served, from every
+ * loop.  Cancelling the future of a job waiting for room removes it (it
+ * never runs, arg is destroyed); a shutdown of the executor fails it
+ * with AW_ECLOSED (it was not accepted yet, like a submission after the
+ * shutdown; arg destroyed on its loop).
  *
  * Cancelling the future (aw_future_cancel, or cancelling a task that
  * awaits it) takes effect at once: a job no worker took yet never runs
@@ -106,8 +118,9 @@ AW_EXTERN aw_future *aw_loop_run_in_executor(aw_loop *loop, aw_executor *ex,
  * aw_to_thread - asyncio.to_thread: aw_loop_run_in_executor() on the
  * loop's default executor.  The default executor is created on first use
  * with the default options (threads named "aw-default_N") and belongs to
- * the loop: aw_loop_shutdown_default_executor() releases it, aw_run()
- * does so itself.
+ * the loop: aw_loop_shutdown_default_executor() releases it, and closing
+ * the loop does so itself (without waiting) once the loop's jobs are
+ * back.
  */
 AW_EXTERN aw_future *aw_to_thread(aw_loop *loop, aw_blocking_fn fn,
                                   void *arg, aw_destroy_fn arg_destroy,
@@ -119,10 +132,12 @@ AW_EXTERN aw_future *aw_to_thread(aw_loop *loop, aw_blocking_fn fn,
  * jobs still run and deliver their outcome, its threads end once the
  * queue is empty.  With wait, returns once they have ended (as
  * aw_executor_shutdown(ex, 1, 0): a running job is waited for, however
- * long it blocks); without, returns at once.  Until it is called, a loop
- * that used its default executor counts it as work outstanding:
- * aw_loop_close() returns AW_EBUSY.  Returns 0 (also when the loop has no
- * default executor); -EINVAL for NULL.  Call it from the loop's thread.
+ * long it blocks); without, returns at once.  aw_loop_close() does the
+ * same without waiting, so a loop whose jobs are all back closes without
+ * this call; make it to wait for the threads, or to get a new default
+ * executor on the next aw_to_thread().  Returns 0 (also when the loop has
+ * no default executor); -EINVAL for NULL.  Call it from the loop's
+ * thread.
  */
 AW_EXTERN int aw_loop_shutdown_default_executor(aw_loop *loop, int wait);
 
@@ -138,7 +153,9 @@ AW_EXTERN int aw_loop_cancel_executor_jobs(aw_loop *loop);
  * aw_loop_executor_jobs - how many jobs submitted from loop have not
  * been handed back to it yet (queued, running, or finished and waiting
  * for the loop's next pass); a job cancelled while it runs no longer
- * counts.  While it is not 0 the loop cannot close (AW_EBUSY).
+ * counts.  While it is not 0 the loop cannot close: aw_loop_close()
+ * reports how many ("N executor jobs still running or queued") and
+ * returns AW_EBUSY.
  */
 AW_EXTERN size_t aw_loop_executor_jobs(aw_loop *loop);
 
@@ -169,9 +186,10 @@ enum aw_executor_stat {
     AW_EXECUTOR_WORKERS = 1, /* threads started and not ended */
     AW_EXECUTOR_IDLE,        /* threads waiting for a job */
     AW_EXECUTOR_QUEUED,      /* jobs waiting for a worker */
-    AW_EXECUTOR_SUBMITTED,   /* jobs accepted, since creation */
+    AW_EXECUTOR_SUBMITTED,   /* jobs accepted in the queue, since creation */
     AW_EXECUTOR_COMPLETED,   /* jobs a worker ran to their end */
-    AW_EXECUTOR_WAKEUPS      /* loop wake-ups made to hand jobs back */
+    AW_EXECUTOR_WAKEUPS,     /* loop wake-ups made to hand jobs back */
+    AW_EXECUTOR_WAITING      /* jobs waiting for room in a bounded queue */
 };
 
 /* aw_executor_stat - one of the counters above; 0 for NULL or an unknown
