@@ -98,6 +98,7 @@ struct aw_executor {
     int nthreads; /* started */
     int alive;    /* started and not ended */
     int idle;     /* waiting on `work` */
+    int running;  /* jobs in their fn (abandoned ones too) */
     int shutdown;
     int joining;  /* a shutdown(wait) joins the threads */
     unsigned refs; /* the handle, and each thread not ended */
@@ -264,6 +265,7 @@ worker_main(void *arg)
             break;
         jlist_remove(&ex->queue, j);
         j->state = J_RUNNING;
+        ex->running++;
         admit(ex);
         pthread_mutex_unlock(&ex->mu);
         j->result = j->fn(j->arg, &j->err);
@@ -272,6 +274,7 @@ worker_main(void *arg)
         j->arg = NULL;
         pthread_mutex_lock(&ex->mu);
         ex->completed++;
+        ex->running--;
         if (j->state == J_ABANDONED) {
             /* Nobody can receive it: neither the loop nor the sink is
              * touched (the loop may be gone). */
@@ -827,6 +830,19 @@ aw_loop_executor_jobs(aw_loop *loop)
 
 /* ---- the loop's hooks ------------------------------------------------------- */
 
+/* No job runs or waits: the workers are waiting for work, or about to. */
+static int
+executor_idle(aw_executor *ex)
+{
+    int idle;
+
+    pthread_mutex_lock(&ex->mu);
+    idle = ex->running == 0 && ex->queue.head == NULL &&
+           ex->waiting.head == NULL;
+    pthread_mutex_unlock(&ex->mu);
+    return idle;
+}
+
 /* Close found work outstanding: name the jobs still out. */
 static void
 exec_census(aw_loop *loop)
@@ -850,7 +866,13 @@ exec_release(aw_loop *loop)
 
     if (s == NULL)
         return;
-    aw_executor_free(s->default_ex); /* no wait: idle workers end */
+    /* Workers that wait for work are joined now (at once: nothing is
+     * queued), so that nothing of the executor outlives the close; one
+     * still blocked in a job abandoned by a cancel is not waited for:
+     * it frees what is left when it returns. */
+    if (s->default_ex != NULL && executor_idle(s->default_ex))
+        (void)aw_executor_shutdown(s->default_ex, 1, 0);
+    aw_executor_free(s->default_ex);
     pthread_mutex_destroy(&s->mu);
     aw__free(s);
     slot->sink = NULL;

@@ -72,6 +72,7 @@ struct evdns_base;
 struct aw_transport;
 struct aw__net_slot {
     struct evdns_base *dns;          /* the resolver, made on first use */
+    int resolver;                    /* AW_RESOLVER_*: which one names use */
     struct aw_transport *transports; /* open, for the census */
     const struct aw__loop_hooks *hooks;
 };

@@ -996,8 +996,8 @@ aw_start_unix_server(aw_loop *loop, const char *path, aw_client_fn on_client,
 
 struct gai {
     aw_future *f;
-    struct evdns_getaddrinfo_request *req;
-    int in_call; /* evdns_getaddrinfo has not returned yet */
+    struct aw__gai *req;
+    int in_call; /* aw__getaddrinfo has not returned yet */
     int done;    /* the callback ran */
 };
 
@@ -1046,7 +1046,7 @@ gai_watch(aw_future *f, void *arg)
     struct gai *g = arg;
 
     if (aw_future_cancelled(f) && g->req != NULL)
-        evdns_getaddrinfo_cancel(g->req);
+        aw__getaddrinfo_cancel(g->req);
     return 0;
 }
 
@@ -1054,8 +1054,7 @@ aw_future *
 aw_getaddrinfo(aw_loop *loop, const char *host, int port, int family)
 {
     struct evutil_addrinfo hints;
-    struct evdns_getaddrinfo_request *req;
-    struct evdns_base *dns;
+    struct aw__gai *req;
     struct gai *g;
     char portstr[16];
     aw_future *f;
@@ -1066,10 +1065,9 @@ aw_getaddrinfo(aw_loop *loop, const char *host, int port, int family)
         return aw__future_failed_new(loop, -EINVAL,
                                      aw__format("aw_getaddrinfo: bad "
                                                 "arguments"));
-    dns = aw__loop_dns(loop);
     f = aw_future_new(loop);
     g = aw__calloc(1, sizeof(*g));
-    if (dns == NULL || f == NULL || g == NULL ||
+    if (f == NULL || g == NULL ||
         aw__future_attach(f, gai_watch, g) != 0) {
         aw_future_unref(f);
         aw__free(g);
@@ -1084,8 +1082,8 @@ aw_getaddrinfo(aw_loop *loop, const char *host, int port, int family)
     /* The callback may run inside the call (a literal, the hosts file):
      * it settles f then, which is fine, f was not handed out yet. */
     g->in_call = 1;
-    req = evdns_getaddrinfo(dns, host, port > 0 ? portstr : NULL, &hints,
-                            gai_cb, g);
+    req = aw__getaddrinfo(loop, host, port > 0 ? portstr : NULL, &hints,
+                          gai_cb, g);
     g->in_call = 0;
     if (g->done)
         gai_free(g);

@@ -12,6 +12,24 @@ struct evdns_base;
  * the loop closes; NULL out of memory. */
 struct evdns_base *aw__loop_dns(aw_loop *loop);
 
+/* getaddrinfo as the loop is set to (aw_set_resolver): the system's
+ * getaddrinfo(3) in the loop's default executor, or libevent's evdns.
+ * Like evdns_getaddrinfo(): cb(result, res, arg) comes once, with res
+ * (the callback's: evutil_freeaddrinfo) or an EVUTIL_EAI_* result (errno
+ * set for EVUTIL_EAI_SYSTEM), maybe inside this call (evdns answers names
+ * from the hosts file and numeric hosts at once): then the return is
+ * NULL.  aw__getaddrinfo_cancel: the callback still comes, later, with
+ * EVUTIL_EAI_CANCEL. */
+struct evutil_addrinfo;
+struct aw__gai;
+typedef void (*aw__gai_fn)(int result, struct evutil_addrinfo *res,
+                           void *arg);
+struct aw__gai *aw__getaddrinfo(aw_loop *loop, const char *node,
+                                const char *service,
+                                const struct evutil_addrinfo *hints,
+                                aw__gai_fn cb, void *arg);
+void aw__getaddrinfo_cancel(struct aw__gai *req);
+
 /* The library's code for a getaddrinfo/evdns failure (EVUTIL_EAI_*):
  * an AW_EAI_* code, -ENOMEM, -sys_errno for EAI_SYSTEM, AW_ECANCELLED for
  * a cancelled request; 0 for 0. */

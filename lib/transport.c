@@ -22,6 +22,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
@@ -39,6 +40,7 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include "await/executor.h"
 #include "await/transport.h"
 #include "core-internal.h"
 #include "future-internal.h"
@@ -76,7 +78,7 @@ struct aw_transport {
     aw_transport *srv_prev, *srv_next;
     aw_transport *live_prev, *live_next; /* the loop's, for the census */
     aw_future *connecting; /* the create_connection future, while pending */
-    struct evdns_getaddrinfo_request *dnsreq; /* the name, being resolved */
+    struct aw__gai *dnsreq; /* the name, being resolved */
     struct evutil_addrinfo *addrs;     /* connecting: the addresses */
     struct evutil_addrinfo *next_addr; /* the next one to try */
     aw__buffer_sink_fn sink;
@@ -279,7 +281,7 @@ lose(aw_transport *t, int error)
     t->state = T_LOST;
     t->lost_error = error;
     if (t->dnsreq != NULL) { /* its callback still comes, and finds this */
-        evdns_getaddrinfo_cancel(t->dnsreq);
+        aw__getaddrinfo_cancel(t->dnsreq);
         t->dnsreq = NULL;
     }
     if (t->rev != NULL) {
@@ -1228,10 +1230,9 @@ aw_create_connection(aw_loop *loop, const char *host, int port,
                      const aw_protocol *proto, void *arg)
 {
     struct evutil_addrinfo hints;
-    struct evdns_getaddrinfo_request *req;
+    struct aw__gai *req;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    struct evdns_base *dns;
     char portstr[16];
     aw_transport *t;
     aw_future *f;
@@ -1258,15 +1259,10 @@ aw_create_connection(aw_loop *loop, const char *host, int port,
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     snprintf(portstr, sizeof(portstr), "%d", port);
-    dns = aw__loop_dns(loop);
-    if (dns == NULL) {
-        connect_failed(t, -ENOMEM, NULL);
-        return f;
-    }
-    /* The hosts file answers inside the call. */
+    /* evdns answers from the hosts file inside the call. */
     aw_transport_ref(t); /* the request's */
     t->resolving = 1;
-    req = evdns_getaddrinfo(dns, host, portstr, &hints, resolved, t);
+    req = aw__getaddrinfo(loop, host, portstr, &hints, resolved, t);
     if (t->resolving)
         t->dnsreq = req;
     return f;
@@ -1569,9 +1565,9 @@ listen_all(aw_server *srv, struct evutil_addrinfo *res, int flags,
 struct listen_req {
     aw_future *f;
     aw_server *srv; /* owned until handed to f */
-    struct evdns_getaddrinfo_request *req;
+    struct aw__gai *req;
     int flags, backlog;
-    int in_call; /* evdns_getaddrinfo has not returned yet */
+    int in_call; /* aw__getaddrinfo has not returned yet */
     int done;    /* the callback ran */
     char what[300];
 };
@@ -1625,7 +1621,7 @@ listen_watch(aw_future *f, void *arg)
     struct listen_req *lr = arg;
 
     if (aw_future_cancelled(f) && lr->req != NULL)
-        evdns_getaddrinfo_cancel(lr->req);
+        aw__getaddrinfo_cancel(lr->req);
     return 0;
 }
 
@@ -1635,8 +1631,7 @@ aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
                   aw_destroy_fn arg_destroy, int flags, int backlog)
 {
     struct evutil_addrinfo hints;
-    struct evdns_getaddrinfo_request *req;
-    struct evdns_base *dns;
+    struct aw__gai *req;
     struct listen_req *lr;
     char portstr[16];
     aw_server *srv;
@@ -1662,10 +1657,9 @@ aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
     srv = server_new(loop, proto, arg, arg_destroy);
     if (srv == NULL)
         return aw__future_nomem(loop);
-    dns = aw__loop_dns(loop);
     f = aw_future_new(loop);
     lr = aw__calloc(1, sizeof(*lr));
-    if (dns == NULL || f == NULL || lr == NULL ||
+    if (f == NULL || lr == NULL ||
         aw__future_attach(f, listen_watch, lr) != 0) {
         aw_future_unref(f);
         aw__free(lr);
@@ -1686,13 +1680,227 @@ aw__create_server(aw_loop *loop, const char *host, int port, const char *path,
     /* Numeric hosts, every address and the hosts file answer inside the
      * call: f is settled then, before it is handed out. */
     lr->in_call = 1;
-    req = evdns_getaddrinfo(dns, host, portstr, &hints, listen_resolved, lr);
+    req = aw__getaddrinfo(loop, host, portstr, &hints, listen_resolved, lr);
     lr->in_call = 0;
     if (lr->done)
         listen_req_free(lr);
     else
         lr->req = req;
     return f;
+}
+
+/* ---- which resolver ---------------------------------------------------------------- */
+
+int
+aw_set_resolver(aw_loop *loop, int resolver)
+{
+    if (loop == NULL ||
+        (resolver != AW_RESOLVER_SYSTEM && resolver != AW_RESOLVER_EVDNS))
+        return -EINVAL;
+    if (aw_loop_is_closed(loop))
+        return AW_ECLOSED;
+    aw__loop_net_slot(loop)->resolver = resolver;
+    return 0;
+}
+
+int
+aw_get_resolver(aw_loop *loop)
+{
+    return loop != NULL ? aw__loop_net_slot(loop)->resolver : -EINVAL;
+}
+
+/* An IPv4 or IPv6 literal (with a scope: left to the resolver). */
+static int
+is_literal(const char *node)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, node, buf) == 1 ||
+           inet_pton(AF_INET6, node, buf) == 1;
+}
+
+/* A request, whichever resolver answers it. */
+struct aw__gai {
+    aw_loop *loop;
+    aw__gai_fn cb;
+    void *arg;
+    struct evdns_getaddrinfo_request *dns; /* evdns: its request */
+    aw_future *job;                        /* system: the executor's */
+
+    int in_call, answered;
+};
+
+/* What the system's getaddrinfo is asked, copied for the worker. */
+struct sys_query {
+    char *node, *service;
+    struct addrinfo hints;
+};
+
+/* What it answered. */
+struct sys_answer {
+    int rc, sys_errno;
+    struct addrinfo *res;
+};
+
+static void
+sys_query_free(void *p)
+{
+    struct sys_query *q = p;
+
+    aw__free(q->node);
+    aw__free(q->service);
+    aw__free(q);
+}
+
+static void
+sys_answer_free(void *p)
+{
+    struct sys_answer *a = p;
+
+    if (a->res != NULL)
+        freeaddrinfo(a->res);
+    aw__free(a);
+}
+
+/* On a worker thread: the blocking getaddrinfo(3), which honours
+ * nsswitch, /etc/hosts and /etc/gai.conf (asyncio's default). */
+static void *
+sys_lookup(void *arg, int *err)
+{
+    struct sys_query *q = arg;
+    struct sys_answer *a = aw__calloc(1, sizeof(*a));
+
+    if (a == NULL) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    a->rc = getaddrinfo(q->node, q->service, &q->hints, &a->res);
+    a->sys_errno = errno;
+    if (a->rc != 0)
+        a->res = NULL;
+    return a;
+}
+
+static void
+gai_answer(struct aw__gai *g, int result, struct evutil_addrinfo *res)
+{
+    aw__gai_fn cb = g->cb;
+    void *arg = g->arg;
+
+    if (g->in_call) {
+        g->answered = 1; /* freed when the call returns */
+    } else {
+        aw_future_unref(g->job);
+        aw__free(g);
+    }
+    cb(result, res, arg);
+}
+
+static void
+gai_evdns_done(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct aw__gai *g = arg;
+
+    g->dns = NULL;
+    gai_answer(g, result, res);
+}
+
+static int
+gai_job_done(aw_future *job, void *arg)
+{
+    struct aw__gai *g = arg;
+    struct sys_answer *a = NULL;
+    struct evutil_addrinfo *res = NULL;
+    int rc = aw_future_error(job), result;
+
+    if (rc == AW_ECANCELLED) {
+        result = EVUTIL_EAI_CANCEL;
+    } else if (rc != 0) {
+        result = rc == -ENOMEM ? EVUTIL_EAI_MEMORY : EVUTIL_EAI_SYSTEM;
+        errno = -rc;
+    } else if (aw_future_take_result(job, (void **)&a, NULL) != 0 ||
+               a == NULL) {
+        result = EVUTIL_EAI_MEMORY;
+    } else {
+        result = a->rc;
+        res = (struct evutil_addrinfo *)a->res;
+        errno = a->sys_errno;
+        aw__free(a); /* res is the callback's now */
+    }
+    gai_answer(g, result, res);
+    return 0;
+}
+
+struct aw__gai *
+aw__getaddrinfo(aw_loop *loop, const char *node, const char *service,
+                const struct evutil_addrinfo *hints, aw__gai_fn cb, void *arg)
+{
+    struct aw__gai *g = aw__calloc(1, sizeof(*g));
+    struct sys_query *q = NULL;
+    struct evdns_base *dns;
+
+    if (g == NULL)
+        goto nomem;
+    g->loop = loop;
+    g->cb = cb;
+    g->arg = arg;
+    /* No name to look up (every address, a literal): evdns answers at
+     * once, whichever resolver names go to. */
+    if (aw__loop_net_slot(loop)->resolver == AW_RESOLVER_EVDNS ||
+        node == NULL || is_literal(node)) {
+        if ((dns = aw__loop_dns(loop)) == NULL)
+            goto nomem;
+        g->in_call = 1;
+        g->dns = evdns_getaddrinfo(dns, node, service, hints, gai_evdns_done,
+                                   g);
+        g->in_call = 0;
+        if (g->answered) { /* inside the call */
+            aw__free(g);
+            return NULL;
+        }
+        return g;
+    }
+    q = aw__calloc(1, sizeof(*q));
+    if (q == NULL || (node != NULL && (q->node = aw__strdup(node)) == NULL) ||
+        (service != NULL && (q->service = aw__strdup(service)) == NULL))
+        goto nomem;
+    if (hints != NULL) {
+        q->hints.ai_flags = hints->ai_flags;
+        q->hints.ai_family = hints->ai_family;
+        q->hints.ai_socktype = hints->ai_socktype;
+        q->hints.ai_protocol = hints->ai_protocol;
+    }
+    g->job = aw_to_thread(loop, sys_lookup, q, sys_query_free,
+                          sys_answer_free);
+    q = NULL; /* the job's, whatever happened */
+    if (g->job == NULL ||
+        aw__future_attach(g->job, gai_job_done, g) != 0) {
+        if (g->job != NULL) {
+            aw_future_cancel(g->job, NULL);
+            aw_future_unref(g->job);
+        }
+        g->job = NULL;
+        goto nomem;
+    }
+    return g;
+
+nomem:
+    if (q != NULL)
+        sys_query_free(q);
+    aw__free(g);
+    cb(EVUTIL_EAI_MEMORY, NULL, arg);
+    return NULL;
+}
+
+void
+aw__getaddrinfo_cancel(struct aw__gai *g)
+{
+    if (g == NULL)
+        return;
+    if (g->dns != NULL)
+        evdns_getaddrinfo_cancel(g->dns);
+    else if (g->job != NULL && g->job->state == AW_FUTURE_PENDING)
+        aw_future_cancel(g->job, "name resolution cancelled");
 }
 
 /* ---- resolver errors ------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -693,10 +694,11 @@ START_TEST(server_reuse_address_by_default)
 }
 END_TEST
 
-/* The system's blocking resolver, counted: the loop must not call it
- * (this definition comes before the C library's for the library and
- * libevent too). */
-static int blocking_lookups;
+/* The system's blocking resolver, counted: the loop's thread must never
+ * call it; the default resolver calls it on a worker (this definition
+ * comes before the C library's for the library and libevent too). */
+static int blocking_lookups, worker_lookups;
+static pthread_t loop_thread;
 
 int
 getaddrinfo(const char *node, const char *service,
@@ -705,14 +707,18 @@ getaddrinfo(const char *node, const char *service,
     static int (*real)(const char *, const char *, const struct addrinfo *,
                        struct addrinfo **);
 
-    blocking_lookups++;
+    if (pthread_equal(pthread_self(), loop_thread))
+        __atomic_add_fetch(&blocking_lookups, 1, __ATOMIC_RELAXED);
+    else
+        __atomic_add_fetch(&worker_lookups, 1, __ATOMIC_RELAXED);
     if (real == NULL)
         *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
     return real != NULL ? real(node, service, hints, res) : EAI_FAIL;
 }
 
-/* create_server resolves its host with the loop's resolver, not the
- * blocking one; "localhost" comes from the hosts file. */
+/* create_server resolves its host without blocking the loop: by default
+ * with getaddrinfo(3) on a worker (asyncio), or with evdns; "localhost"
+ * comes from the hosts file. */
 START_TEST(create_server_resolves_asynchronously)
 {
     static struct peer tmpl;
@@ -721,9 +727,18 @@ START_TEST(create_server_resolves_asynchronously)
     int fd;
 
     memset(&tmpl, 0, sizeof(tmpl));
-    blocking_lookups = 0;
+    loop_thread = pthread_self();
+    blocking_lookups = worker_lookups = 0;
+    ck_assert_int_eq(aw_get_resolver(loop), AW_RESOLVER_SYSTEM);
     srv = serve("localhost", &tmpl);
     ck_assert_int_eq(blocking_lookups, 0);
+    ck_assert_int_eq(__atomic_load_n(&worker_lookups, __ATOMIC_RELAXED), 1);
+    finish(srv);
+    ck_assert_int_eq(aw_set_resolver(loop, AW_RESOLVER_EVDNS), 0);
+    ck_assert_int_eq(aw_set_resolver(loop, 7), -EINVAL);
+    srv = serve("localhost", &tmpl);
+    ck_assert_int_eq(blocking_lookups, 0);
+    ck_assert_int_eq(__atomic_load_n(&worker_lookups, __ATOMIC_RELAXED), 1);
     fd = socket(AF_INET, SOCK_STREAM, 0);
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
@@ -752,6 +767,7 @@ START_TEST(create_server_cancelled_while_resolving)
     aw_future *f;
 
     memset(&tmpl, 0, sizeof(tmpl));
+    loop_thread = pthread_self();
     blocking_lookups = 0;
     f = aw_create_server(loop, "name-to-resolve.invalid", 0, &server_proto,
                          &tmpl, 0, 0);
@@ -764,6 +780,9 @@ START_TEST(create_server_cancelled_while_resolving)
     }
     aw_future_unref(f);
     aw_loop_run_once(loop, AW_RUN_NOWAIT); /* the request's last word */
+    /* The lookup that was cancelled still runs on its worker: let it end
+     * before the fixture counts allocations. */
+    ck_assert_int_eq(aw_loop_shutdown_default_executor(loop, 1), 0);
 }
 END_TEST
 

@@ -179,8 +179,10 @@ AW_EXTERN int aw_stream_sockname_text(const aw_stream *s, char *buf,
 /* ---- names ------------------------------------------------------------------------ */
 
 /*
- * aw_getaddrinfo - resolve host (and port, 0 for none) with the loop's
- * asynchronous resolver; family AF_UNSPEC, AF_INET or AF_INET6.  The
+ * aw_getaddrinfo - resolve host (and port, 0 for none) as the loop is set
+ * to (aw_set_resolver: by default getaddrinfo(3) in the loop's default
+ * executor, as asyncio's loop.getaddrinfo; or libevent's evdns); family
+ * AF_UNSPEC, AF_INET or AF_INET6.  The
  * result is a `struct evutil_addrinfo *` list owned by the future (see
  * <event2/util.h>; its layout is the system's struct addrinfo).  Fails
  * with the resolver's code and message: AW_EAI_NONAME (no such name),

@@ -185,6 +185,26 @@ AW_EXTERN void aw_transport_unref(aw_transport *t);
 /* ---- connecting ------------------------------------------------------------------- */
 
 /*
+ * Name resolution (asyncio's loop.getaddrinfo).  By default a loop
+ * resolves names as asyncio does: the system's getaddrinfo(3), which
+ * honours nsswitch, /etc/hosts and /etc/gai.conf, run in the loop's
+ * default executor (aw_to_thread) so that the loop never blocks.
+ * AW_RESOLVER_EVDNS uses libevent's evdns instead: non-blocking, no
+ * thread, /etc/hosts and resolv.conf only.  IP literals and "every
+ * address" need no lookup either way.  aw_set_resolver chooses for the
+ * loop's later lookups (aw_create_connection, aw_create_server,
+ * aw_open_connection, aw_start_server, aw_getaddrinfo): 0; -EINVAL;
+ * AW_ECLOSED.  aw_get_resolver: the choice, or -EINVAL.
+ */
+enum aw_resolver {
+    AW_RESOLVER_SYSTEM = 0, /* getaddrinfo(3) in the default executor */
+    AW_RESOLVER_EVDNS = 1   /* libevent's evdns, on the loop */
+};
+
+AW_EXTERN int aw_set_resolver(aw_loop *loop, int resolver);
+AW_EXTERN int aw_get_resolver(aw_loop *loop);
+
+/*
  * aw_create_connection - connect to host:port (a name or a literal IPv4
  * or IPv6 address; names resolved by the loop's asynchronous resolver)
  * and run proto on it.  The future's result is the transport (a
