@@ -32,12 +32,27 @@
  *
  * The loop's default executor lives in the sink too; the release hook
  * shuts it down without waiting (aw_executor_free), so a loop that used
- * aw_to_thread() closes once its jobs are back. */
+ * aw_to_thread() closes once its jobs are back.
+ *
+ * Cross-loop calls and promises.  Another thread reaches a loop through
+ * the loop's port: an inbox of messages under the port's mutex, drained
+ * on the loop by one aw_loop_call_soon_threadsafe() per batch.  Unlike
+ * the loop, the port is reference counted (atomically) by everything
+ * that may post to it, and its loop pointer is cleared under its mutex
+ * when the loop closes (the release hook): a thread posting to a closed
+ * loop gets AW_ECLOSED instead of touching freed memory, and the
+ * messages still in the inbox then are run with no loop (they drop
+ * their outcome).  A cross-loop call (struct xcall) and a promise are
+ * shared by two threads: their reference counts are atomic, their
+ * outcome is written before the message is posted and read after it is
+ * drained (the port's mutex orders them); everything else of them is
+ * touched by one thread only, as commented. */
 #include "config.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,8 +122,15 @@ struct aw_executor {
     char *prefix;
 };
 
+struct port;
+struct xcall;
+
 struct aw__exec_sink {
     struct aw__prim p; /* p.loop; p.refs: its grants (loop thread) */
+    struct port *port;       /* cross-thread messages; made on first use */
+    struct xcall *xcalls;    /* calls of other loops running here */
+    size_t nxcalls;
+    int closing;             /* aw_run tears the loop down: none starts */
     pthread_mutex_t mu;
     struct job *head, *tail; /* finished, in order (mu) */
     int scheduled;           /* a drain is on its way (mu) */
@@ -828,6 +850,639 @@ aw_loop_executor_jobs(aw_loop *loop)
     return s != NULL ? s->nattached : 0;
 }
 
+/* ---- ports: a loop's inbox for other threads --------------------------------- */
+
+struct xmsg {
+    struct xmsg *next;
+    /* Runs on the port's loop, or with loop NULL when the loop closed
+     * with it in the inbox (on the closing loop's thread). */
+    void (*run)(struct xmsg *m, aw_loop *loop);
+};
+
+struct port {
+    pthread_mutex_t mu;
+    aw_loop *loop;            /* NULL once the loop closed (mu) */
+    struct xmsg *head, *tail; /* the inbox (mu) */
+    int scheduled;            /* a drain is on its way (mu) */
+    unsigned refs;            /* atomic: the sink, and each poster */
+};
+
+static struct port *
+port_ref(struct port *pt)
+{
+    __atomic_fetch_add(&pt->refs, 1, __ATOMIC_RELAXED);
+    return pt;
+}
+
+static void
+port_unref(struct port *pt)
+{
+    if (pt == NULL || __atomic_sub_fetch(&pt->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    pthread_mutex_destroy(&pt->mu);
+    aw__free(pt);
+}
+
+/* The loop's port, made on first use (on the loop's thread); NULL out
+ * of memory. */
+static struct port *
+port_get(struct aw__exec_sink *s)
+{
+    struct port *pt = s->port;
+
+    if (pt != NULL)
+        return pt;
+    pt = aw__calloc(1, sizeof(*pt));
+    if (pt == NULL)
+        return NULL;
+    pthread_mutex_init(&pt->mu, NULL);
+    pt->loop = s->p.loop;
+    pt->refs = 1;
+    s->port = pt;
+    return pt;
+}
+
+static int
+port_drain(aw_loop *loop, void *arg)
+{
+    struct port *pt = arg; /* the sink's reference keeps it */
+    struct xmsg *m, *next;
+
+    pthread_mutex_lock(&pt->mu);
+    m = pt->head;
+    pt->head = pt->tail = NULL;
+    pt->scheduled = 0;
+    pthread_mutex_unlock(&pt->mu);
+    for (; m != NULL; m = next) {
+        next = m->next;
+        m->run(m, loop);
+    }
+    return 0;
+}
+
+/* From any thread: queue m for the port's loop.  0, or AW_ECLOSED when
+ * the loop has closed (m not queued). */
+static int
+port_post(struct port *pt, struct xmsg *m)
+{
+    pthread_mutex_lock(&pt->mu);
+    if (pt->loop == NULL) {
+        pthread_mutex_unlock(&pt->mu);
+        return AW_ECLOSED;
+    }
+    m->next = NULL;
+    if (pt->tail != NULL)
+        pt->tail->next = m;
+    else
+        pt->head = m;
+    pt->tail = m;
+    /* The loop stays allocated while we hold the mutex: its release
+     * hook takes it.  A failed wake-up leaves m queued: out of memory,
+     * the next post retries; AW_ECLOSED, the release hook runs it. */
+    if (!pt->scheduled &&
+        aw_loop_call_soon_threadsafe(pt->loop, port_drain, pt) == 0)
+        pt->scheduled = 1;
+    pthread_mutex_unlock(&pt->mu);
+    return 0;
+}
+
+/* The loop closes: nobody may post to it any more; what is queued runs
+ * without it. */
+static void
+port_close(struct port *pt)
+{
+    struct xmsg *m, *next;
+
+    pthread_mutex_lock(&pt->mu);
+    pt->loop = NULL;
+    m = pt->head;
+    pt->head = pt->tail = NULL;
+    pthread_mutex_unlock(&pt->mu);
+    for (; m != NULL; m = next) {
+        next = m->next;
+        m->run(m, NULL);
+    }
+    port_unref(pt);
+}
+
+/* An outcome crossing threads: a result and its destructor, or a code
+ * and a message. */
+struct outcome {
+    int code; /* 0: result */
+    char *msg;
+    void *result;
+    aw_destroy_fn destroy;
+};
+
+static void
+outcome_drop(struct outcome *o)
+{
+    if (o->result != NULL && o->destroy != NULL)
+        o->destroy(o->result);
+    o->result = NULL;
+    aw__free(o->msg);
+    o->msg = NULL;
+}
+
+/* On the loop: settle the pending grant g with o (taken). */
+static void
+outcome_settle(struct grant *g, struct outcome *o)
+{
+    if (o->code == 0) {
+        g->base.v.ptr = o->result;
+        g->base.o.destroy = o->destroy;
+        aw__grant_done(g);
+    } else if (o->code == AW_ECANCELLED) {
+        aw__future_set_cancelled(&g->base, o->msg);
+    } else {
+        aw__future_set_failed(&g->base, o->code, o->msg);
+    }
+    o->result = NULL;
+    o->msg = NULL;
+}
+
+/* ---- cross-loop calls --------------------------------------------------------- */
+
+struct xcall {
+    struct xmsg cancel_m;  /* to the target: cancel what runs there */
+    struct xmsg outcome_m; /* to the caller: the outcome */
+    unsigned refs;         /* atomic: the caller's future, the target's
+                            * side (the start, then outcome_m), cancel_m */
+    struct port *oport;    /* the caller's loop */
+    pthread_mutex_t mu;
+    struct port *tport;    /* mu: the target's, once it started */
+    int cancel_req;        /* mu: the caller gave up */
+    /* the caller's thread */
+    struct grant *grant;   /* NULL once the future settled or went */
+    /* the target's thread */
+    aw_future *tf;         /* what fn returned, while pending */
+    struct aw__exec_sink *tsink;
+    struct xcall *tprev, *tnext; /* tsink->xcalls */
+    aw_remote_fn fn;       /* or: */
+    aw_task_fn task_fn;
+    void *arg;
+    aw_destroy_fn arg_destroy;
+    struct outcome out;    /* written on the target, read on the caller */
+};
+
+static struct xcall *
+xcall_ref(struct xcall *x)
+{
+    __atomic_fetch_add(&x->refs, 1, __ATOMIC_RELAXED);
+    return x;
+}
+
+static void
+xcall_unref(struct xcall *x)
+{
+    if (__atomic_sub_fetch(&x->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    outcome_drop(&x->out);
+    port_unref(x->oport);
+    port_unref(x->tport);
+    pthread_mutex_destroy(&x->mu);
+    aw__free(x);
+}
+
+/* On the target: send the outcome in x->out to the caller; gives up the
+ * target side's reference. */
+static void
+xcall_send(struct xcall *x)
+{
+    if (port_post(x->oport, &x->outcome_m) != 0) {
+        outcome_drop(&x->out); /* the caller's loop is gone */
+        xcall_unref(x);
+    }
+}
+
+static void
+xcall_fail(struct xcall *x, int code, const char *msg)
+{
+    x->out.code = code;
+    x->out.msg = msg != NULL ? aw__strdup(msg) : NULL;
+    xcall_send(x);
+}
+
+/* On the target: fn will never run; arg goes. */
+static void
+xcall_drop_arg(struct xcall *x)
+{
+    if (x->arg_destroy != NULL)
+        x->arg_destroy(x->arg);
+    x->arg = NULL;
+}
+
+static void
+xcall_untrack(struct xcall *x)
+{
+    struct aw__exec_sink *s = x->tsink;
+
+    if (x->tprev != NULL)
+        x->tprev->tnext = x->tnext;
+    else
+        s->xcalls = x->tnext;
+    if (x->tnext != NULL)
+        x->tnext->tprev = x->tprev;
+    s->nxcalls--;
+}
+
+/* On the target: what fn returned settled; its outcome crosses. */
+static int
+xcall_target_done(aw_future *tf, void *arg)
+{
+    struct xcall *x = arg;
+    const char *msg = aw_future_message(tf);
+    int code = aw_future_error(tf); /* retrieved: it crosses */
+
+    xcall_untrack(x);
+    x->tf = NULL;
+    if (code == 0) {
+        if (aw_future_take_result(tf, &x->out.result, &x->out.destroy) != 0) {
+            code = AW_EINVALSTATE;
+            msg = "the result is shared on the target loop and cannot cross";
+        }
+    } else if (code == AW_ECANCELLED && x->tsink->closing) {
+        code = AW_ECLOSED;
+        msg = "the target loop closed before the call ended";
+    }
+    x->out.code = code;
+    x->out.msg = code != 0 && msg != NULL ? aw__strdup(msg) : NULL;
+    aw_future_unref(tf);
+    xcall_send(x);
+    return 0;
+}
+
+/* On the target, through aw_loop_call_soon_threadsafe: start the call. */
+static int
+xcall_start(aw_loop *target, void *arg)
+{
+    struct xcall *x = arg;
+    struct aw__exec_sink *s = sink_get(target);
+    struct port *pt = s != NULL ? port_get(s) : NULL;
+    aw_future *tf;
+    int cancelled;
+
+    if (pt == NULL) {
+        xcall_drop_arg(x);
+        xcall_fail(x, -ENOMEM, NULL);
+        return 0;
+    }
+    pthread_mutex_lock(&x->mu);
+    x->tport = port_ref(pt); /* from now on a cancel is posted to us */
+    cancelled = x->cancel_req;
+    pthread_mutex_unlock(&x->mu);
+    if (cancelled || s->closing) {
+        xcall_drop_arg(x);
+        if (cancelled)
+            xcall_fail(x, AW_ECANCELLED, NULL);
+        else
+            xcall_fail(x, AW_ECLOSED, "the target loop was closing");
+        return 0;
+    }
+    tf = x->task_fn != NULL
+             ? aw_task_new(target, x->task_fn, x->arg, x->arg_destroy)
+             : x->fn(target, x->arg);
+    x->arg = NULL; /* fn's, or the task's */
+    if (tf == NULL) {
+        xcall_fail(x, -ENOMEM, "the remote function returned no future");
+        return 0;
+    }
+    if (aw_future_add_done_callback(tf, xcall_target_done, x) != 0) {
+        aw_future_cancel(tf, NULL);
+        aw_future_unref(tf);
+        xcall_fail(x, -ENOMEM, NULL);
+        return 0;
+    }
+    x->tf = tf;
+    x->tsink = s;
+    x->tprev = NULL;
+    x->tnext = s->xcalls;
+    if (s->xcalls != NULL)
+        s->xcalls->tprev = x;
+    s->xcalls = x;
+    s->nxcalls++;
+    return 0;
+}
+
+/* cancel_m, on the target. */
+static void
+xcall_cancel_run(struct xmsg *m, aw_loop *loop)
+{
+    struct xcall *x = (struct xcall *)(void *)((char *)m -
+                                               offsetof(struct xcall,
+                                                        cancel_m));
+
+    if (loop != NULL && x->tf != NULL)
+        aw_future_cancel(x->tf, "cancelled by the calling loop");
+    xcall_unref(x);
+}
+
+/* outcome_m, on the caller. */
+static void
+xcall_outcome_run(struct xmsg *m, aw_loop *loop)
+{
+    struct xcall *x = (struct xcall *)(void *)((char *)m -
+                                               offsetof(struct xcall,
+                                                        outcome_m));
+    struct grant *g = x->grant;
+
+    if (loop != NULL && g != NULL) {
+        g->data = NULL;
+        x->grant = NULL;
+        outcome_settle(g, &x->out);
+        xcall_unref(x); /* the future's */
+    } else {
+        outcome_drop(&x->out); /* nobody waits for it any more */
+    }
+    xcall_unref(x);
+}
+
+/* On the caller: its future was cancelled or released while pending. */
+static void
+xcall_abandon(struct grant *g)
+{
+    struct xcall *x = g->data;
+    struct port *tport;
+
+    if (x == NULL)
+        return;
+    g->data = NULL;
+    x->grant = NULL;
+    pthread_mutex_lock(&x->mu);
+    x->cancel_req = 1;
+    tport = x->tport; /* NULL: not started, it will see cancel_req */
+    pthread_mutex_unlock(&x->mu);
+    if (tport != NULL && port_post(tport, &xcall_ref(x)->cancel_m) != 0)
+        xcall_unref(x); /* the target closed: nothing runs there */
+    xcall_unref(x);
+}
+
+static int
+xcall_grant_cancel(struct grant *g, const char *msg)
+{
+    (void)msg;
+    xcall_abandon(g);
+    return 0; /* cancelled at once */
+}
+
+static void
+xcall_grant_release(struct grant *g, int unread)
+{
+    (void)unread;
+    xcall_abandon(g);
+}
+
+static const struct grant_class xcall_class = {xcall_grant_release,
+                                               xcall_grant_cancel};
+
+static aw_future *
+xcall_submit(aw_loop *loop, aw_loop *target, aw_remote_fn fn,
+             aw_task_fn task_fn, void *arg, aw_destroy_fn arg_destroy)
+{
+    struct aw__exec_sink *s;
+    struct port *pt;
+    struct xcall *x;
+    struct grant *g;
+    int rc;
+
+    if (loop == NULL || aw_loop_is_closed(loop)) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
+        return NULL;
+    }
+    if (target == NULL || (fn == NULL && task_fn == NULL))
+        return refuse(loop, arg, arg_destroy, -EINVAL,
+                      "no target loop or no function");
+    s = sink_get(loop);
+    pt = s != NULL ? port_get(s) : NULL;
+    x = pt != NULL ? aw__calloc(1, sizeof(*x)) : NULL;
+    g = x != NULL ? aw__grant_new(&xcall_class, &s->p) : NULL;
+    if (g == NULL) {
+        aw__free(x);
+        return refuse(loop, arg, arg_destroy, -ENOMEM, NULL);
+    }
+    x->cancel_m.run = xcall_cancel_run;
+    x->outcome_m.run = xcall_outcome_run;
+    x->refs = 2; /* the future's, the target side's */
+    x->oport = port_ref(pt);
+    pthread_mutex_init(&x->mu, NULL);
+    x->grant = g;
+    x->fn = fn;
+    x->task_fn = task_fn;
+    x->arg = arg;
+    x->arg_destroy = arg_destroy;
+    g->data = x;
+    rc = aw_loop_call_soon_threadsafe(target, xcall_start, x);
+    if (rc != 0) {
+        g->data = NULL;
+        aw_future_unref(&g->base);
+        x->refs = 1;
+        xcall_unref(x);
+        return refuse(loop, arg, arg_destroy, rc,
+                      rc == AW_ECLOSED ? "the target loop is closed"
+                                       : "the target loop refused the call");
+    }
+    return &g->base;
+}
+
+aw_future *
+aw_loop_run_threadsafe(aw_loop *loop, aw_loop *target, aw_remote_fn fn,
+                       void *arg, aw_destroy_fn arg_destroy)
+{
+    return xcall_submit(loop, target, fn, NULL, arg, arg_destroy);
+}
+
+aw_future *
+aw_loop_run_task_threadsafe(aw_loop *loop, aw_loop *target, aw_task_fn main,
+                            void *frame, aw_destroy_fn frame_free)
+{
+    return xcall_submit(loop, target, NULL, main, frame, frame_free);
+}
+
+/* On the target: cancel what runs there for other loops; how many. */
+static int
+cancel_remote_calls(aw_loop *loop)
+{
+    struct aw__exec_sink *s = sink_find(loop);
+    struct xcall *x;
+    int n = 0;
+
+    if (s == NULL)
+        return 0;
+    for (x = s->xcalls; x != NULL; x = x->tnext)
+        if (aw_future_cancel(x->tf, "the target loop is closing") == 0)
+            n++;
+    return n;
+}
+
+/* ---- promises: a future settled from any thread ------------------------------- */
+
+struct aw_promise {
+    struct xmsg m;       /* the settle, to the future's loop */
+    unsigned refs;       /* atomic: the handle, the future */
+    int abandoned;       /* atomic: the future was cancelled or went */
+    struct port *port;
+    struct grant *grant; /* the loop's thread; NULL once settled or gone */
+    struct outcome out;  /* written by the settling thread */
+};
+
+static void
+promise_unref(aw_promise *p)
+{
+    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    outcome_drop(&p->out);
+    port_unref(p->port);
+    aw__free(p);
+}
+
+/* On the loop: the future was cancelled or released while pending. */
+static void
+promise_abandon(struct grant *g)
+{
+    aw_promise *p = g->data;
+
+    if (p == NULL)
+        return;
+    g->data = NULL;
+    p->grant = NULL;
+    __atomic_store_n(&p->abandoned, 1, __ATOMIC_RELEASE);
+    promise_unref(p);
+}
+
+static int
+promise_grant_cancel(struct grant *g, const char *msg)
+{
+    (void)msg;
+    promise_abandon(g);
+    return 0;
+}
+
+static void
+promise_grant_release(struct grant *g, int unread)
+{
+    (void)unread;
+    promise_abandon(g);
+}
+
+static const struct grant_class promise_class = {promise_grant_release,
+                                                 promise_grant_cancel};
+
+static void
+promise_run(struct xmsg *m, aw_loop *loop)
+{
+    aw_promise *p = (aw_promise *)(void *)m; /* m comes first */
+    struct grant *g = p->grant;
+
+    if (loop != NULL && g != NULL) {
+        g->data = NULL;
+        p->grant = NULL;
+        outcome_settle(g, &p->out);
+        promise_unref(p); /* the future's */
+    } else {
+        outcome_drop(&p->out);
+    }
+    promise_unref(p); /* the handle's */
+}
+
+aw_future *
+aw_loop_create_promise(aw_loop *loop, aw_promise **promisep)
+{
+    struct aw__exec_sink *s;
+    struct port *pt;
+    aw_promise *p;
+    struct grant *g;
+
+    if (promisep == NULL)
+        return NULL;
+    *promisep = NULL;
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    s = sink_get(loop);
+    pt = s != NULL ? port_get(s) : NULL;
+    p = pt != NULL ? aw__calloc(1, sizeof(*p)) : NULL;
+    g = p != NULL ? aw__grant_new(&promise_class, &s->p) : NULL;
+    if (g == NULL) {
+        aw__free(p);
+        return NULL;
+    }
+    p->m.run = promise_run;
+    p->refs = 2;
+    p->port = port_ref(pt);
+    p->grant = g;
+    g->data = p;
+    *promisep = p;
+    return &g->base;
+}
+
+/* Any thread: send the outcome (result taken in every case but -EINVAL). */
+static int
+promise_settle(aw_promise *p, int code, const char *msg, void *result,
+               aw_destroy_fn destroy)
+{
+    int rc;
+
+    p->out.code = code;
+    p->out.msg = msg != NULL ? aw__strdup(msg) : NULL;
+    p->out.result = result;
+    p->out.destroy = destroy;
+    rc = port_post(p->port, &p->m);
+    if (rc != 0) {
+        outcome_drop(&p->out); /* the loop closed */
+        promise_unref(p);
+    }
+    return rc;
+}
+
+int
+aw_promise_set_result_threadsafe(aw_promise *p, void *result,
+                                 aw_destroy_fn destroy)
+{
+    if (p == NULL)
+        return -EINVAL;
+    return promise_settle(p, 0, NULL, result, destroy);
+}
+
+int
+aw_promise_set_result_int_threadsafe(aw_promise *p, intptr_t result)
+{
+    if (p == NULL)
+        return -EINVAL;
+    return promise_settle(p, 0, NULL, (void *)result, NULL);
+}
+
+int
+aw_promise_set_error_threadsafe(aw_promise *p, int code, const char *msg)
+{
+    if (p == NULL || code >= 0 || code == AW_ECANCELLED)
+        return -EINVAL;
+    return promise_settle(p, code, msg, NULL, NULL);
+}
+
+int
+aw_promise_cancel_threadsafe(aw_promise *p, const char *msg)
+{
+    if (p == NULL)
+        return -EINVAL;
+    return promise_settle(p, AW_ECANCELLED, msg, NULL, NULL);
+}
+
+void
+aw_promise_free_threadsafe(aw_promise *p)
+{
+    if (p != NULL)
+        (void)promise_settle(p, AW_ECLOSED,
+                             "the promise was freed without settling its "
+                             "future",
+                             NULL, NULL);
+}
+
+int
+aw_promise_cancelled_threadsafe(const aw_promise *p)
+{
+    return p != NULL && __atomic_load_n(&p->abandoned, __ATOMIC_ACQUIRE);
+}
+
 /* ---- the loop's hooks ------------------------------------------------------- */
 
 /* No job runs or waits: the workers are waiting for work, or about to. */
@@ -854,6 +1509,10 @@ exec_census(aw_loop *loop)
                         "%zu executor jobs still running or queued (or "
                         "finished and not handed back yet)",
                         s->nattached);
+    if (s != NULL && s->nxcalls > 0)
+        aw__loop_report(loop, AW_EBUSY, NULL, NULL,
+                        "%zu calls of other loops still running",
+                        s->nxcalls);
 }
 
 /* The loop closes: nothing is attached (the sink counted as live while
@@ -873,6 +1532,8 @@ exec_release(aw_loop *loop)
     if (s->default_ex != NULL && executor_idle(s->default_ex))
         (void)aw_executor_shutdown(s->default_ex, 1, 0);
     aw_executor_free(s->default_ex);
+    if (s->port != NULL)
+        port_close(s->port);
     pthread_mutex_destroy(&s->mu);
     aw__free(s);
     slot->sink = NULL;
@@ -970,11 +1631,17 @@ aw_run(aw_task_fn main, void *frame, aw_destroy_fn frame_free, int flags,
         aw_loop_remove_signal_handler(loop, SIGTERM);
     }
     aw_future_unref(t);
+    /* Calls from other loops do not start any more; those running end
+     * with AW_ECLOSED on their caller's side. */
+    if (sink_get(loop) != NULL)
+        sink_get(loop)->closing = 1;
+    cancel_remote_calls(loop);
     cancel_all_tasks(loop);
     /* Jobs cancelled while running are left to their workers; those
      * that finished come back on the next passes. */
     while (aw_loop_cancel_executor_jobs(loop) > 0 ||
-           aw_loop_executor_jobs(loop) > 0) {
+           aw_loop_executor_jobs(loop) > 0 ||
+           (sink_find(loop) != NULL && sink_find(loop)->nxcalls > 0)) {
         aw_loop_run_once(loop, 0);
         cancel_all_tasks(loop);
     }

@@ -976,6 +976,509 @@ START_TEST(one_wakeup_per_batch)
 }
 END_TEST
 
+/* ---- cross-loop calls ------------------------------------------------------- */
+
+/* A loop running in a thread of its own until stopped. */
+struct peer {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    aw_loop *loop; /* published once made */
+    int ready;
+    int no_free;   /* close only: the test frees it */
+    int close_rc;
+};
+
+static int
+peer_stop_cb(aw_loop *l, void *arg)
+{
+    (void)arg;
+    return aw_loop_stop(l);
+}
+
+static void *
+peer_main(void *arg)
+{
+    struct peer *p = arg;
+    aw_loop *l;
+
+    if (aw_loop_new(&l) != 0)
+        l = NULL;
+    pthread_mutex_lock(&p->mu);
+    p->loop = l;
+    p->ready = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (l == NULL)
+        return NULL;
+    aw_loop_run_forever(l);
+    p->close_rc = p->no_free ? aw_loop_close(l) : aw_loop_free(l);
+    return NULL;
+}
+
+static aw_loop *
+peer_start(struct peer *p, int no_free)
+{
+    memset(p, 0, sizeof(*p));
+    p->no_free = no_free;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    ck_assert_int_eq(pthread_create(&p->th, NULL, peer_main, p), 0);
+    pthread_mutex_lock(&p->mu);
+    while (!p->ready)
+        pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    ck_assert_ptr_nonnull(p->loop);
+    return p->loop;
+}
+
+static void
+peer_stop(struct peer *p)
+{
+    ck_assert_int_eq(aw_loop_call_soon_threadsafe(p->loop, peer_stop_cb, NULL),
+                     0);
+    pthread_join(p->th, NULL);
+    ck_assert_int_eq(p->close_rc, 0);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+}
+
+static aw_future *
+remote_str(aw_loop *target, void *arg)
+{
+    (void)arg;
+    return aw_future_resolved(target, strdup("from the peer"), free_result);
+}
+
+static aw_future *
+remote_fail(aw_loop *target, void *arg)
+{
+    (void)arg;
+    return aw_future_failed(target, -EIO, "disk on fire");
+}
+
+static aw_future *
+remote_echo(aw_loop *target, void *arg)
+{
+    return aw_future_resolved_int(target, (intptr_t)arg);
+}
+
+static AW_TASK(remote_int_task, void *unused)
+{
+    AW_BEGIN();
+    AW_RETURN_INT(42);
+    AW_END();
+}
+
+static atomic_int remote_started, remote_finally;
+static aw_task *sleeper_self; /* the target's thread only */
+
+/* Sleeps until cancelled. */
+static AW_TASK(remote_sleeper, void *unused)
+{
+    AW_BEGIN();
+    sleeper_self = AW_SELF();
+    atomic_fetch_add(&remote_started, 1);
+    AW_AWAIT(aw_sleep(aw_task_loop(AW_SELF()), 3600), NULL);
+    AW_FINALLY();
+    atomic_fetch_add(&remote_finally, 1);
+    AW_END();
+}
+
+struct bounce {
+    aw_loop *back;
+    intptr_t v;
+};
+
+/* Runs on the peer and calls the calling loop back. */
+static AW_TASK(bounce_task, struct bounce *b)
+{
+    AW_BEGIN();
+    AW_AWAIT_INT(aw_loop_run_threadsafe(aw_task_loop(AW_SELF()), b->back,
+                                        remote_echo, (void *)(intptr_t)7,
+                                        NULL),
+                 &b->v);
+    AW_RETURN_INT(b->v + 1);
+    AW_END();
+}
+
+/* asyncio's run_coroutine_threadsafe tests (test_run_coroutine_threadsafe,
+ * _with_exception): a result with its destructor, an integer, an error
+ * with its message come back from a loop in another thread; and a task
+ * there that calls the first loop back. */
+START_TEST(run_threadsafe_result_crosses_both_ways)
+{
+    struct peer p;
+    aw_loop *b = peer_start(&p, 0);
+    struct bounce bo = {loop, 0};
+    aw_future *s, *e, *i, *r;
+    intptr_t v;
+    void *str;
+
+    gate_reset();
+    s = aw_loop_run_threadsafe(loop, b, remote_str, NULL, count_arg);
+    e = aw_loop_run_threadsafe(loop, b, remote_fail, NULL, NULL);
+    i = aw_loop_run_task_threadsafe(loop, b, remote_int_task, NULL, NULL);
+    r = aw_loop_run_task_threadsafe(loop, b, bounce_task, &bo, NULL);
+    settle(loop, s);
+    settle(loop, e);
+    settle(loop, i);
+    settle(loop, r);
+    ck_assert_int_eq(aw_future_result(s, &str), 0);
+    ck_assert_str_eq(str, "from the peer");
+    ck_assert_int_eq(count(&args_destroyed), 0); /* fn took it */
+    ck_assert_int_eq(aw_future_error(e), -EIO);
+    ck_assert_str_eq(aw_future_message(e), "disk on fire");
+    ck_assert_int_eq(aw_future_result_int(i, &v), 0);
+    ck_assert_int_eq(v, 42);
+    ck_assert_int_eq(aw_future_result_int(r, &v), 0);
+    ck_assert_int_eq(v, 8);
+    ck_assert_int_eq(count(&results_destroyed), 0);
+    aw_future_unref(s); /* the result crossed with its destructor */
+    ck_assert_int_eq(count(&results_destroyed), 1);
+    aw_future_unref(e);
+    aw_future_unref(i);
+    aw_future_unref(r);
+    peer_stop(&p);
+}
+END_TEST
+
+/* Cancelling the caller's future cancels the task on the other loop
+ * (its cleanup runs); a call cancelled before it started never runs
+ * (its arg is destroyed). */
+START_TEST(run_threadsafe_cancel_from_calling_loop)
+{
+    struct peer p;
+    aw_loop *b = peer_start(&p, 0), *c;
+    aw_future *f;
+
+    gate_reset();
+    atomic_store(&remote_started, 0);
+    atomic_store(&remote_finally, 0);
+    f = aw_loop_run_task_threadsafe(loop, b, remote_sleeper, NULL, NULL);
+    wait_count(&remote_started, 1);
+    ck_assert_int_eq(aw_future_cancel(f, NULL), 0);
+    ck_assert(aw_future_cancelled(f));
+    wait_count(&remote_finally, 1);
+    aw_future_unref(f);
+    peer_stop(&p);
+    /* Before it started: c does not run until after the cancel. */
+    ck_assert_int_eq(aw_loop_new(&c), 0);
+    f = aw_loop_run_threadsafe(loop, c, remote_str, NULL, count_arg);
+    ck_assert_int_eq(aw_future_cancel(f, NULL), 0);
+    aw_future_unref(f);
+    aw_loop_run_once(c, AW_RUN_NOWAIT);
+    ck_assert_int_eq(count(&args_destroyed), 1);
+    ck_assert_int_eq(aw_loop_free(c), 0);
+    aw_loop_run_once(loop, 0); /* the outcome, dropped */
+    ck_assert_int_eq(count(&results_destroyed), 0);
+}
+END_TEST
+
+static int
+cancel_sleeper(aw_loop *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    return aw_future_cancel(sleeper_self, "from the target");
+}
+
+/* Cancelling the task on the target's side ends the caller's future
+ * cancelled. */
+START_TEST(run_threadsafe_cancel_from_target_loop)
+{
+    struct peer p;
+    aw_loop *b = peer_start(&p, 0);
+    aw_future *f;
+
+    gate_reset();
+    atomic_store(&remote_started, 0);
+    atomic_store(&remote_finally, 0);
+    f = aw_loop_run_task_threadsafe(loop, b, remote_sleeper, NULL, NULL);
+    wait_count(&remote_started, 1);
+    ck_assert_int_eq(aw_loop_call_soon_threadsafe(b, cancel_sleeper, NULL), 0);
+    settle(loop, f);
+    ck_assert(aw_future_cancelled(f));
+    ck_assert_int_eq(count(&remote_finally), 1);
+    aw_future_unref(f);
+    peer_stop(&p);
+}
+END_TEST
+
+/* A loop run by aw_run() in a thread: its main task waits for a promise
+ * that the test settles (from its own thread), publishing its loop and
+ * the promise first.  With `call`, it calls a sleeper on call_target
+ * from a child task and leaves it running when it ends. */
+struct runner {
+    pthread_t th;
+    int rc;
+    aw_loop *call_target;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    aw_loop *loop;
+    aw_promise *promise;
+    aw_future *fut;
+};
+
+static AW_TASK(runner_child, struct runner *rn)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_loop_run_task_threadsafe(aw_task_loop(AW_SELF()),
+                                         rn->call_target, remote_sleeper,
+                                         NULL, NULL),
+             NULL);
+    AW_END();
+}
+
+static AW_TASK(runner_main, struct runner *rn)
+{
+    AW_BEGIN();
+    {
+        aw_loop *l = aw_task_loop(AW_SELF());
+        aw_promise *pr;
+
+        if (rn->call_target != NULL)
+            aw_future_unref(aw_task_new(l, runner_child, rn, NULL));
+        rn->fut = aw_loop_create_promise(l, &pr);
+        pthread_mutex_lock(&rn->mu);
+        rn->loop = l;
+        rn->promise = pr;
+        pthread_cond_broadcast(&rn->cv);
+        pthread_mutex_unlock(&rn->mu);
+    }
+    AW_AWAIT(rn->fut, NULL);
+    AW_END();
+}
+
+static void *
+runner_thread(void *arg)
+{
+    struct runner *rn = arg;
+
+    rn->rc = aw_run(runner_main, rn, NULL, 0, NULL);
+    return NULL;
+}
+
+static void
+runner_start(struct runner *rn, aw_loop *call_target)
+{
+    memset(rn, 0, sizeof(*rn));
+    rn->call_target = call_target;
+    pthread_mutex_init(&rn->mu, NULL);
+    pthread_cond_init(&rn->cv, NULL);
+    ck_assert_int_eq(pthread_create(&rn->th, NULL, runner_thread, rn), 0);
+    pthread_mutex_lock(&rn->mu);
+    while (rn->promise == NULL)
+        pthread_cond_wait(&rn->cv, &rn->mu);
+    pthread_mutex_unlock(&rn->mu);
+}
+
+/* End the runner's main task and its aw_run. */
+static void
+runner_end(struct runner *rn)
+{
+    ck_assert_int_eq(aw_promise_set_result_int_threadsafe(rn->promise, 0), 0);
+    pthread_join(rn->th, NULL);
+    ck_assert_int_eq(rn->rc, 0);
+    pthread_mutex_destroy(&rn->mu);
+    pthread_cond_destroy(&rn->cv);
+}
+
+/* The target loop closes first: a call to a closed loop fails with
+ * AW_ECLOSED at once (fn never runs, arg destroyed); a call running on a
+ * loop that aw_run() tears down fails with AW_ECLOSED and says so. */
+START_TEST(run_threadsafe_target_loop_closed_first)
+{
+    struct peer p;
+    struct runner rn;
+    aw_loop *b = peer_start(&p, 1);
+    aw_future *f;
+
+    gate_reset();
+    atomic_store(&remote_started, 0);
+    atomic_store(&remote_finally, 0);
+    peer_stop(&p); /* closed, not freed */
+    f = aw_loop_run_threadsafe(loop, b, remote_str, NULL, count_arg);
+    ck_assert_int_eq(aw_future_error(f), AW_ECLOSED);
+    ck_assert_ptr_nonnull(strstr(aw_future_message(f), "closed"));
+    ck_assert_int_eq(count(&args_destroyed), 1);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_loop_free(b), 0);
+
+    runner_start(&rn, NULL);
+    f = aw_loop_run_task_threadsafe(loop, rn.loop, remote_sleeper, NULL,
+                                    NULL);
+    wait_count(&remote_started, 1);
+    runner_end(&rn); /* aw_run cancels the sleeper and closes the loop */
+    ck_assert_int_eq(count(&remote_finally), 1);
+    settle(loop, f);
+    ck_assert_int_eq(aw_future_error(f), AW_ECLOSED);
+    ck_assert_ptr_nonnull(strstr(aw_future_message(f), "closed"));
+    aw_future_unref(f);
+}
+END_TEST
+
+/* The calling loop closes first: aw_run() on it cancels the task that
+ * awaits the call, which cancels the call's task on the target (this
+ * test's loop); that task's outcome then finds the caller gone and is
+ * dropped.  Both loops close cleanly. */
+START_TEST(run_threadsafe_calling_loop_closed_first)
+{
+    struct runner rn;
+    int i;
+
+    gate_reset();
+    atomic_store(&remote_started, 0);
+    atomic_store(&remote_finally, 0);
+    runner_start(&rn, loop);
+    for (i = 0; i < 100000 && count(&remote_started) < 1; i++)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(count(&remote_started), 1);
+    runner_end(&rn); /* its loop is closed and freed */
+    for (i = 0; i < 100000 && count(&remote_finally) < 1; i++)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(count(&remote_finally), 1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+}
+END_TEST
+
+struct trips {
+    int n, done, dupes, wrong;
+    unsigned char *seen;
+};
+
+static int
+trip_done(aw_future *f, void *arg)
+{
+    struct trips *t = arg;
+    intptr_t v;
+
+    if (aw_future_result_int(f, &v) != 0 || v < 0 || v >= t->n)
+        t->wrong++;
+    else if (t->seen[v]++)
+        t->dupes++;
+    t->done++;
+    return 0;
+}
+
+/* 10,000 calls to a loop in another thread and back: each result comes
+ * back once, to its own future. */
+START_TEST(run_threadsafe_round_trips_each_delivered_once)
+{
+    struct peer p;
+    aw_loop *b = peer_start(&p, 0);
+    struct trips t = {aw_test_slow() ? 1000 : 10000, 0, 0, 0, NULL};
+    aw_future **f = calloc((size_t)t.n, sizeof(*f));
+    int i;
+
+    t.seen = calloc((size_t)t.n, 1);
+    for (i = 0; i < t.n; i++) {
+        f[i] = aw_loop_run_threadsafe(loop, b, remote_echo,
+                                      (void *)(intptr_t)i, NULL);
+        ck_assert_int_eq(aw_future_add_done_callback(f[i], trip_done, &t), 0);
+        if (i % 512 == 511)
+            aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    }
+    while (t.done < t.n)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(t.dupes, 0);
+    ck_assert_int_eq(t.wrong, 0);
+    for (i = 0; i < t.n; i++) {
+        ck_assert_int_eq(t.seen[i], 1);
+        aw_future_unref(f[i]);
+    }
+    free(t.seen);
+    free(f);
+    peer_stop(&p);
+}
+END_TEST
+
+/* ---- promises: settled from another thread ----------------------------------- */
+
+struct settler {
+    aw_promise *p[6];
+    aw_promise *closed; /* its loop is closed before the settle */
+    int rc[7];
+    int einval;
+};
+
+static void *
+settle_from_thread(void *arg)
+{
+    struct settler *st = arg;
+
+    st->einval = aw_promise_set_error_threadsafe(st->p[2], 0, "no");
+    st->rc[0] = aw_promise_set_result_threadsafe(st->p[0],
+                                                 strdup("from a thread"),
+                                                 free_result);
+    st->rc[1] = aw_promise_set_result_int_threadsafe(st->p[1], 42);
+    st->rc[2] = aw_promise_set_error_threadsafe(st->p[2], -EIO, "broken");
+    st->rc[3] = aw_promise_cancel_threadsafe(st->p[3], "stop");
+    st->rc[4] = aw_promise_set_result_threadsafe(st->p[4], strdup("unread"),
+                                                 free_result);
+    aw_promise_free_threadsafe(st->p[5]);
+    st->rc[6] = aw_promise_set_result_threadsafe(st->closed, strdup("late"),
+                                                 free_result);
+    return NULL;
+}
+
+/* A future settled from a plain pthread through its promise: a result
+ * with its destructor, an integer, an error, a cancellation; a promise
+ * whose future was released (the result is destroyed); a promise freed
+ * unsettled (AW_ECLOSED); a promise whose loop closed meanwhile (the
+ * loop closed, the settle returns AW_ECLOSED and destroys the result). */
+START_TEST(promise_settled_from_plain_pthread)
+{
+    struct settler st;
+    aw_future *f[6], *fc;
+    aw_loop *l2;
+    pthread_t th;
+    intptr_t v;
+    void *str;
+    int i;
+
+    gate_reset();
+    memset(&st, 0, sizeof(st));
+    for (i = 0; i < 6; i++)
+        ck_assert_ptr_nonnull(f[i] = aw_loop_create_promise(loop, &st.p[i]));
+    ck_assert_int_eq(aw_promise_cancelled_threadsafe(st.p[4]), 0);
+    aw_future_unref(f[4]);
+    ck_assert_int_eq(aw_promise_cancelled_threadsafe(st.p[4]), 1);
+    ck_assert_int_eq(aw_loop_new(&l2), 0);
+    fc = aw_loop_create_promise(l2, &st.closed);
+    aw_future_unref(fc);
+    ck_assert_int_eq(aw_loop_free(l2), 0); /* the promise does not hold it */
+    ck_assert_int_eq(pthread_create(&th, NULL, settle_from_thread, &st), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(st.einval, -EINVAL);
+    for (i = 0; i < 5; i++)
+        ck_assert_int_eq(st.rc[i], 0);
+    ck_assert_int_eq(st.rc[6], AW_ECLOSED);
+    ck_assert_int_eq(count(&results_destroyed), 1); /* "late" */
+    ck_assert(!aw_future_done(f[0])); /* settled on the loop, later */
+    for (i = 0; i < 6; i++)
+        if (i != 4)
+            settle(loop, f[i]);
+    ck_assert_int_eq(count(&results_destroyed), 2); /* "unread" */
+    ck_assert_int_eq(aw_future_result(f[0], &str), 0);
+    ck_assert_str_eq(str, "from a thread");
+    ck_assert_int_eq(aw_future_result_int(f[1], &v), 0);
+    ck_assert_int_eq(v, 42);
+    ck_assert_int_eq(aw_future_error(f[2]), -EIO);
+    ck_assert_str_eq(aw_future_message(f[2]), "broken");
+    ck_assert(aw_future_cancelled(f[3]));
+    ck_assert_int_eq(aw_future_error(f[5]), AW_ECLOSED);
+    for (i = 0; i < 6; i++)
+        if (i != 4)
+            aw_future_unref(f[i]);
+    ck_assert_int_eq(count(&results_destroyed), 3);
+    ck_assert_ptr_null(aw_loop_create_promise(loop, NULL));
+    ck_assert_int_eq(aw_promise_set_result_threadsafe(NULL, NULL, NULL),
+                     -EINVAL);
+    aw_promise_free_threadsafe(NULL);
+}
+END_TEST
+
 /* ---- aw_run -------------------------------------------------------------------- */
 
 static int child_finally_ran;
@@ -1143,6 +1646,13 @@ aw_test_suite(void)
     tcase_add_test(tc, loop_closed_while_job_runs);
     tcase_add_test(tc, many_loops_share_one_pool_each_result_once);
     tcase_add_test(tc, one_wakeup_per_batch);
+    tcase_add_test(tc, run_threadsafe_result_crosses_both_ways);
+    tcase_add_test(tc, run_threadsafe_cancel_from_calling_loop);
+    tcase_add_test(tc, run_threadsafe_cancel_from_target_loop);
+    tcase_add_test(tc, run_threadsafe_target_loop_closed_first);
+    tcase_add_test(tc, run_threadsafe_calling_loop_closed_first);
+    tcase_add_test(tc, run_threadsafe_round_trips_each_delivered_once);
+    tcase_add_test(tc, promise_settled_from_plain_pthread);
     tcase_add_test(tc, run_returns_main_outcome_and_cancels_leftovers);
     tcase_add_test(tc, run_signal_cancels_main);
     tcase_add_test(tc, run_inside_running_loop_refused);

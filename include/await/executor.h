@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* await/executor.h: blocking work in a thread pool (concurrent.futures'
- * ThreadPoolExecutor, asyncio's run_in_executor and to_thread), and
- * aw_run(), asyncio.run: the whole life of a program's loop in one call. */
+ * ThreadPoolExecutor, asyncio's run_in_executor and to_thread), futures
+ * that cross loops and threads (run_coroutine_threadsafe, wrap_future),
+ * and aw_run(), asyncio.run: the whole life of a program's loop in one
+ * call. */
 #ifndef AWAIT_EXECUTOR_H
 #define AWAIT_EXECUTOR_H
 
@@ -196,6 +198,140 @@ enum aw_executor_stat {
  * name.  Thread-safe. */
 AW_EXTERN size_t aw_executor_stat(aw_executor *ex, int which);
 
+/* ---- cross-loop calls and cross-thread futures ------------------------------ */
+
+/*
+ * aw_remote_fn - what aw_loop_run_threadsafe() runs on the target loop,
+ * in the target's thread: returns a future of target (a task,
+ * aw_future_resolved(), any future), whose reference the call takes and
+ * whose outcome crosses back; NULL counts as out of memory.  fn owns arg
+ * once called (the call's arg_destroy is then not called).
+ */
+typedef aw_future *(*aw_remote_fn)(aw_loop *target, void *arg);
+
+/*
+ * aw_loop_run_threadsafe - run fn(target, arg) on the loop target, which
+ * runs in another thread (or this one), and get the outcome of the future
+ * fn returns as a future on loop (asyncio's run_coroutine_threadsafe and
+ * wrap_future in one).  Returns that future with a reference for the
+ * caller.  Call it from loop's thread; target must stay allocated until
+ * the call returns (as for aw_loop_call_soon_threadsafe(), which carries
+ * the call there).
+ *
+ * The outcome crosses: a result moves with its destructor (taken out of
+ * the target's future), an integer result as it is, an error as its code
+ * and a copy of its message, a cancellation as a cancellation.  A result
+ * that nobody can receive any more is destroyed with its destructor on
+ * the thread that finds so, which may be either loop's: destructors of
+ * results that cross must not care which thread runs them.
+ *
+ * Cancellation crosses both ways.  Cancelling the future on loop (or
+ * releasing its last reference while it is pending) ends it cancelled at
+ * once and cancels the target's future ("cancelled by the calling
+ * loop"), or, when fn has not run yet, keeps fn from running (arg is
+ * destroyed on the target).  A target future cancelled on the target's
+ * side ends loop's future cancelled.
+ *
+ * Loops closing.  A target closed when the call is made: a future failed
+ * with AW_ECLOSED ("the target loop is closed").  A target torn down by
+ * aw_run() while the call waits to start or runs (aw_run cancels it):
+ * AW_ECLOSED ("the target loop was closing", "... closed before the call
+ * ended").  A target that merely closes cannot while the call runs there
+ * (aw_loop_close() returns AW_EBUSY and names "calls of other loops").
+ * The calling loop can close as soon as its future is gone (which
+ * cancelled the call): what the target still sends is then dropped.
+ *
+ * Returns NULL (and arg destroyed) for a NULL or closed loop; a failed
+ * future (arg destroyed, fn never called) for a NULL target or fn
+ * (-EINVAL), a closed target (AW_ECLOSED), or out of memory (-ENOMEM).
+ */
+AW_EXTERN aw_future *aw_loop_run_threadsafe(aw_loop *loop, aw_loop *target,
+                                            aw_remote_fn fn, void *arg,
+                                            aw_destroy_fn arg_destroy);
+
+/*
+ * aw_loop_run_task_threadsafe - aw_loop_run_threadsafe() for a task:
+ * aw_task_new(target, main, frame, frame_free) on the target, its
+ * outcome on loop.  The frame is the task's (frame_free runs on the
+ * target once it ended), or is released with frame_free when the task
+ * never starts.
+ */
+AW_EXTERN aw_future *aw_loop_run_task_threadsafe(aw_loop *loop,
+                                                 aw_loop *target,
+                                                 aw_task_fn main, void *frame,
+                                                 aw_destroy_fn frame_free);
+
+/*
+ * A promise: the one handle by which a thread that is not the loop's (a C
+ * library's own thread, a plain pthread) settles a future of the loop,
+ * once (what asyncio does with a concurrent.futures.Future and
+ * wrap_future, or call_soon_threadsafe(fut.set_result, value)).  The
+ * settle crosses to the loop through aw_loop_call_soon_threadsafe(): the
+ * future settles there, on a later pass, never in the settling thread.
+ * The promise references no loop object: the loop may drop the future,
+ * and then close, before the settle comes; the settle is then dropped
+ * (its result destroyed, in the settling thread when the loop has closed).
+ */
+typedef struct aw_promise aw_promise;
+
+/*
+ * aw_loop_create_promise - a pending future on loop, returned with a
+ * reference for the caller, and in *promisep its promise, for the
+ * settling thread.  The future can be awaited, chained, cancelled or
+ * released like any other; cancelling or releasing it while pending
+ * tells the promise (aw_promise_cancelled_threadsafe()).  Returns NULL
+ * (and *promisep NULL) for a NULL promisep, a NULL or closed loop, or out
+ * of memory.  Call it from loop's thread.
+ */
+AW_EXTERN aw_future *aw_loop_create_promise(aw_loop *loop,
+                                            aw_promise **promisep);
+
+/*
+ * aw_promise_set_result_threadsafe - settle the promise's future with
+ * result, which it then owns (destroy(result) when the future is freed;
+ * destroy may be NULL).  Takes the promise: use it no more.  Returns 0
+ * when sent (the future may still have been dropped meanwhile: the result
+ * is then destroyed); AW_ECLOSED when the loop has closed (result
+ * destroyed); -EINVAL for a NULL promise (result untouched).  From any
+ * thread.
+ */
+AW_EXTERN int aw_promise_set_result_threadsafe(aw_promise *promise,
+                                               void *result,
+                                               aw_destroy_fn destroy);
+
+/* aw_promise_set_result_int_threadsafe - the same for an integer
+ * result. */
+AW_EXTERN int aw_promise_set_result_int_threadsafe(aw_promise *promise,
+                                                   intptr_t result);
+
+/*
+ * aw_promise_set_error_threadsafe - fail the promise's future with a
+ * negative code and a message (copied; may be NULL).  Takes the promise.
+ * Returns as aw_promise_set_result_threadsafe(); -EINVAL also, promise
+ * untouched, for a code that is not negative or is AW_ECANCELLED (use
+ * aw_promise_cancel_threadsafe()).  From any thread.
+ */
+AW_EXTERN int aw_promise_set_error_threadsafe(aw_promise *promise, int code,
+                                              const char *msg);
+
+/* aw_promise_cancel_threadsafe - cancel the promise's future, with a
+ * message (copied; may be NULL).  Takes the promise.  Returns as
+ * aw_promise_set_result_threadsafe().  From any thread. */
+AW_EXTERN int aw_promise_cancel_threadsafe(aw_promise *promise,
+                                           const char *msg);
+
+/* aw_promise_free_threadsafe - give the promise up without settling:
+ * its future fails with AW_ECLOSED ("the promise was freed without
+ * settling its future"), so that nothing waits for it forever.  Accepts
+ * NULL.  From any thread. */
+AW_EXTERN void aw_promise_free_threadsafe(aw_promise *promise);
+
+/* aw_promise_cancelled_threadsafe - 1 once the promise's future was
+ * cancelled or released on its loop (nobody waits for the outcome any
+ * more: the work may stop), else 0 (also for NULL).  From any thread,
+ * before the promise is taken. */
+AW_EXTERN int aw_promise_cancelled_threadsafe(const aw_promise *promise);
+
 /* ---- asyncio.run ------------------------------------------------------------ */
 
 enum aw_run_main_flags {
@@ -208,7 +344,10 @@ enum aw_run_main_flags {
  * aw_run - asyncio.run: create a loop, run the task main(task, frame) on
  * it to its end, cancel the tasks still pending and wait for them, cancel
  * the executor jobs of the loop still pending and take back those that
- * finished, shut the default executor down, close and free the loop.  The
+ * finished, shut the default executor down, close and free the loop.
+ * Once the main task has ended, calls of other loops
+ * (aw_loop_run_threadsafe()) no longer start on the loop and those
+ * running are cancelled: their callers get AW_ECLOSED.  The
  * task owns frame (frame_free(frame), when not NULL, once it has ended;
  * also when aw_run fails before starting it).  Returns the main task's
  * outcome: 0 with its integer result in *result (when result is not
