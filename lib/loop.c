@@ -595,11 +595,16 @@ arm_timer(aw_loop *loop)
         if (delay > MAX_TIMER_WAIT)
             delay = MAX_TIMER_WAIT; /* fires early: re-armed then */
         if (delay > 0) {
-            /* Round up: a timer that fires early only costs a re-arm. */
-            double usec = ceil(delay * 1e6);
+            /* Round up: a timer that fires early only costs a re-arm.
+             * (Integer arithmetic: no libm, whatever the optimisation.)
+             * delay is at most MAX_TIMER_WAIT, so the count fits. */
+            double exact = delay * 1e6;
+            long long usec = (long long)exact;
 
-            tv.tv_sec = (time_t)(usec / 1e6);
-            tv.tv_usec = (suseconds_t)(usec - (double)tv.tv_sec * 1e6);
+            if ((double)usec < exact)
+                usec++;
+            tv.tv_sec = (time_t)(usec / 1000000);
+            tv.tv_usec = (suseconds_t)(usec % 1000000);
         }
         event_add(loop->timer_ev, &tv);
         loop->armed_when = when;
