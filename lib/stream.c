@@ -890,6 +890,49 @@ aw_open_unix_connection(aw_loop *loop, const char *path)
     return open_stream(loop, connect_unix, path, 0);
 }
 
+/* A descriptor the program has: port carries it through open_stream. */
+static aw_future *
+connect_sock(aw_loop *loop, const char *where, int fd,
+             const aw_protocol *proto, void *arg)
+{
+    (void)where;
+    return aw_create_connection_sock(loop, fd, proto, arg);
+}
+
+static aw_future *
+connect_read_pipe(aw_loop *loop, const char *where, int fd,
+                  const aw_protocol *proto, void *arg)
+{
+    (void)where;
+    return aw_connect_read_pipe(loop, fd, proto, arg);
+}
+
+static aw_future *
+connect_write_pipe(aw_loop *loop, const char *where, int fd,
+                   const aw_protocol *proto, void *arg)
+{
+    (void)where;
+    return aw_connect_write_pipe(loop, fd, proto, arg);
+}
+
+aw_future *
+aw_open_connection_sock(aw_loop *loop, int fd)
+{
+    return open_stream(loop, connect_sock, NULL, fd);
+}
+
+aw_future *
+aw_open_read_pipe(aw_loop *loop, int fd)
+{
+    return open_stream(loop, connect_read_pipe, NULL, fd);
+}
+
+aw_future *
+aw_open_write_pipe(aw_loop *loop, int fd)
+{
+    return open_stream(loop, connect_write_pipe, NULL, fd);
+}
+
 /* ---- serving ------------------------------------------------------------------------- */
 
 struct client_ctx {
@@ -990,6 +1033,26 @@ aw_start_unix_server(aw_loop *loop, const char *path, aw_client_fn on_client,
     if (loop != NULL && path == NULL)
         return aw__future_failed_new(loop, -EINVAL, aw__format("no path"));
     return start_server(loop, NULL, 0, path, on_client, arg, 0, backlog);
+}
+
+aw_future *
+aw_start_server_sock(aw_loop *loop, int fd, aw_client_fn on_client,
+                     void *arg, int backlog)
+{
+    struct client_ctx *c;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (on_client == NULL)
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("no on_client callback"));
+    c = aw__malloc(sizeof(*c));
+    if (c == NULL)
+        return aw__future_nomem(loop);
+    c->on_client = on_client;
+    c->arg = arg;
+    return aw__create_server_sock(loop, fd, &client_protocol, c, aw__free,
+                                  backlog);
 }
 
 /* ---- getaddrinfo ---------------------------------------------------------------------- */

@@ -51,4 +51,22 @@ typedef void (*aw__buffer_sink_fn)(aw_transport *t, struct evbuffer *in,
                                    void *arg);
 void aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink);
 
+/* aw_create_server_sock whose server calls arg_destroy(arg) when freed
+ * (on failure, at once). */
+aw_future *aw__create_server_sock(aw_loop *loop, int fd,
+                                  const aw_protocol *proto, void *arg,
+                                  aw_destroy_fn arg_destroy, int backlog);
+
+/* A pipe transport without a future, for modules that make their own
+ * pipes (subprocesses): readable != 0 for a read end (as
+ * aw_connect_read_pipe), 0 for a write end (as aw_connect_write_pipe).
+ * 0 with *tp a reference for the caller (aw_transport_unref), the
+ * transport holding its own until connection_lost; connection_made comes
+ * from the loop.  A transport closed before that is lost without either
+ * callback.  On an error (-EINVAL, -EBADF, -EMFILE, -ENOMEM, AW_ECLOSED)
+ * fd is still the caller's. */
+int aw__transport_from_pipe(aw_loop *loop, int fd, int readable,
+                            const aw_protocol *proto, void *arg,
+                            aw_transport **tp);
+
 #endif /* AWAIT_TRANSPORT_INTERNAL_H */

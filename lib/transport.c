@@ -24,7 +24,10 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +35,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -64,6 +68,9 @@
 #define SEND_IOV 16
 
 enum tstate { T_CONNECTING, T_OPEN, T_CLOSING, T_LOST };
+/* A connection both ways, or one end of a pipe (asyncio's
+ * _UnixReadPipeTransport and _UnixWritePipeTransport). */
+enum tkind { K_CONN, K_RPIPE, K_WPIPE };
 
 struct aw_transport {
     aw_loop *loop;
@@ -100,6 +107,8 @@ struct aw_transport {
     unsigned paused : 1; /* the protocol was told to pause writing */
     unsigned made : 1;   /* connection_made was called */
     unsigned tcp : 1;    /* TCP (IPv4 or IPv6), not a Unix socket */
+    unsigned kind : 2;   /* enum tkind */
+    unsigned nosock : 1; /* not a socket: read()/write(), no send() */
 };
 
 struct aw_server {
@@ -340,11 +349,14 @@ out_len(const aw_transport *t)
 }
 
 /* The read event is pending exactly while the transport is open, reading
- * is not paused and no end of file was read. */
+ * is not paused and no end of file was read; on a write pipe, while it is
+ * open or flushing (the reader's end closing makes it readable). */
 static void
 update_reading(aw_transport *t)
 {
-    int want = t->state == T_OPEN && t->reading && !t->eof_read;
+    int want = t->kind == K_WPIPE
+                   ? t->state == T_OPEN || t->state == T_CLOSING
+                   : t->state == T_OPEN && t->reading && !t->eof_read;
 
     if (want && !t->rev_on && t->rev != NULL) {
         if (event_add(t->rev, NULL) == 0)
@@ -357,11 +369,13 @@ update_reading(aw_transport *t)
 
 /* The socket is the transport's from now: its read event (not pending
  * yet).  0 or -ENOMEM. */
+static void wpipe_hup_cb(evutil_socket_t fd, short what, void *arg);
+
 static int
 attach_socket(aw_transport *t, int fd, int tcp)
 {
     t->rev = event_new(aw_loop_get_base(t->loop), fd, EV_READ | EV_PERSIST,
-                       readable_cb, t);
+                       t->kind == K_WPIPE ? wpipe_hup_cb : readable_cb, t);
     if (t->rev == NULL)
         return -ENOMEM;
     t->fd = fd;
@@ -373,7 +387,7 @@ static void
 opened(aw_transport *t)
 {
     t->state = T_OPEN;
-    t->reading = 1;
+    t->reading = t->kind != K_WPIPE;
     update_reading(t);
     t->made = 1;
     if (t->proto->connection_made != NULL)
@@ -395,7 +409,7 @@ deliver_eof(aw_transport *t)
     if (t->state != T_OPEN)
         return;
     t->reading = 0;
-    if (!keep)
+    if (!keep || t->kind == K_RPIPE) /* a read pipe is done (asyncio) */
         aw_transport_close(t);
 }
 
@@ -575,12 +589,46 @@ readable_cb(evutil_socket_t fd, short what, void *arg)
 static void
 flushed(aw_transport *t)
 {
+    if (t->eof_pending && !t->eof_sent && t->kind == K_WPIPE) {
+        lose(t, 0); /* a pipe's end of file is its closing (asyncio) */
+        return;
+    }
     if (t->eof_pending && !t->eof_sent) {
         t->eof_sent = 1;
         shutdown(t->fd, SHUT_WR);
     }
     if (t->state == T_CLOSING)
         lose(t, 0);
+}
+
+/* writev() on what is not a socket (a pipe, a terminal), where there is
+ * no MSG_NOSIGNAL: SIGPIPE is blocked in this thread for the call, and
+ * one that the call raised is taken back before it is unblocked, so that
+ * a reader gone is -EPIPE and the process's dispositions stay as they
+ * are (what curl and OpenSSL do).  One raised before the call stays
+ * pending. */
+static ssize_t
+quiet_writev(int fd, const struct iovec *iov, int n)
+{
+    static const struct timespec zero = {0, 0};
+    sigset_t pipe_set, old, pending;
+    ssize_t r;
+    int was_pending, e;
+
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    do
+        r = writev(fd, iov, n);
+    while (r < 0 && errno == EINTR);
+    e = errno;
+    if (r < 0 && e == EPIPE && !was_pending)
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return r;
 }
 
 /* Send what is queued until the kernel takes no more.  0, or the
@@ -603,7 +651,8 @@ send_queued(aw_transport *t)
         memset(&mh, 0, sizeof(mh));
         mh.msg_iov = v;
         mh.msg_iovlen = (size_t)n;
-        r = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        r = t->nosock ? quiet_writev(t->fd, (struct iovec *)v, n)
+                      : sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -656,6 +705,20 @@ writable_cb(evutil_socket_t fd, short what, void *arg)
     after_send(t);
 }
 
+/* A write pipe turned readable: its reader is gone (asyncio's
+ * _UnixWritePipeTransport._read_ready): what is still queued cannot be
+ * delivered. */
+static void
+wpipe_hup_cb(evutil_socket_t fd, short what, void *arg)
+{
+    aw_transport *t = arg;
+
+    (void)fd;
+    (void)what;
+    if (t->state != T_LOST)
+        lose(t, out_len(t) > 0 ? -EPIPE : 0);
+}
+
 /* Queue data[0..len) behind what the kernel took: the queue and its
  * event are made when first needed.  0 or -ENOMEM. */
 static int
@@ -681,16 +744,22 @@ aw_transport_write(aw_transport *t, const void *data, size_t len)
         return -EINVAL;
     if (t->state == T_LOST && t->lost_error != 0)
         return t->lost_error;
+    if (t->kind == K_RPIPE)
+        return -EOPNOTSUPP;
     if (t->state != T_OPEN || t->eof_pending)
         return AW_ECLOSED;
     if (len == 0)
         return 0;
     if (out_len(t) == 0) {
+        struct iovec one = {(void *)data, len};
         ssize_t r;
 
-        do
-            r = send(t->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        while (r < 0 && errno == EINTR);
+        if (t->nosock)
+            r = quiet_writev(t->fd, &one, 1);
+        else
+            do
+                r = send(t->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            while (r < 0 && errno == EINTR);
         if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             /* asyncio: the write returns, connection_lost tells. */
             lose(t, -errno);
@@ -715,6 +784,8 @@ aw_transport_write_eof(aw_transport *t)
 {
     if (t == NULL)
         return -EINVAL;
+    if (t->kind == K_RPIPE)
+        return -EOPNOTSUPP;
     if (t->state != T_OPEN)
         return AW_ECLOSED;
     if (t->eof_pending)
@@ -764,6 +835,8 @@ aw_transport_pause_reading(aw_transport *t)
 {
     if (t == NULL)
         return -EINVAL;
+    if (t->kind == K_WPIPE)
+        return -EOPNOTSUPP;
     if (t->state != T_OPEN)
         return AW_ECLOSED;
     t->reading = 0;
@@ -776,6 +849,8 @@ aw_transport_resume_reading(aw_transport *t)
 {
     if (t == NULL)
         return -EINVAL;
+    if (t->kind == K_WPIPE)
+        return -EOPNOTSUPP;
     if (t->state != T_OPEN)
         return AW_ECLOSED;
     if (t->reading)
@@ -1057,11 +1132,12 @@ connect_watch(aw_future *f, void *arg)
 static void connect_next(aw_transport *t);
 
 /* The connect under way completed, one way or the other. */
+static void connected(aw_transport *t);
+
 static void
 connect_cb(evutil_socket_t fd, short what, void *arg)
 {
     aw_transport *t = arg;
-    aw_future *f;
     socklen_t len = sizeof(int);
     int err = 0;
 
@@ -1083,7 +1159,16 @@ connect_cb(evutil_socket_t fd, short what, void *arg)
         evutil_freeaddrinfo(t->addrs);
         t->addrs = t->next_addr = NULL;
     }
-    f = t->connecting;
+    connected(t);
+}
+
+/* The transport is ready: open it and hand it to its future, unless that
+ * was cancelled meanwhile. */
+static void
+connected(aw_transport *t)
+{
+    aw_future *f = t->connecting;
+
     t->connecting = NULL;
     if (f == NULL || f->state != AW_FUTURE_PENDING) {
         aw_future_unref(f); /* cancelled meanwhile: nobody wants it */
@@ -1296,6 +1381,193 @@ aw_create_unix_connection(aw_loop *loop, const char *path,
     return f;
 }
 
+/* ---- a descriptor the program has ------------------------------------------------ */
+
+/* Is fd what kind wants (a connected stream socket; a pipe, socket or
+ * character device open for reading or writing, as asyncio accepts)?
+ * Then it is made non-blocking and close-on-exec.  0 or an error, fd
+ * left as it was. */
+static int
+adopt_check(aw_loop *loop, int fd, int kind, int *is_sock, int *tcp)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss), tl = sizeof(int);
+    struct stat st;
+    int type, fl, acc, rc;
+
+    if (fd < 0)
+        return -EINVAL;
+    if (fstat(fd, &st) != 0 || (fl = fcntl(fd, F_GETFL)) < 0)
+        return -errno;
+    *is_sock = S_ISSOCK(st.st_mode) != 0;
+    *tcp = 0;
+    acc = fl & O_ACCMODE;
+    if (kind == K_CONN) {
+        if (!*is_sock)
+            return -ENOTSOCK;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0)
+            return -errno;
+        if (type != SOCK_STREAM)
+            return -EINVAL;
+        memset(&ss, 0, sizeof(ss));
+        if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+            return -errno; /* -ENOTCONN */
+        *tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+    } else if ((!S_ISFIFO(st.st_mode) && !*is_sock &&
+                !S_ISCHR(st.st_mode)) ||
+               (kind == K_RPIPE && acc == O_WRONLY) ||
+               (kind == K_WPIPE && acc == O_RDONLY)) {
+        return -EINVAL;
+    }
+    if ((rc = aw__loop_fd_watchable(loop, fd)) != 0)
+        return rc;
+    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+        return -errno;
+    if ((fl = fcntl(fd, F_GETFD)) >= 0 && !(fl & FD_CLOEXEC))
+        fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    return 0;
+}
+
+/* Give fd back: the transport will not close it. */
+static void
+unadopt(aw_transport *t)
+{
+    if (t->rev != NULL)
+        event_free(t->rev);
+    t->rev = NULL;
+    t->fd = -1;
+}
+
+/* fd becomes t's, of that kind.  0 or an error (fd still the caller's). */
+static int
+adopt(aw_transport *t, int fd, int kind)
+{
+    int is_sock, tcp, rc, one = 1;
+
+    rc = adopt_check(t->loop, fd, kind, &is_sock, &tcp);
+    if (rc != 0)
+        return rc;
+    t->kind = kind;
+    t->nosock = !is_sock;
+    rc = attach_socket(t, fd, tcp);
+    if (rc == 0 && tcp) /* on by default, as for the library's own */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return rc;
+}
+
+/* From the loop: connection_made, then the future's result. */
+static int
+adopted_soon(aw_loop *loop, void *arg)
+{
+    aw_transport *t = arg;
+
+    (void)loop;
+    if (t->state == T_CONNECTING)
+        connected(t);
+    aw_transport_unref(t);
+    return 0;
+}
+
+static aw_future *
+adopt_fd(aw_loop *loop, int fd, int kind, const aw_protocol *proto,
+         void *arg, const char *who)
+{
+    aw_transport *t;
+    aw_future *f;
+    int rc;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (!protocol_ok(proto) || fd < 0)
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("%s: bad descriptor or "
+                                                "protocol", who));
+    f = connect_start(loop, proto, arg, &t);
+    if (t == NULL)
+        return f;
+    rc = adopt(t, fd, kind);
+    if (rc == 0) {
+        aw_transport_ref(t);
+        if (aw_loop_call_soon(loop, adopted_soon, t, NULL) != 0) {
+            aw_transport_unref(t);
+            rc = -ENOMEM;
+        }
+    }
+    if (rc != 0) {
+        unadopt(t);
+        connect_failed(t, rc, aw__format("%s: %s", who, aw_strerror(rc)));
+    }
+    return f;
+}
+
+aw_future *
+aw_create_connection_sock(aw_loop *loop, int fd, const aw_protocol *proto,
+                          void *arg)
+{
+    return adopt_fd(loop, fd, K_CONN, proto, arg,
+                    "aw_create_connection_sock");
+}
+
+aw_future *
+aw_connect_read_pipe(aw_loop *loop, int fd, const aw_protocol *proto,
+                     void *arg)
+{
+    return adopt_fd(loop, fd, K_RPIPE, proto, arg, "aw_connect_read_pipe");
+}
+
+aw_future *
+aw_connect_write_pipe(aw_loop *loop, int fd, const aw_protocol *proto,
+                      void *arg)
+{
+    return adopt_fd(loop, fd, K_WPIPE, proto, arg, "aw_connect_write_pipe");
+}
+
+static int
+pipe_made(aw_loop *loop, void *arg)
+{
+    aw_transport *t = arg;
+
+    (void)loop;
+    if (t->state == T_CONNECTING)
+        opened(t);
+    aw_transport_unref(t);
+    return 0;
+}
+
+int
+aw__transport_from_pipe(aw_loop *loop, int fd, int readable,
+                        const aw_protocol *proto, void *arg,
+                        aw_transport **tp)
+{
+    aw_transport *t;
+    int rc;
+
+    if (tp != NULL)
+        *tp = NULL;
+    if (loop == NULL || tp == NULL || !protocol_ok(proto) || fd < 0)
+        return -EINVAL;
+    if (aw_loop_is_closed(loop))
+        return AW_ECLOSED;
+    t = transport_new(loop, proto, arg);
+    if (t == NULL)
+        return -ENOMEM;
+    rc = adopt(t, fd, readable ? K_RPIPE : K_WPIPE);
+    if (rc == 0) {
+        aw_transport_ref(t); /* pipe_made's */
+        if (aw_loop_call_soon(loop, pipe_made, t, NULL) != 0) {
+            aw_transport_unref(t);
+            rc = -ENOMEM;
+        }
+    }
+    if (rc != 0) {
+        unadopt(t);
+        transport_free(t);
+        return rc;
+    }
+    *tp = aw_transport_ref(t);
+    return 0;
+}
+
 /* ---- serving ------------------------------------------------------------------------ */
 
 static void
@@ -1494,6 +1766,81 @@ aw_create_unix_server(aw_loop *loop, const char *path,
                                                 "path"));
     return aw__create_server(loop, NULL, 0, path, proto, arg, NULL, 0,
                              backlog);
+}
+
+/* A listening (or bound) stream socket the program has: is it, and is it
+ * listening?  Made non-blocking and close-on-exec.  0 or an error, fd
+ * left as it was. */
+static int
+listen_check(aw_loop *loop, int fd, int *listening)
+{
+    socklen_t tl = sizeof(int);
+    int type, acc = 0, fl, rc;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0)
+        return -errno; /* -ENOTSOCK, -EBADF */
+    if (type != SOCK_STREAM)
+        return -EINVAL;
+    tl = sizeof(int);
+#ifdef SO_ACCEPTCONN
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &tl) != 0)
+        acc = 0;
+#endif
+    *listening = acc != 0;
+    if ((rc = aw__loop_fd_watchable(loop, fd)) != 0)
+        return rc;
+    if ((fl = fcntl(fd, F_GETFL)) < 0 ||
+        (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0))
+        return -errno;
+    return 0;
+}
+
+aw_future *
+aw__create_server_sock(aw_loop *loop, int fd, const aw_protocol *proto,
+                       void *arg, aw_destroy_fn arg_destroy, int backlog)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    aw_server *srv;
+    int rc, listening = 0;
+
+    if (loop == NULL || aw_loop_is_closed(loop)) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
+        return NULL;
+    }
+    rc = !protocol_ok(proto) || fd < 0 ? -EINVAL
+                                       : listen_check(loop, fd, &listening);
+    if (rc != 0) {
+        if (arg_destroy != NULL)
+            arg_destroy(arg);
+        return aw__future_failed_new(loop, rc,
+                                     aw__format("aw_create_server_sock: %s",
+                                                aw_strerror(rc)));
+    }
+    srv = server_new(loop, proto, arg, arg_destroy);
+    if (srv == NULL)
+        return aw__future_nomem(loop);
+    memset(&ss, 0, sizeof(ss));
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        srv->port = ss.ss_family == AF_INET6
+                        ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                    : ss.ss_family == AF_INET
+                        ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+                        : 0;
+    /* A socket already listening keeps its backlog (the service
+     * manager's Backlog=) unless one is asked for; evconnlistener does
+     * not call listen() for 0. */
+    rc = server_add(srv, fd,
+                    backlog > 0 ? backlog : listening ? 0 : DEFAULT_BACKLOG);
+    return server_result(loop, srv, rc, "a socket");
+}
+
+aw_future *
+aw_create_server_sock(aw_loop *loop, int fd, const aw_protocol *proto,
+                      void *arg, int backlog)
+{
+    return aw__create_server_sock(loop, fd, proto, arg, NULL, backlog);
 }
 
 /* Known flags, and not both REUSE_ADDRESS and NO_REUSE_ADDRESS. */

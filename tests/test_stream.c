@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -1527,6 +1528,138 @@ START_TEST(peek_and_buffered_leave_the_data)
 }
 END_TEST
 
+/* ---- descriptors the program has ------------------------------------------------------ */
+
+static void *
+await_obj(aw_future *f)
+{
+    void *p = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    ck_assert_int_eq(aw_future_take_result(f, &p, NULL), 0);
+    aw_future_unref(f);
+    return p;
+}
+
+static void
+await_closed(aw_stream *s)
+{
+    aw_future *f = aw_stream_wait_closed(s);
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_unref(f);
+}
+
+/* asyncio's test_read_pipe / test_write_pipe, with streams on both ends. */
+START_TEST(stream_on_pipe_pair_reads_writes_and_eof)
+{
+    aw_stream *r, *w;
+    int p[2];
+
+    ck_assert_int_eq(pipe(p), 0);
+    r = await_obj(aw_open_read_pipe(loop, p[0]));
+    w = await_obj(aw_open_write_pipe(loop, p[1]));
+    ck_assert_int_eq(aw_stream_write(r, "x", 1), -EOPNOTSUPP);
+    ck_assert_int_eq(aw_stream_write(w, "hello\nworld", 11), 0);
+    expect(aw_stream_readline(r), "hello\n");
+    ck_assert_int_eq(aw_stream_write_eof(w), 0); /* closes it, once flushed */
+    await_closed(w);
+    ck_assert_int_eq(aw_transport_fd(aw_stream_transport(w)), -1);
+    expect(aw_stream_read(r, 100), "world");
+    expect(aw_stream_read(r, 100), ""); /* end of file */
+    ck_assert_int_eq(aw_stream_at_eof(r), 1);
+    await_closed(r); /* a read pipe closes at end of file */
+    ck_assert_int_eq(aw_transport_fd(aw_stream_transport(r)), -1);
+    ck_assert_int_eq(fcntl(p[0], F_GETFD), -1); /* both ends closed */
+    ck_assert_int_eq(fcntl(p[1], F_GETFD), -1);
+    aw_stream_unref(r);
+    aw_stream_unref(w);
+}
+END_TEST
+
+/* A write to a pipe whose reader closed: -EPIPE, and no SIGPIPE even
+ * with its default disposition (which would kill the test). */
+START_TEST(write_pipe_reader_gone_is_epipe_not_sigpipe)
+{
+    aw_stream *w;
+    aw_future *d;
+    sigset_t pending;
+    int p[2];
+
+    signal(SIGPIPE, SIG_DFL);
+    ck_assert_int_eq(pipe(p), 0);
+    w = await_obj(aw_open_write_pipe(loop, p[1]));
+    close(p[0]);
+    ck_assert_int_eq(aw_stream_write(w, "data", 4), 0); /* asyncio: later */
+    await_closed(w);
+    d = aw_stream_drain(w);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, d), -EPIPE);
+    aw_future_unref(d);
+    ck_assert_int_eq(aw_stream_write(w, "data", 4), -EPIPE);
+    sigpending(&pending);
+    ck_assert_int_eq(sigismember(&pending, SIGPIPE), 0);
+    aw_stream_unref(w);
+}
+END_TEST
+
+/* asyncio's test_open_connection_sock (sock=): a connected socket. */
+START_TEST(open_connection_with_connected_socket)
+{
+    aw_server *srv = start(ECHO);
+    struct sockaddr_in sin;
+    aw_stream *s;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((unsigned short)aw_server_port(srv));
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    /* Not connected yet: refused, and the socket stays the caller's. */
+    await_bytes(aw_open_connection_sock(loop, fd), -ENOTCONN);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    s = await_obj(aw_open_connection_sock(loop, fd));
+    ck_assert_int_eq(aw_stream_write(s, "ping\n", 5), 0);
+    expect(aw_stream_readline(s), "ping\n");
+    aw_stream_close(s);
+    await_closed(s);
+    ck_assert_int_eq(fcntl(fd, F_GETFD), -1); /* the stream closed it */
+    aw_stream_unref(s);
+    stop(srv);
+}
+END_TEST
+
+/* asyncio's start_server(sock=): a socket bound and listening already. */
+START_TEST(start_server_with_listening_socket)
+{
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof(sin);
+    aw_server *srv;
+    aw_stream *s;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1, lfd = -1;
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(listen(fd, 5), 0);
+    getsockname(fd, (struct sockaddr *)&sin, &sl);
+    await_bytes(aw_start_server_sock(loop, -1, on_client, NULL, 0), -EINVAL);
+    server_script = ECHO;
+    srv = await_obj(aw_start_server_sock(loop, fd, on_client, NULL, 0));
+    ck_assert_int_eq(aw_server_port(srv), ntohs(sin.sin_port));
+    ck_assert_int_eq(aw_server_sockets(srv, &lfd, 1), 1);
+    ck_assert_int_eq(lfd, fd);
+    s = dial(srv);
+    ck_assert_int_eq(aw_stream_write(s, "pong\n", 5), 0);
+    expect(aw_stream_readline(s), "pong\n");
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    stop(srv);
+    ck_assert_int_eq(fcntl(fd, F_GETFD), -1); /* the server closed it */
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1563,6 +1696,10 @@ aw_test_suite(void)
     tcase_add_test(tc, reads_from_the_buffer_allocate_only_their_bytes);
     tcase_add_test(tc, waiting_readuntil_keeps_its_separator);
     tcase_add_test(tc, peek_and_buffered_leave_the_data);
+    tcase_add_test(tc, stream_on_pipe_pair_reads_writes_and_eof);
+    tcase_add_test(tc, write_pipe_reader_gone_is_epipe_not_sigpipe);
+    tcase_add_test(tc, open_connection_with_connected_socket);
+    tcase_add_test(tc, start_server_with_listening_socket);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -6,6 +6,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1388,6 +1389,220 @@ START_TEST(connect_refuses_a_socket_select_cannot_watch)
 }
 END_TEST
 
+/* ---- descriptors the program has ---------------------------------------------------- */
+
+/* The transport a future gives, its reference taken. */
+static aw_transport *
+adopted(aw_future *f)
+{
+    void *t = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    ck_assert_int_eq(aw_future_take_result(f, &t, NULL), 0);
+    aw_future_unref(f);
+    return t;
+}
+
+static int
+fails_with(aw_future *f)
+{
+    int rc = aw_loop_run_until_complete(loop, f);
+
+    aw_future_unref(f);
+    return rc;
+}
+
+static void
+run_until_lost(struct peer *p)
+{
+    ck_assert_int_eq(run_until(&p->lost), 1);
+}
+
+/* asyncio's test_read_pipe: data, then eof_received, then the loss, even
+ * when eof_received asks to stay open (a read pipe has nothing to write). */
+START_TEST(read_pipe_data_eof_then_lost)
+{
+    static struct peer p;
+    static const int want[] = {EV_MADE, EV_DATA, EV_EOF, EV_LOST};
+    aw_transport *t;
+    int fds[2];
+
+    memset(&p, 0, sizeof(p));
+    p.keep_on_eof = 1;
+    ck_assert_int_eq(pipe(fds), 0);
+    t = adopted(aw_connect_read_pipe(loop, fds[0], &recorder, &p));
+    ck_assert_int_eq(p.nevents, 1); /* connection_made came first */
+    ck_assert_int_eq(aw_transport_write(t, "x", 1), -EOPNOTSUPP);
+    ck_assert_int_eq(aw_transport_write_eof(t), -EOPNOTSUPP);
+    ck_assert_int_eq(write(fds[1], "abc", 3), 3);
+    close(fds[1]);
+    run_until_lost(&p);
+    ck_assert_int_eq(p.len, 3);
+    ck_assert_int_eq(memcmp(p.data, "abc", 3), 0);
+    ck_assert_int_eq(p.nevents, 4);
+    ck_assert_int_eq(memcmp(p.events, want, sizeof(want)), 0);
+    ck_assert_int_eq(p.lost_error, 0);
+    ck_assert_int_eq(aw_transport_fd(t), -1);
+    aw_transport_unref(t);
+    aw_transport_unref(p.t);
+}
+END_TEST
+
+/* asyncio's _UnixWritePipeTransport._read_ready: the reader closing is
+ * seen on the loop, without a write: lost with 0 (nothing queued). */
+START_TEST(write_pipe_reader_closed_is_noticed)
+{
+    static struct peer p;
+    aw_transport *t;
+    char buf[8];
+    int fds[2];
+
+    memset(&p, 0, sizeof(p));
+    ck_assert_int_eq(pipe(fds), 0);
+    t = adopted(aw_connect_write_pipe(loop, fds[1], &recorder, &p));
+    ck_assert_int_eq(aw_transport_is_reading(t), 0);
+    ck_assert_int_eq(aw_transport_pause_reading(t), -EOPNOTSUPP);
+    ck_assert_int_eq(aw_transport_write(t, "hi", 2), 0);
+    ck_assert_int_eq(read(fds[0], buf, sizeof(buf)), 2);
+    close(fds[0]);
+    run_until_lost(&p);
+    ck_assert_int_eq(p.lost_error, 0);
+    aw_transport_unref(t);
+    aw_transport_unref(p.t);
+}
+END_TEST
+
+/* Bad descriptors fail at once and stay the caller's. */
+START_TEST(adopting_refuses_wrong_kinds_and_leaves_the_fd)
+{
+    static struct peer p;
+    char path[] = "/tmp/aw-adopt-XXXXXX";
+    int file = mkstemp(path), fds[2], sv[2];
+
+    ck_assert_int_ge(file, 0);
+    unlink(path);
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(fails_with(aw_connect_read_pipe(loop, file, &recorder,
+                                                     &p)),
+                     -EINVAL); /* a regular file (asyncio refuses it) */
+    ck_assert_int_eq(fails_with(aw_connect_read_pipe(loop, fds[1], &recorder,
+                                                     &p)),
+                     -EINVAL); /* the write end */
+    ck_assert_int_eq(fails_with(aw_connect_write_pipe(loop, fds[0],
+                                                      &recorder, &p)),
+                     -EINVAL);
+    ck_assert_int_eq(fails_with(aw_create_connection_sock(loop, fds[0],
+                                                          &recorder, &p)),
+                     -ENOTSOCK);
+    ck_assert_int_eq(fails_with(aw_connect_read_pipe(loop, -1, &recorder,
+                                                     &p)),
+                     -EINVAL);
+    ck_assert_int_eq(fails_with(aw_connect_read_pipe(loop, fds[0], NULL,
+                                                     &p)),
+                     -EINVAL);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv), 0);
+    ck_assert_int_eq(fails_with(aw_create_connection_sock(loop, sv[0],
+                                                          &recorder, &p)),
+                     -EINVAL); /* not a stream socket */
+    ck_assert_int_eq(fails_with(aw_create_server_sock(loop, fds[0],
+                                                      &recorder, &p, 0)),
+                     -ENOTSOCK);
+    ck_assert_int_eq(p.nevents, 0);
+    ck_assert_int_ne(fcntl(file, F_GETFD), -1);
+    ck_assert_int_ne(fcntl(fds[0], F_GETFD), -1);
+    ck_assert_int_ne(fcntl(fds[1], F_GETFD), -1);
+    ck_assert_int_ne(fcntl(sv[0], F_GETFD), -1);
+    close(file);
+    close(fds[0]);
+    close(fds[1]);
+    close(sv[0]);
+    close(sv[1]);
+}
+END_TEST
+
+/* asyncio's create_connection(sock=) on one end of a socket pair;
+ * cancelling the future before connection_made closes the socket. */
+START_TEST(create_connection_with_existing_socket)
+{
+    static struct peer p;
+    aw_transport *t;
+    aw_future *f;
+    char buf[8];
+    int sv[2], sv2[2];
+
+    memset(&p, 0, sizeof(p));
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    t = adopted(aw_create_connection_sock(loop, sv[0], &recorder, &p));
+    ck_assert_int_eq(aw_transport_fd(t), sv[0]);
+    ck_assert_int_ne(fcntl(sv[0], F_GETFL) & O_NONBLOCK, 0);
+    ck_assert_int_ne(fcntl(sv[0], F_GETFD) & FD_CLOEXEC, 0);
+    ck_assert_int_eq(aw_transport_write(t, "ab", 2), 0);
+    ck_assert_int_eq(read(sv[1], buf, sizeof(buf)), 2);
+    ck_assert_int_eq(write(sv[1], "cd", 2), 2);
+    close(sv[1]);
+    run_until_lost(&p);
+    ck_assert_int_eq(p.len, 2);
+    ck_assert_int_eq(fcntl(sv[0], F_GETFD), -1);
+    aw_transport_unref(t);
+    aw_transport_unref(p.t);
+
+    memset(&p, 0, sizeof(p));
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv2), 0);
+    f = aw_create_connection_sock(loop, sv2[0], &recorder, &p);
+    aw_future_cancel(f, NULL);
+    ck_assert_int_eq(fails_with(f), AW_ECANCELLED);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(p.nevents, 0); /* connection_made never came */
+    ck_assert_int_eq(fcntl(sv2[0], F_GETFD), -1); /* it was taken over */
+    close(sv2[1]);
+}
+END_TEST
+
+/* asyncio's create_server(sock=): a bound socket not yet listening is
+ * made to listen; the server closes it. */
+START_TEST(create_server_with_existing_socket)
+{
+    static struct peer tmpl, c;
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof(sin);
+    aw_server *srv;
+    void *r = NULL;
+    aw_future *f;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&c, 0, sizeof(c));
+    tmpl.echo = 1;
+    nserver_peers = 0;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    getsockname(fd, (struct sockaddr *)&sin, &sl);
+    f = aw_create_server_sock(loop, fd, &server_proto, &tmpl, 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &r, NULL);
+    aw_future_unref(f);
+    srv = r;
+    ck_assert_int_eq(aw_server_port(srv), ntohs(sin.sin_port));
+    f = aw_create_connection(loop, "127.0.0.1", aw_server_port(srv),
+                             &recorder, &c);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_transport_write(c.t, "echo", 4), 0);
+    while (c.len < 4 && aw_loop_run_once(loop, 0) >= 0)
+        ;
+    aw_transport_close(c.t);
+    run_until_lost(&c);
+    aw_transport_unref(c.t);
+    aw_server_free(srv);
+    while (nserver_peers > 0 && !server_peers[0].lost)
+        aw_loop_run_once(loop, 0);
+    aw_transport_unref(server_peers[0].t);
+    ck_assert_int_eq(fcntl(fd, F_GETFD), -1);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1419,6 +1634,11 @@ aw_test_suite(void)
     tcase_add_test(tc, buffered_protocol_empty_buffer_is_an_error);
     tcase_add_test(tc, buffered_protocol_table_checked);
     tcase_add_test(tc, connect_refuses_a_socket_select_cannot_watch);
+    tcase_add_test(tc, read_pipe_data_eof_then_lost);
+    tcase_add_test(tc, write_pipe_reader_closed_is_noticed);
+    tcase_add_test(tc, adopting_refuses_wrong_kinds_and_leaves_the_fd);
+    tcase_add_test(tc, create_connection_with_existing_socket);
+    tcase_add_test(tc, create_server_with_existing_socket);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -72,7 +72,35 @@ AW_EXTERN aw_future *aw_start_unix_server(aw_loop *loop, const char *path,
                                           aw_client_fn on_client, void *arg,
                                           int backlog);
 
-AW_EXTERN aw_stream *aw_stream_ref(aw_stream *s);
+/*
+ * Streams on a descriptor the program already has; the descriptor is
+ * taken over as by the transport calls (see aw_create_connection_sock:
+ * non-blocking, close-on-exec, closed with the stream; a future that
+ * fails at once leaves it to the caller).  The future's result is the
+ * stream (owned by the future: take it, release it with
+ * aw_stream_unref); errors as the transport calls'.
+ * aw_open_connection_sock - a connected stream socket (asyncio's
+ * open_connection(sock=)).
+ * aw_open_read_pipe - the read end of a pipe (stdin, a child's stdout):
+ * reads only; at end of file reads return what is left, then empty, and
+ * the stream closes; writes are -EOPNOTSUPP (asyncio's connect_read_pipe
+ * with a StreamReaderProtocol).
+ * aw_open_write_pipe - the write end of a pipe (stdout, a child's
+ * stdin): writes and drain; a reader gone is -EPIPE (never SIGPIPE);
+ * aw_stream_write_eof closes it once flushed; reads wait until the pipe
+ * is closed, then return empty.
+ * aw_start_server_sock - aw_start_server on a listening socket the
+ * program has (asyncio's start_server(sock=)); backlog as
+ * aw_create_server_sock.
+ */
+AW_EXTERN aw_future *aw_open_connection_sock(aw_loop *loop, int fd);
+AW_EXTERN aw_future *aw_open_read_pipe(aw_loop *loop, int fd);
+AW_EXTERN aw_future *aw_open_write_pipe(aw_loop *loop, int fd);
+AW_EXTERN aw_future *aw_start_server_sock(aw_loop *loop, int fd,
+                                          aw_client_fn on_client, void *arg,
+                                          int backlog);
+
+AW_EXTERN aw_stream *aw_stream_ref(aw_stream *s);AW_EXTERN aw_stream *aw_stream_ref(aw_stream *s);
 /* aw_stream_unref - the last reference aborts the connection if it is
  * still open and was not closed (a closed stream flushes first).
  * Accepts NULL. */

@@ -222,6 +222,53 @@ AW_EXTERN aw_future *aw_create_unix_connection(aw_loop *loop,
                                                const aw_protocol *proto,
                                                void *arg);
 
+/*
+ * Transports on a descriptor the program already has.  The transport
+ * takes the descriptor over: it is made non-blocking (which the other
+ * holders of the same open file see too, as in asyncio) and
+ * close-on-exec, and the transport closes it when the connection is
+ * lost (also when the future is cancelled first).  A future that fails
+ * at once (bad input, an fd of the wrong kind, out of memory) leaves the
+ * descriptor to the caller, never closed.  connection_made is called
+ * from the loop, then the future's result is the transport (owned by the
+ * future: take it to keep it).  Errors: -EINVAL (a NULL or bad protocol,
+ * fd < 0, an fd of the wrong kind or direction); -EBADF; -EMFILE when the
+ * select backend cannot watch fd; -ENOMEM.
+ *
+ * aw_create_connection_sock - a connected stream socket (TCP or Unix),
+ * asyncio's create_connection(sock=).  -ENOTSOCK for what is not a
+ * socket, -EINVAL for one not of SOCK_STREAM, -ENOTCONN for one not
+ * connected.  TCP_NODELAY is turned on as for other TCP transports.
+ *
+ * aw_connect_read_pipe - a read-only transport on a pipe's read end, a
+ * FIFO, a socket or a character device (a terminal) open for reading:
+ * asyncio's connect_read_pipe.  It is read with read(2); at end of file
+ * eof_received is called (its return value does not matter), then the
+ * transport closes and connection_lost(0) follows.
+ * aw_transport_write and _write_eof on it are -EOPNOTSUPP.
+ *
+ * aw_connect_write_pipe - a write-only transport on a pipe's write end
+ * (or a FIFO, socket or terminal open for writing): asyncio's
+ * connect_write_pipe.  It is written with write(2); SIGPIPE is blocked
+ * in the calling thread around each write and one it raises is
+ * consumed, so a reader that went away loses the connection with
+ * -EPIPE (as on sockets), never a signal.  A reader that closes its end
+ * is noticed on the loop: connection_lost(0) with nothing queued,
+ * -EPIPE with data still queued.  aw_transport_write_eof closes it once
+ * the queue is flushed (a pipe has no half-close).  Pausing and resuming
+ * reading are -EOPNOTSUPP.  Write-buffer limits and pause/resume_writing
+ * work as on sockets.
+ */
+AW_EXTERN aw_future *aw_create_connection_sock(aw_loop *loop, int fd,
+                                               const aw_protocol *proto,
+                                               void *arg);
+AW_EXTERN aw_future *aw_connect_read_pipe(aw_loop *loop, int fd,
+                                          const aw_protocol *proto,
+                                          void *arg);
+AW_EXTERN aw_future *aw_connect_write_pipe(aw_loop *loop, int fd,
+                                           const aw_protocol *proto,
+                                           void *arg);
+
 /* ---- serving ------------------------------------------------------------------------ */
 
 /*
@@ -260,6 +307,23 @@ AW_EXTERN aw_future *aw_create_server(aw_loop *loop, const char *host,
                                       int port, const aw_protocol *proto,
                                       void *arg, int flags, int backlog);
 AW_EXTERN aw_future *aw_create_unix_server(aw_loop *loop, const char *path,
+                                           const aw_protocol *proto,
+                                           void *arg, int backlog);
+
+/*
+ * aw_create_server_sock - serve on a stream socket the program already
+ * has, bound and usually listening (one from aw_listen_fds, from the
+ * service manager): asyncio's create_server(sock=).  backlog > 0 calls
+ * listen(2) with it; backlog <= 0 keeps the backlog of a socket already
+ * listening and listens with 128 on one that is not.  The server takes
+ * the socket over (non-blocking, close-on-exec; closed with the server);
+ * when the future fails at once the socket stays the caller's.  The
+ * future's result is the server (owned by the future: take it).
+ * -EINVAL (bad protocol, fd < 0, not SOCK_STREAM), -ENOTSOCK, -EBADF,
+ * -EMFILE (beyond what the select backend watches), -ENOMEM, or
+ * listen(2)'s error.
+ */
+AW_EXTERN aw_future *aw_create_server_sock(aw_loop *loop, int fd,
                                            const aw_protocol *proto,
                                            void *arg, int backlog);
 
