@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@
 #include <event2/dns.h>
 #include <event2/util.h>
 
+#include "await/executor.h"
 #include "await/stream.h"
 #include "core-internal.h"
 #include "future-internal.h"
@@ -1153,4 +1155,70 @@ aw_getaddrinfo(aw_loop *loop, const char *host, int port, int family)
     else
         g->req = req;
     return f;
+}
+
+/* ---- getnameinfo ----------------------------------------------------------------------- */
+
+struct ni_query {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int flags;
+};
+
+/* getnameinfo(3) into a new aw_nameinfo: it, or NULL with *err set. */
+static void *
+ni_lookup(void *arg, int *err)
+{
+    struct ni_query *q = arg;
+    aw_nameinfo *ni = aw__calloc(1, sizeof(*ni));
+    int rc;
+
+    if (ni == NULL) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    rc = getnameinfo((struct sockaddr *)&q->ss, q->len, ni->host,
+                     sizeof(ni->host), ni->service, sizeof(ni->service),
+                     q->flags);
+    if (rc != 0) {
+        *err = aw__gai_error(rc, errno);
+        aw__free(ni);
+        return NULL;
+    }
+    return ni;
+}
+
+aw_future *
+aw_getnameinfo(aw_loop *loop, const struct sockaddr *addr, socklen_t len,
+               int flags)
+{
+    struct ni_query *q;
+    void *ni;
+    int err = 0;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    if (addr == NULL || len < (socklen_t)sizeof(sa_family_t) ||
+        len > (socklen_t)sizeof(struct sockaddr_storage))
+        return aw__future_failed_new(loop, -EINVAL,
+                                     aw__format("aw_getnameinfo: bad "
+                                                "address"));
+    q = aw__calloc(1, sizeof(*q));
+    if (q == NULL)
+        return aw__future_nomem(loop);
+    memcpy(&q->ss, addr, len);
+    q->len = len;
+    q->flags = flags;
+    if ((flags & (NI_NUMERICHOST | NI_NUMERICSERV)) ==
+        (NI_NUMERICHOST | NI_NUMERICSERV)) {
+        /* Numbers only: nothing to wait for, no thread. */
+        ni = ni_lookup(q, &err);
+        aw__free(q);
+        if (err != 0)
+            return aw__future_failed_new(loop, err,
+                                         aw__format("aw_getnameinfo: %s",
+                                                    aw_strerror(err)));
+        return aw_future_resolved(loop, ni, aw__free);
+    }
+    return aw_to_thread(loop, ni_lookup, q, aw__free, aw__free);
 }

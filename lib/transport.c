@@ -22,14 +22,16 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -2434,4 +2436,234 @@ aw_server_free(aw_server *srv)
         srv->arg_destroy(srv->arg);
     aw__loop_track(srv->loop, -1);
     aw__free(srv);
+}
+
+/* ---- the service manager ----------------------------------------------------------- */
+
+/* A decimal variable of the environment: 1 with *v; 0 unset; -EINVAL. */
+static int
+env_number(const char *name, unsigned long long *v)
+{
+    const char *e = getenv(name);
+    char *end;
+
+    if (e == NULL)
+        return 0;
+    errno = 0;
+    *v = strtoull(e, &end, 10);
+    if (e[0] < '0' || e[0] > '9' || *end != '\0' || errno != 0)
+        return -EINVAL;
+    return 1;
+}
+
+/* Is the variable name unset, or set to this process's pid?  1 yes, 0 no,
+ * -EINVAL. */
+static int
+env_pid_is_ours(const char *name)
+{
+    unsigned long long pid;
+    int rc = env_number(name, &pid);
+
+    if (rc <= 0)
+        return rc == 0 ? 1 : rc;
+    return pid == (unsigned long long)getpid();
+}
+
+void
+aw_listen_names_free(char **names)
+{
+    size_t i;
+
+    if (names == NULL)
+        return;
+    for (i = 0; names[i] != NULL; i++)
+        aw__free(names[i]);
+    aw__free(names);
+}
+
+/* LISTEN_FDNAMES split at ':' into n names ("unknown" each when unset, as
+ * sd_listen_fds_with_names).  0 or -EINVAL (not n of them), -ENOMEM. */
+static int
+listen_names(int n, char ***namesp)
+{
+    const char *e = getenv("LISTEN_FDNAMES"), *p;
+    char **names = aw__calloc((size_t)n + 1, sizeof(*names));
+    int i;
+
+    if (names == NULL)
+        return -ENOMEM;
+    for (i = 0, p = e; i < n; i++) {
+        size_t len;
+
+        if (e != NULL && p == NULL)
+            break; /* fewer names than descriptors */
+        len = e == NULL ? 0 : strcspn(p, ":");
+        names[i] = e == NULL ? aw__strdup("unknown") : aw__malloc(len + 1);
+        if (names[i] == NULL) {
+            aw_listen_names_free(names);
+            return -ENOMEM;
+        }
+        if (e != NULL) {
+            memcpy(names[i], p, len);
+            names[i][len] = '\0';
+            p = p[len] == ':' ? p + len + 1 : NULL;
+        }
+    }
+    if (i < n || (e != NULL && p != NULL)) {
+        aw_listen_names_free(names);
+        return -EINVAL;
+    }
+    *namesp = names;
+    return 0;
+}
+
+static int
+listen_fds(char ***names)
+{
+    unsigned long long n;
+    int rc, fd;
+
+    if ((rc = env_number("LISTEN_PID", &n)) <= 0)
+        return rc;
+    if (n != (unsigned long long)getpid())
+        return 0; /* meant for another process (the parent) */
+    if ((rc = env_number("LISTEN_FDS", &n)) <= 0)
+        return rc;
+    if (n > (unsigned long long)(INT_MAX - AW_LISTEN_FDS_START))
+        return -EINVAL;
+    for (fd = AW_LISTEN_FDS_START; fd < AW_LISTEN_FDS_START + (int)n; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+
+        if (fl < 0 ||
+            (!(fl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fl | FD_CLOEXEC) != 0))
+            return -errno;
+    }
+    if (n > 0 && names != NULL && (rc = listen_names((int)n, names)) != 0)
+        return rc;
+    return (int)n;
+}
+
+int
+aw_listen_fds(int unset_environment, char ***names)
+{
+    int rc;
+
+    if (names != NULL)
+        *names = NULL;
+    rc = listen_fds(names);
+    if (unset_environment) {
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_FDNAMES");
+    }
+    return rc;
+}
+
+int
+aw_notify(const char *state)
+{
+    const char *e = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sun;
+    size_t len, off = offsetof(struct sockaddr_un, sun_path);
+    ssize_t r;
+    int fd, rc = 1;
+
+    if (state == NULL)
+        return -EINVAL;
+    if (e == NULL || e[0] == '\0')
+        return 0;
+    len = strlen(e);
+    if ((e[0] != '/' && e[0] != '@') || len >= sizeof(sun.sun_path))
+        return -EINVAL;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, e, len);
+    if (e[0] == '@')
+        sun.sun_path[0] = '\0'; /* abstract: its length says where it ends */
+    else
+        len++;
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    do
+        r = sendto(fd, state, strlen(state), MSG_NOSIGNAL | MSG_DONTWAIT,
+                   (struct sockaddr *)&sun, (socklen_t)(off + len));
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+struct aw_watchdog {
+    aw_loop *loop;
+    aw_handle *timer;
+    double every;
+    int reported; /* a failed ping was reported (once) */
+};
+
+static int
+watchdog_tick(aw_loop *loop, void *arg)
+{
+    aw_watchdog *wd = arg;
+    int rc = aw_notify("WATCHDOG=1");
+
+    if (rc < 0 && !wd->reported) {
+        wd->reported = 1;
+        aw__loop_report(loop, rc, NULL, NULL,
+                        "watchdog: cannot notify the service manager: %s",
+                        aw_strerror(rc));
+    }
+    aw_handle_unref(wd->timer);
+    wd->timer = NULL;
+    if (aw_loop_call_later(loop, wd->every, watchdog_tick, wd, &wd->timer) !=
+        0)
+        aw__loop_report(loop, -ENOMEM, NULL, NULL,
+                        "watchdog: out of memory, pings stopped");
+    return 0;
+}
+
+int
+aw_watchdog_start(aw_loop *loop, aw_watchdog **wdp)
+{
+    unsigned long long usec;
+    aw_watchdog *wd;
+    int rc;
+
+    if (wdp != NULL)
+        *wdp = NULL;
+    if (loop == NULL || wdp == NULL)
+        return -EINVAL;
+    if (aw_loop_is_closed(loop))
+        return AW_ECLOSED;
+    if ((rc = env_number("WATCHDOG_USEC", &usec)) <= 0)
+        return rc;
+    if ((rc = env_pid_is_ours("WATCHDOG_PID")) <= 0)
+        return rc;
+    if (usec == 0)
+        return -EINVAL;
+    wd = aw__calloc(1, sizeof(*wd));
+    if (wd == NULL)
+        return -ENOMEM;
+    wd->loop = loop;
+    wd->every = (double)usec / 2e6;
+    rc = aw_loop_call_later(loop, wd->every, watchdog_tick, wd, &wd->timer);
+    if (rc != 0) {
+        aw__free(wd);
+        return rc;
+    }
+    *wdp = wd;
+    return 1;
+}
+
+void
+aw_watchdog_stop(aw_watchdog *wd)
+{
+    if (wd == NULL)
+        return;
+    if (wd->timer != NULL) {
+        aw_handle_cancel(wd->timer);
+        aw_handle_unref(wd->timer);
+    }
+    aw__free(wd);
 }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <dirent.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/select.h>
@@ -1660,6 +1661,44 @@ START_TEST(start_server_with_listening_socket)
 }
 END_TEST
 
+/* asyncio's loop.getnameinfo: numbers at once, names through the
+ * system resolver ("127.0.0.1" is "localhost" in /etc/hosts). */
+START_TEST(getnameinfo_numeric_and_name)
+{
+    struct sockaddr_in sin;
+    aw_nameinfo *ni = NULL;
+    aw_future *f;
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(8080);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    f = aw_getnameinfo(loop, (struct sockaddr *)&sin, sizeof(sin),
+                       NI_NUMERICHOST | NI_NUMERICSERV);
+    ck_assert_int_eq(aw_future_done(f), 1); /* no thread, no wait */
+    ck_assert_int_eq(aw_future_result(f, (void **)&ni), 0);
+    ck_assert_str_eq(ni->host, "127.0.0.1");
+    ck_assert_str_eq(ni->service, "8080");
+    aw_future_unref(f);
+    f = aw_getnameinfo(loop, (struct sockaddr *)&sin, sizeof(sin),
+                       NI_NUMERICSERV | NI_NAMEREQD);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    ck_assert_int_eq(aw_future_result(f, (void **)&ni), 0);
+    ck_assert_str_eq(ni->host, "localhost");
+    ck_assert_str_eq(ni->service, "8080");
+    aw_future_unref(f);
+    f = aw_getnameinfo(loop, NULL, sizeof(sin), 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), -EINVAL);
+    aw_future_unref(f);
+    sin.sin_family = AF_APPLETALK; /* a family getnameinfo does not know */
+    f = aw_getnameinfo(loop, (struct sockaddr *)&sin, sizeof(sin),
+                       NI_NUMERICHOST | NI_NUMERICSERV);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), AW_EAI_FAMILY);
+    aw_future_unref(f);
+    aw_loop_shutdown_default_executor(loop, 1);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1700,6 +1739,7 @@ aw_test_suite(void)
     tcase_add_test(tc, write_pipe_reader_gone_is_epipe_not_sigpipe);
     tcase_add_test(tc, open_connection_with_connected_socket);
     tcase_add_test(tc, start_server_with_listening_socket);
+    tcase_add_test(tc, getnameinfo_numeric_and_name);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -20,6 +20,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -1603,6 +1604,198 @@ START_TEST(create_server_with_existing_socket)
 }
 END_TEST
 
+/* ---- the service manager ------------------------------------------------------------ */
+
+/* sd_listen_fds's protocol: fds from 3 for our pid, made close-on-exec;
+ * a LISTEN_PID that is not ours gives none. */
+/* The checks of listen_fds_from_the_environment, in a child whose fds 3
+ * and 4 were replaced (Check's own descriptors may be there): the number
+ * of the first check that failed, 0 when all passed. */
+static int
+listen_fds_checks(void)
+{
+    char pid[32], **names = NULL;
+
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (aw_listen_fds(0, &names) != 0 || names != NULL)
+        return 1; /* nothing passed */
+    snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+    setenv("LISTEN_PID", pid, 1);
+    setenv("LISTEN_FDS", "2", 1);
+    setenv("LISTEN_FDNAMES", "web:admin", 1);
+    if (aw_listen_fds(0, &names) != 2 || strcmp(names[0], "web") != 0 ||
+        strcmp(names[1], "admin") != 0 || names[2] != NULL)
+        return 2;
+    aw_listen_names_free(names);
+    if (!(fcntl(3, F_GETFD) & FD_CLOEXEC) || !(fcntl(4, F_GETFD) & FD_CLOEXEC))
+        return 3;
+    setenv("LISTEN_FDNAMES", "web", 1); /* not one name each */
+    if (aw_listen_fds(0, &names) != -EINVAL || names != NULL)
+        return 4;
+    unsetenv("LISTEN_FDNAMES");
+    if (aw_listen_fds(0, &names) != 2 || strcmp(names[1], "unknown") != 0)
+        return 5;
+    aw_listen_names_free(names);
+    setenv("LISTEN_FDS", "2x", 1);
+    if (aw_listen_fds(0, NULL) != -EINVAL)
+        return 6;
+    setenv("LISTEN_FDS", "3", 1); /* fd 5 is not open */
+    if (aw_listen_fds(0, NULL) != -EBADF)
+        return 7;
+    setenv("LISTEN_FDS", "2", 1);
+    snprintf(pid, sizeof(pid), "%ld", (long)getpid() + 1);
+    setenv("LISTEN_PID", pid, 1); /* the parent's, say */
+    if (aw_listen_fds(1, &names) != 0 || names != NULL)
+        return 8;
+    if (getenv("LISTEN_PID") != NULL || getenv("LISTEN_FDS") != NULL)
+        return 9; /* unset as asked */
+    return 0;
+}
+
+/* sd_listen_fds's protocol: fds from 3 for our pid, made close-on-exec;
+ * a LISTEN_PID that is not ours gives none. */
+START_TEST(listen_fds_from_the_environment)
+{
+    int status = -1;
+    pid_t child = fork();
+
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        int a = socket(AF_INET, SOCK_STREAM, 0);
+        int b = socket(AF_UNIX, SOCK_STREAM, 0);
+
+        /* dup2 leaves them inheritable; nothing else from 5 on */
+        if (a < 0 || b < 0 || dup2(a, 3) != 3 || dup2(b, 4) != 4)
+            _exit(100);
+        for (a = 5; a < 1024; a++)
+            close(a);
+        _exit(listen_fds_checks());
+    }
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status), "signal %d", WTERMSIG(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+END_TEST
+
+/* A datagram socket standing for the service manager: bound to path
+ * (abstract when it starts with '@'), non-blocking. */
+static int
+notify_listener(const char *name)
+{
+    struct sockaddr_un sun;
+    size_t len = strlen(name);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, name, len);
+    if (name[0] == '@')
+        sun.sun_path[0] = '\0';
+    else
+        len++;
+    unlink(name);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun,
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+                                      len)),
+                     0);
+    setenv("NOTIFY_SOCKET", name, 1);
+    return fd;
+}
+
+static void
+expect_datagram(int fd, const char *want)
+{
+    char buf[256];
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+
+    ck_assert_int_eq(n, (ssize_t)strlen(want));
+    buf[n] = '\0';
+    ck_assert_str_eq(buf, want);
+}
+
+START_TEST(notify_to_path_and_abstract_sockets)
+{
+    char name[64];
+    int fd;
+
+    unsetenv("NOTIFY_SOCKET");
+    ck_assert_int_eq(aw_notify("READY=1"), 0); /* not asked for */
+    snprintf(name, sizeof(name), "/tmp/aw-notify-%ld", (long)getpid());
+    fd = notify_listener(name);
+    ck_assert_int_eq(aw_notify("READY=1"), 1);
+    expect_datagram(fd, "READY=1");
+    ck_assert_int_eq(aw_notify("STATUS=serving\nSTOPPING=1"), 1);
+    expect_datagram(fd, "STATUS=serving\nSTOPPING=1");
+    ck_assert_int_eq(aw_notify(NULL), -EINVAL);
+    close(fd);
+    unlink(name);
+    ck_assert_int_eq(aw_notify("READY=1"), -ENOENT); /* gone */
+    snprintf(name, sizeof(name), "@aw-notify-%ld", (long)getpid());
+    fd = notify_listener(name);
+    ck_assert_int_eq(aw_notify("STOPPING=1"), 1);
+    expect_datagram(fd, "STOPPING=1");
+    close(fd);
+    setenv("NOTIFY_SOCKET", "relative/path", 1);
+    ck_assert_int_eq(aw_notify("READY=1"), -EINVAL);
+    unsetenv("NOTIFY_SOCKET");
+}
+END_TEST
+
+static int
+count_pings(aw_loop *l, void *arg)
+{
+    int *fd = arg;
+    char buf[64];
+    ssize_t n;
+
+    (void)l;
+    while ((n = recv(fd[0], buf, sizeof(buf), 0)) > 0)
+        if (n == 10 && memcmp(buf, "WATCHDOG=1", 10) == 0)
+            fd[1]++;
+    return 0;
+}
+
+/* WATCHDOG_USEC asks for pings: a loop timer sends them (every half
+ * period); a WATCHDOG_PID that is not ours asks for none. */
+START_TEST(watchdog_pings_on_the_loop)
+{
+    aw_watchdog *wd = NULL;
+    char name[64], pid[32];
+    int st[2];
+
+    snprintf(name, sizeof(name), "@aw-watchdog-%ld", (long)getpid());
+    st[0] = notify_listener(name);
+    st[1] = 0;
+    unsetenv("WATCHDOG_USEC");
+    ck_assert_int_eq(aw_watchdog_start(loop, &wd), 0);
+    ck_assert_ptr_null(wd);
+    setenv("WATCHDOG_USEC", "20000", 1);
+    snprintf(pid, sizeof(pid), "%ld", (long)getpid() + 1);
+    setenv("WATCHDOG_PID", pid, 1);
+    ck_assert_int_eq(aw_watchdog_start(loop, &wd), 0); /* another's */
+    snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+    setenv("WATCHDOG_PID", pid, 1);
+    ck_assert_int_eq(aw_watchdog_start(NULL, &wd), -EINVAL);
+    ck_assert_int_eq(aw_watchdog_start(loop, &wd), 1);
+    ck_assert_ptr_nonnull(wd);
+    ck_assert_int_eq(aw_loop_add_reader(loop, st[0], count_pings, st), 0);
+    while (st[1] < 3 && aw_loop_run_once(loop, 0) >= 0)
+        ;
+    ck_assert_int_ge(st[1], 3);
+    aw_watchdog_stop(wd);
+    aw_watchdog_stop(NULL);
+    aw_loop_remove_reader(loop, st[0]);
+    close(st[0]);
+    setenv("WATCHDOG_USEC", "0", 1);
+    ck_assert_int_eq(aw_watchdog_start(loop, &wd), -EINVAL);
+    unsetenv("WATCHDOG_USEC");
+    unsetenv("WATCHDOG_PID");
+    unsetenv("NOTIFY_SOCKET");
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -1639,6 +1832,9 @@ aw_test_suite(void)
     tcase_add_test(tc, adopting_refuses_wrong_kinds_and_leaves_the_fd);
     tcase_add_test(tc, create_connection_with_existing_socket);
     tcase_add_test(tc, create_server_with_existing_socket);
+    tcase_add_test(tc, listen_fds_from_the_environment);
+    tcase_add_test(tc, notify_to_path_and_abstract_sockets);
+    tcase_add_test(tc, watchdog_pings_on_the_loop);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -224,6 +224,34 @@ AW_EXTERN int aw_stream_sockname_text(const aw_stream *s, char *buf,
 AW_EXTERN aw_future *aw_getaddrinfo(aw_loop *loop, const char *host,
                                     int port, int family);
 
+/*
+ * aw_getnameinfo - the name and service of a socket address (asyncio's
+ * loop.getnameinfo): getnameinfo(3), with its NI_* flags (<netdb.h>:
+ * NI_NUMERICHOST, NI_NUMERICSERV, NI_NAMEREQD, NI_NOFQDN, NI_DGRAM).
+ * The result is an aw_nameinfo owned by the future (read it with
+ * aw_future_result; a taken one is freed with the destructor
+ * aw_future_take_result gives).  With both NI_NUMERICHOST and
+ * NI_NUMERICSERV nothing is looked up: the future is settled at once, no
+ * thread.  Otherwise the system's getnameinfo(3) (/etc/hosts, DNS, as
+ * nsswitch says) runs in the loop's default executor (aw_to_thread),
+ * whichever resolver aw_set_resolver chose for names (evdns has no
+ * reverse lookup from the hosts file).  Fails with the resolver's code:
+ * AW_EAI_NONAME (no name, with NI_NAMEREQD), AW_EAI_AGAIN, AW_EAI_FAIL,
+ * AW_EAI_FAMILY, ...; -EINVAL for a NULL address or a length out of
+ * range; -ENOMEM.  NULL for a NULL or closed loop.  Cancelling it is
+ * safe (the lookup under way finishes on its thread, unseen).
+ */
+#define AW_NI_MAXHOST 1025
+#define AW_NI_MAXSERV 32
+typedef struct aw_nameinfo {
+    char host[AW_NI_MAXHOST];   /* the name, or the address as text */
+    char service[AW_NI_MAXSERV]; /* the service's name, or the port */
+} aw_nameinfo;
+
+AW_EXTERN aw_future *aw_getnameinfo(aw_loop *loop,
+                                    const struct sockaddr *addr,
+                                    socklen_t len, int flags);
+
 #ifdef __cplusplus
 }
 #endif

@@ -350,6 +350,63 @@ AW_EXTERN aw_future *aw_server_serve_forever(aw_server *server);
 /* aw_server_free - close it and release it (its connections go on). */
 AW_EXTERN void aw_server_free(aw_server *server);
 
+/* ---- the service manager --------------------------------------------------------- */
+
+/*
+ * Socket activation and readiness notification, as systemd's
+ * sd_listen_fds(3) and sd_notify(3) document the protocol, without
+ * libsystemd.  None of them touches a loop but aw_watchdog_start; all
+ * read the process's environment, so call them from the main thread
+ * before other threads run (getenv/unsetenv are not thread-safe).
+ *
+ * aw_listen_fds - the sockets the service manager passed: when
+ * LISTEN_PID is this process's pid, LISTEN_FDS descriptors starting at
+ * AW_LISTEN_FDS_START (3), which are made close-on-exec.  Returns how
+ * many (0 when none were passed, or they were meant for another
+ * process: a LISTEN_PID that is not ours); -EINVAL for a malformed
+ * variable (or LISTEN_FDNAMES not naming each one); -EBADF when one of
+ * them is not open; -ENOMEM.  With names not NULL, *names is set to a
+ * NULL-terminated array of that many names from LISTEN_FDNAMES ("unknown"
+ * each when unset: the socket units' FileDescriptorName=), or NULL when
+ * there are none; release it with aw_listen_names_free (NULL accepted).
+ * With unset_environment != 0 the three variables are removed whatever
+ * the outcome, so that children do not see them.  The descriptors stay
+ * the caller's: hand each to aw_create_server_sock or aw_start_server_sock
+ * (which take them over), or close them.
+ */
+#define AW_LISTEN_FDS_START 3
+AW_EXTERN int aw_listen_fds(int unset_environment, char ***names);
+AW_EXTERN void aw_listen_names_free(char **names);
+
+/*
+ * aw_notify - send state (newline-separated assignments: "READY=1",
+ * "STOPPING=1", "STATUS=serving 3 clients", "RELOADING=1", "WATCHDOG=1")
+ * to the service manager: one datagram to the AF_UNIX socket named by
+ * NOTIFY_SOCKET (a path, or "@name" for the abstract namespace).  Never
+ * blocks (MSG_DONTWAIT: a full queue is -EAGAIN).  Returns 1 when sent, 0
+ * when NOTIFY_SOCKET is unset (not run by a service manager that asked);
+ * -EINVAL for a NULL state or a NOTIFY_SOCKET that is neither form; an
+ * -errno from the system (-ECONNREFUSED when nothing listens there).
+ */
+AW_EXTERN int aw_notify(const char *state);
+
+/*
+ * aw_watchdog_start - when the service manager asks for watchdog pings
+ * (WATCHDOG_USEC set, and WATCHDOG_PID, if set, this process's pid),
+ * send "WATCHDOG=1" with aw_notify every half of WATCHDOG_USEC on a
+ * timer of loop, so that a loop that stops running stops the pings (what
+ * the watchdog is for).  Returns 1 with *wd set (the caller's: stop it
+ * with aw_watchdog_stop before closing the loop: its timer keeps the
+ * loop from closing); 0 when no pings are asked for (*wd NULL); -EINVAL
+ * (NULL argument, a malformed or zero variable); AW_ECLOSED; -ENOMEM.  A
+ * ping that fails is reported once through the loop's exception handler
+ * and the pings go on.  aw_watchdog_stop - stop the pings and free wd
+ * (NULL accepted).
+ */
+typedef struct aw_watchdog aw_watchdog;
+AW_EXTERN int aw_watchdog_start(aw_loop *loop, aw_watchdog **wd);
+AW_EXTERN void aw_watchdog_stop(aw_watchdog *wd);
+
 #ifdef __cplusplus
 }
 #endif
