@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,6 +459,106 @@ START_TEST(threads_bad_values_are_usage_errors)
 }
 END_TEST
 
+/* A datagram socket in the abstract namespace standing for the service
+ * manager's NOTIFY_SOCKET; its name ("@...") in name. */
+static int
+notify_socket(char *name, size_t size)
+{
+    struct sockaddr_un sun;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    size_t len;
+
+    ck_assert_int_ge(fd, 0);
+    snprintf(name, size, "@awecho-notify.%ld", (long)getpid());
+    len = strlen(name);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path + 1, name + 1, len - 1);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun,
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+                                      len)),
+                     0);
+    return fd;
+}
+
+/* The next datagram: it must hold want. */
+static void
+expect_notice(int fd, const char *want)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    char buf[256];
+    ssize_t n;
+
+    ck_assert_msg(poll(&pfd, 1, WAIT_MS) == 1, "no notice, waited for %s",
+                  want);
+    n = recv(fd, buf, sizeof(buf) - 1, 0);
+    ck_assert_int_gt(n, 0);
+    buf[n] = '\0';
+    ck_assert_msg(strstr(buf, want) != NULL, "notice: %s", buf);
+}
+
+/* Socket activation as systemd does it: the test listens, awecho gets
+ * the socket at fd 3 with LISTEN_FDS=1 and LISTEN_PID its own pid (set
+ * in the child, between fork and exec), serves it without binding, and
+ * says READY=1, then STOPPING=1, on NOTIFY_SOCKET. */
+START_TEST(serves_sockets_from_the_service_manager)
+{
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof(sin);
+    char name[64], line[256];
+    char *argv[] = {"awecho", "-p", "1", NULL}; /* not used: handed one */
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int nfd, p[2], fd;
+    pid_t pid;
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(listen(lfd, 16), 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+    nfd = notify_socket(name, sizeof(name));
+    ck_assert_int_eq(pipe(p), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY), moved;
+        char pidstr[32];
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* fd 3 may be taken by a descriptor of the test's: move ours
+         * out of the way first, then put it at 3 (dup2 makes it
+         * inheritable). */
+        moved = fcntl(lfd, F_DUPFD_CLOEXEC, 10);
+        if (null < 0 || moved < 0 || dup2(null, 1) != 1 || dup2(p[1], 2) != 2 ||
+            dup2(moved, 3) != 3)
+            _exit(126);
+        snprintf(pidstr, sizeof(pidstr), "%ld", (long)getpid());
+        setenv("LISTEN_PID", pidstr, 1);
+        setenv("LISTEN_FDS", "1", 1);
+        setenv("LISTEN_FDNAMES", "echo", 1);
+        setenv("NOTIFY_SOCKET", name, 1);
+        execv(awecho_path(), argv);
+        _exit(127);
+    }
+    close(p[1]);
+    close(lfd);
+    expect_notice(nfd, "READY=1");
+    read_some(p[0], line, sizeof(line), 1);
+    ck_assert_msg(strstr(line, "serving 1 socket from the service manager") !=
+                      NULL,
+                  "awecho: %s", line);
+    fd = connect_tcp(ntohs(sin.sin_port));
+    echo_session(fd);
+    close(fd);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    expect_notice(nfd, "STOPPING=1");
+    assert_clean_exit(pid);
+    close(nfd);
+    close(p[0]);
+}
+END_TEST
+
 START_TEST(bad_option_exits_with_usage)
 {
     char line[256];
@@ -489,6 +590,7 @@ aw_test_suite(void)
     tcase_add_test(tc, threads_serve_on_every_loop_and_stop_together);
     tcase_add_test(tc, threads_port_taken_fails_cleanly);
     tcase_add_test(tc, threads_bad_values_are_usage_errors);
+    tcase_add_test(tc, serves_sockets_from_the_service_manager);
     suite_add_tcase(s, tc);
     return s;
 }

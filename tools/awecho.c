@@ -11,6 +11,13 @@
  * SIGINT or SIGTERM closes the servers, cancels the clients' tasks and
  * exits once they have ended.
  *
+ * Run by a service manager (tools/awecho.socket and awecho.service), it
+ * serves the listening sockets it is handed (LISTEN_FDS, the
+ * sd_listen_fds protocol: aw_listen_fds) instead of binding its own, and
+ * tells the manager how it goes through NOTIFY_SOCKET (aw_notify):
+ * READY=1 once it serves, STOPPING=1 when it shuts down, and watchdog
+ * pings when WatchdogSec= asks for them (aw_watchdog_start).
+ *
  * Each loop's life is aw_run() (asyncio.run): its main task, serve(),
  * starts the server and serves until it is cancelled: by the signal
  * (loop 0 handles SIGINT and SIGTERM), or, for the other loops, by a call
@@ -29,10 +36,13 @@
 #include <await.h>
 
 #define MAX_THREADS 256
+#define MAX_ACTIVATED 64
 
 static int verbose;
 static const char *host = "127.0.0.1", *path;
 static int port = 7007, nthreads = 1;
+/* Sockets from the service manager: fds AW_LISTEN_FDS_START on. */
+static int nactivated;
 
 /* One per loop.  loop, main and posts are shared between the threads
  * (under mu); the rest belongs to the loop's own thread (read by main()
@@ -43,6 +53,9 @@ struct loop_ctx {
     aw_task *main;   /* while its main task runs; NULL once it stops */
     int posts;       /* thread-safe calls on their way to the loop */
     aw_server *srv;
+    aw_server *activated[MAX_ACTIVATED]; /* loop 0: the handed sockets' */
+    int nserving;                        /* of them */
+    aw_watchdog *watchdog;
     aw_future *all_ready; /* loop 0: the other loops are listening */
     int rc, wait_rc;
     long served;
@@ -244,6 +257,7 @@ report_ready(void)
 /* ---- each loop's main task ------------------------------------------------- */
 
 static void *loop_thread(void *arg);
+static void notify(const char *state);
 
 /* Loop 0 starts the other loops once it knows the port (port 0: the one
  * the system gave it).  Their signals stay with loop 0's thread. */
@@ -277,7 +291,11 @@ start_listening(struct loop_ctx *l)
 static void
 say_serving(struct loop_ctx *l)
 {
-    if (path != NULL)
+    if (nactivated > 0)
+        fprintf(stderr, "awecho: serving %d socket%s from the service "
+                        "manager\n",
+                nactivated, nactivated > 1 ? "s" : "");
+    else if (path != NULL)
         fprintf(stderr, "awecho: serving on %s\n", path);
     else if (nthreads == 1)
         fprintf(stderr, "awecho: serving on %s:%d\n", host,
@@ -296,6 +314,29 @@ static AW_TASK(serve, struct loop_ctx *l)
     AW_BEGIN();
     if (publish(l, AW_SELF()) != 0)
         AW_RETURN_INT(0); /* stopped before it started */
+    if (nactivated > 0) {
+        /* Each handed socket is a server of its own; the first one's
+         * serve_forever is what a signal cancels. */
+        for (l->nserving = 0; l->nserving < nactivated; l->nserving++) {
+            AW_TRY_AWAIT(l->rc,
+                         aw_start_server_sock(l->loop,
+                                              AW_LISTEN_FDS_START +
+                                                  l->nserving,
+                                              on_client, l, 0),
+                         &srv);
+            if (l->rc != 0) {
+                fprintf(stderr, "awecho: socket %d from the service "
+                                "manager: %s\n",
+                        AW_LISTEN_FDS_START + l->nserving,
+                        aw_future_message(AW_AWAITED()));
+                goto stop;
+            }
+            aw_future_take_result(AW_AWAITED(), &srv, NULL);
+            l->activated[l->nserving] = srv;
+        }
+        l->srv = l->activated[0];
+        goto serving;
+    }
     AW_TRY_AWAIT(l->rc, start_listening(l), &srv);
     if (l->rc != 0) {
         if (l->rc != AW_ECANCELLED && l->index == 0)
@@ -323,8 +364,14 @@ static AW_TASK(serve, struct loop_ctx *l)
         if (l->rc != 0)
             goto stop;
     }
-    if (l->index == 0)
+serving:
+    if (l->index == 0) {
         say_serving(l);
+        notify("READY=1\nSTATUS=serving");
+        if (aw_watchdog_start(l->loop, &l->watchdog) < 0)
+            fprintf(stderr, "awecho: WATCHDOG_USEC or WATCHDOG_PID is "
+                            "malformed: no watchdog pings\n");
+    }
     AW_TRY_AWAIT(l->rc, aw_server_serve_forever(l->srv), NULL);
 stop:
     if (l->rc == AW_ECANCELLED) {
@@ -332,6 +379,8 @@ stop:
         if (l->index == 0)
             fprintf(stderr, "awecho: shutting down\n");
     }
+    if (l->index == 0)
+        notify("STOPPING=1");
     unpublish(l);
     stop_all();
     while (posts_pending(l) > 0)
@@ -340,8 +389,14 @@ stop:
     if (l->rc != 0 && l->rc != AW_ECANCELLED)
         AW_RAISE(l->rc, NULL);
     AW_FINALLY();
+    aw_watchdog_stop(l->watchdog);
+    l->watchdog = NULL;
     aw_future_unref(l->all_ready);
     l->all_ready = NULL;
+    while (l->nserving > 0) {
+        aw_server_free(l->activated[--l->nserving]);
+        l->srv = NULL;
+    }
     if (l->srv != NULL) {
         aw_server_free(l->srv);
         l->srv = NULL;
@@ -349,6 +404,17 @@ stop:
             unlink(path);
     }
     AW_END();
+}
+
+/* Tell the service manager, if one asked (NOTIFY_SOCKET). */
+static void
+notify(const char *state)
+{
+    int rc = aw_notify(state);
+
+    if (rc < 0)
+        fprintf(stderr, "awecho: cannot notify the service manager: %s\n",
+                aw_strerror(rc));
 }
 
 /* Loops 1 to N-1: aw_run(), as loop 0's in main(). */
@@ -386,6 +452,9 @@ usage(int status)
            "      --version  output version information and exit\n"
            "\n"
            "SIGINT or SIGTERM shuts it down cleanly.\n"
+           "Started by a service manager with listening sockets "
+           "(LISTEN_FDS), it serves\n"
+           "those instead, and reports readiness to NOTIFY_SOCKET.\n"
            "Report bugs to: https://github.com/libawait/libawait/issues\n");
     exit(0);
 }
@@ -450,6 +519,19 @@ main(int argc, char **argv)
     if (path != NULL && nthreads > 1) {
         fprintf(stderr, "awecho: a Unix socket is served by one loop "
                         "(--threads needs TCP)\n");
+        usage(2);
+    }
+    /* Unset: the variables are not for the processes it may start. */
+    nactivated = aw_listen_fds(1, NULL);
+    if (nactivated < 0 || nactivated > MAX_ACTIVATED) {
+        fprintf(stderr, "awecho: LISTEN_FDS: %s\n",
+                nactivated < 0 ? aw_strerror(nactivated)
+                               : "too many sockets");
+        return 1;
+    }
+    if (nactivated > 0 && nthreads > 1) {
+        fprintf(stderr, "awecho: sockets from the service manager are "
+                        "served by one loop (no --threads)\n");
         usage(2);
     }
     if ((loops = calloc((size_t)nthreads, sizeof(*loops))) == NULL) {
