@@ -123,7 +123,10 @@ write_nosigpipe(int fd, const void *data, size_t len)
 
 static int on_readable(aw_loop *loop, void *arg);
 static int make_pipe(int fds[2], int parent_end);
+static void rpipe_eof(struct rpipe *r, int error);
+static void rpipe_serve(struct rpipe *r);
 static void comm_check(struct aw_process *p);
+static void comm_end(struct aw_process *p);
 
 static void
 rpipe_update_watch(struct rpipe *r)
@@ -132,8 +135,14 @@ rpipe_update_watch(struct rpipe *r)
                (r->collect || r->read != NULL || r->len - r->off < READ_AHEAD);
 
     if (want && !r->watching) {
-        if (aw_loop_add_reader(r->proc->loop, r->fd, on_readable, r) == 0)
+        int rc = aw_loop_add_reader(r->proc->loop, r->fd, on_readable, r);
+
+        if (rc == 0) {
             r->watching = 1;
+        } else { /* the pipe cannot be watched (-EMFILE under select) */
+            rpipe_eof(r, rc);
+            rpipe_serve(r);
+        }
     } else if (!want && r->watching) {
         aw_loop_remove_reader(r->proc->loop, r->fd);
         r->watching = 0;
@@ -265,6 +274,8 @@ start_read(aw_process *p, int fd, size_t n, int line)
     r = rpipe_of(p, fd);
     if (r == NULL || r->eof == 2)
         return aw_future_failed(p->loop, -EINVAL, "fd %d is not a pipe", fd);
+    if (p->comm != NULL && aw_future_done(p->comm))
+        comm_end(p); /* a communicate cancelled: the pipes are free */
     if (r->read != NULL && aw_future_done(r->read)) {
         aw_future_unref(r->read);
         r->read = NULL;
@@ -380,8 +391,14 @@ wpipe_flush(struct aw_process *p)
             w->watching = 0;
         }
     } else if (!w->watching) {
-        if (aw_loop_add_writer(p->loop, w->fd, on_writable, p) == 0)
-            w->watching = 1;
+        int rc = aw_loop_add_writer(p->loop, w->fd, on_writable, p);
+
+        if (rc < 0) { /* the pipe cannot be watched (-EMFILE under select) */
+            wpipe_fail_all(w, rc);
+            wpipe_close(p);
+            return rc;
+        }
+        w->watching = 1;
     }
     return 0;
 }
@@ -444,9 +461,16 @@ wpipe_write(struct aw_process *p, const void *data, size_t len, int want_done,
     else
         w->head = c;
     w->tail = c;
-    if (!w->watching &&
-        aw_loop_add_writer(p->loop, w->fd, on_writable, p) == 0)
+    if (!w->watching) {
+        int rc = aw_loop_add_writer(p->loop, w->fd, on_writable, p);
+
+        if (rc < 0) { /* the chunk's future (if any) fails with rc */
+            wpipe_fail_all(w, rc);
+            wpipe_close(p);
+            return 0;
+        }
         w->watching = 1;
+    }
     return 0;
 }
 
@@ -794,6 +818,8 @@ aw_process_communicate(aw_process *proc, const void *input, size_t len,
     if ((input == NULL && len > 0) || (len > 0 && proc->in.fd < 0) ||
         isnan(timeout))
         return aw_future_failed(proc->loop, -EINVAL, "bad communicate input");
+    if (proc->comm != NULL && aw_future_done(proc->comm))
+        comm_end(proc);
     if (proc->comm != NULL || (proc->out.read && !aw_future_done(proc->out.read)) ||
         (proc->err.read && !aw_future_done(proc->err.read)))
         return aw_future_failed(proc->loop, AW_EBUSY, "a read waits");

@@ -264,6 +264,51 @@ START_TEST(env_and_cwd)
 }
 END_TEST
 
+/* A read cancelled while it waits takes nothing: the next one gets the
+ * data. */
+START_TEST(read_cancelled_takes_nothing)
+{
+    aw_process_options o = opts(AW_PROCESS_PIPE, AW_PROCESS_PIPE, 0);
+    aw_process *p;
+    aw_future *f;
+    char *s;
+
+    p = shell("read x; echo got $x", &o);
+    f = aw_process_readline(p, 1);
+    ck_assert_int_eq(aw_future_cancel(f, NULL), 0);
+    aw_future_unref(f);
+    aw_future_unref(aw_process_write(p, "1\n", 2));
+    s = read_str(aw_process_readline(p, 1));
+    ck_assert_str_eq(s, "got 1\n");
+    free(s);
+    ck_assert_int_eq(wait_code(loop, p), 0);
+    aw_process_unref(p);
+}
+END_TEST
+
+/* A communicate cancelled stops collecting; the process goes on. */
+START_TEST(communicate_cancelled)
+{
+    aw_process_options o = opts(AW_PROCESS_PIPE, AW_PROCESS_PIPE, 0);
+    aw_process *p;
+    aw_future *f;
+
+    p = shell("exec sleep 30", &o);
+    f = aw_process_communicate(p, NULL, 0, -1);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    ck_assert_int_eq(aw_future_cancel(f, NULL), 0);
+    aw_future_unref(f);
+    /* The pipe is free again for a read, while the child runs. */
+    f = aw_process_read(p, 1, 10);
+    ck_assert_int_eq(aw_future_state(f), AW_FUTURE_PENDING);
+    ck_assert_int_eq(aw_process_kill(p), 0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0); /* eof */
+    aw_future_unref(f);
+    ck_assert_int_eq(wait_code(loop, p), -SIGKILL);
+    aw_process_unref(p);
+}
+END_TEST
+
 /* The child closes its stdout long before it exits: the reader sees end
  * of file while the child still runs. */
 START_TEST(child_closes_stdout_early)
@@ -728,6 +773,8 @@ aw_test_suite(void)
     tcase_add_test(tc, stdout_readline_read_eof);
     tcase_add_test(tc, stderr_into_stdout_and_devnull);
     tcase_add_test(tc, env_and_cwd);
+    tcase_add_test(tc, read_cancelled_takes_nothing);
+    tcase_add_test(tc, communicate_cancelled);
     tcase_add_test(tc, child_closes_stdout_early);
     tcase_add_test(tc, write_to_exited_child_epipe);
     tcase_add_test(tc, communicate_10mb);
