@@ -658,6 +658,54 @@ START_TEST(no_fd_leaked_into_child)
 }
 END_TEST
 
+/* ---- allocation failures ------------------------------------------------ */
+
+/* Spawn cat with pipes, communicate, end: whatever allocation fails, no
+ * crash, no leak (the fixture checks), no zombie. */
+static void
+oom_scenario(void)
+{
+    aw_process_options o =
+        opts(AW_PROCESS_PIPE, AW_PROCESS_PIPE, AW_PROCESS_PIPE);
+    const char *argv[] = {"cat", NULL};
+    aw_process *p;
+    aw_future *f;
+
+    if (aw_process_exec(loop, "cat", argv, &o, &p) != 0)
+        return;
+    f = aw_process_communicate(p, "hello", 5, 5.0);
+    if (f != NULL) {
+        aw_loop_run_until_complete(loop, f);
+        aw_future_error(f);
+        aw_future_unref(f);
+    }
+    f = aw_process_wait(p);
+    if (f != NULL) {
+        aw_future_error(f);
+        aw_future_unref(f);
+    }
+    aw_process_unref(p);
+}
+
+START_TEST(allocation_failure_sweep)
+{
+    long total, n;
+
+    capture_reports();
+    total = aw_test_allocations();
+    oom_scenario();
+    total = aw_test_allocations() - total;
+    ck_assert_int_gt(total, 0);
+    for (n = 1; n <= total; n++) {
+        aw_test_fail_allocation(n);
+        oom_scenario();
+        aw_test_fail_allocation(0);
+        aw_loop_run_once(loop, AW_RUN_NOWAIT);
+        assert_no_child_left();
+    }
+}
+END_TEST
+
 /* ---- bad arguments ----------------------------------------------------------- */
 
 /* A spawn that fails in the child: the error, except under valgrind,
@@ -785,6 +833,7 @@ aw_test_suite(void)
     tcase_add_test(tc, other_children_not_reaped);
     tcase_add_test(tc, children_on_loops_in_threads);
     tcase_add_test(tc, no_fd_leaked_into_child);
+    tcase_add_test(tc, allocation_failure_sweep);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return s;

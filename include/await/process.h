@@ -37,7 +37,8 @@ enum aw_process_watcher {
     AW_PROCESS_WATCH_PIDFD,    /* a pidfd watched by the loop; -ENOSYS
                                 * where there is none */
     AW_PROCESS_WATCH_THREAD    /* a thread waiting for this child only
-                                * (asyncio's ThreadedChildWatcher) */
+                                * (asyncio's ThreadedChildWatcher), one
+                                * per child until it exits */
 };
 
 /*
@@ -147,8 +148,9 @@ AW_EXTERN int aw_process_kill(aw_process *proc);
  * The returned future has a reference taken; NULL for a NULL proc; a
  * future failed with -EINVAL when fd is not 1 or 2 or not a pipe,
  * AW_EBUSY while another read or aw_process_communicate() uses the pipe,
- * a system error (-EIO...) when reading failed.  Cancelling a waiting
- * read takes nothing.
+ * a system error (-EIO...) when reading failed, -EMFILE when the loop
+ * cannot watch the pipe (an fd of FD_SETSIZE or more under libevent's
+ * select backend).  Cancelling a waiting read takes nothing.
  */
 AW_EXTERN aw_future *aw_process_read(aw_process *proc, int fd, size_t n);
 AW_EXTERN aw_future *aw_process_readline(aw_process *proc, int fd);
@@ -159,7 +161,8 @@ AW_EXTERN aw_future *aw_process_readline(aw_process *proc, int fd);
  * once is copied and queued.  The future settles with 0 once all of it
  * went into the pipe; with -EPIPE when the child closed its end (no
  * SIGPIPE is raised); -EINVAL when stdin is not a pipe; AW_ECLOSED after
- * aw_process_close_stdin().  The returned future has a reference taken;
+ * aw_process_close_stdin(); -EMFILE when the loop cannot watch the pipe
+ * (the pipe is closed then).  The returned future has a reference taken;
  * NULL for a NULL proc.
  */
 AW_EXTERN aw_future *aw_process_write(aw_process *proc, const void *data,
