@@ -20,11 +20,13 @@
 
 static int rounds = 5;
 
+extern const struct bench_module bench_proc_module; /* bench/proc.c */
+
 /* The modules, in the order of the table. */
 static const struct bench_module *const modules[] = {
     &bench_loop_module, &bench_future_module,    &bench_task_module,
     &bench_sync_module, &bench_net_module,       &bench_multiloop_module,
-    &bench_executor_module,
+    &bench_executor_module, &bench_proc_module,
 };
 
 static int
