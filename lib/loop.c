@@ -1119,8 +1119,11 @@ aw_loop_new(aw_loop **loopp)
     cfg = event_config_new();
     if (cfg == NULL)
         return -ENOMEM;
-    /* CLOCK_MONOTONIC rather than the coarse clock: timers fire on time. */
-    event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+    /* No EVENT_BASE_FLAG_PRECISE_TIMER: with it libevent's epoll backend
+     * re-arms a timerfd before every wait, one more system call per pass
+     * of the loop.  The loop keeps its own monotonic clock for its timer
+     * heap; libevent's millisecond waits, rounded up, only wake it, and a
+     * wake-up a little early costs one re-arm. */
     /* One loop, one thread: the base is only touched from the loop's
      * thread (other threads go through call_soon_threadsafe, which has
      * its own lock and wakes the loop with an eventfd), so it needs no
