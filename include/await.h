@@ -29,5 +29,6 @@
 #include "await/transport.h"
 #include "await/stream.h"
 #include "await/executor.h"
+#include "await/udp.h"
 
 #endif /* AWAIT_H */

@@ -20,11 +20,14 @@
 
 static int rounds = 5;
 
+/* tools/bench/udp.c */
+extern const struct bench_module bench_udp_module;
+
 /* The modules, in the order of the table. */
 static const struct bench_module *const modules[] = {
     &bench_loop_module, &bench_future_module,    &bench_task_module,
     &bench_sync_module, &bench_net_module,       &bench_multiloop_module,
-    &bench_executor_module,
+    &bench_executor_module, &bench_udp_module,
 };
 
 static int
