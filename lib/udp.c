@@ -54,6 +54,9 @@
  * most 4 * 32 datagrams before the loop's other work has its turn. */
 #define BATCH 32
 #define READS_PER_WAKEUP 4
+/* The slots of one transport: at most 2 MiB of address space (32 slots
+ * for UDP, 8 for Unix), resident only where datagrams landed. */
+#define RBUF_MAX (2 * 1024 * 1024)
 /* The awaitable form: datagrams kept for aw_datagram_recv. */
 #define RECV_QUEUE_MAX 256
 
@@ -104,6 +107,7 @@ struct aw_datagram_transport {
     /* receiving */
     unsigned char *rbuf;
     size_t slot;
+    unsigned nslots;
     /* opening */
     aw_future *opening;
     struct aw__gai *dnsreq;
@@ -707,8 +711,10 @@ received(aw_datagram_transport *t, const void *data, size_t len,
         return;
     }
     d = datagram_new(data, len, addr, alen);
-    if (d == NULL)
-        return; /* out of memory: dropped, as the network may */
+    if (d == NULL) { /* dropped, but said */
+        received_error(t, -ENOMEM);
+        return;
+    }
     if ((f = next_waiter(&t->rwait, &t->rwait_tail)) != NULL) {
         aw_future_set_result(f, d, datagram_destroy);
         aw_future_unref(f);
@@ -729,10 +735,11 @@ ensure_rbuf(aw_datagram_transport *t)
     if (t->rbuf == NULL) {
         t->slot = t->family == AF_UNIX ? SLOT_UNIX : SLOT_IP;
 #ifdef HAVE_MMSG
-        t->rbuf = aw__malloc(t->slot * BATCH);
+        t->nslots = RBUF_MAX / t->slot < BATCH ? RBUF_MAX / t->slot : BATCH;
 #else
-        t->rbuf = aw__malloc(t->slot);
+        t->nslots = 1;
 #endif
+        t->rbuf = aw__malloc(t->slot * t->nslots);
     }
     return t->rbuf != NULL ? 0 : -ENOMEM;
 }
@@ -759,8 +766,8 @@ read_batch(aw_datagram_transport *t, unsigned max)
     unsigned i;
     int r;
 
-    if (max > BATCH)
-        max = BATCH;
+    if (max > t->nslots)
+        max = t->nslots;
     for (i = 0; i < max; i++) {
         iov[i].iov_base = t->rbuf + i * t->slot;
         iov[i].iov_len = t->slot;
@@ -808,7 +815,7 @@ static void
 readable_cb(evutil_socket_t fd, short what, void *arg)
 {
     aw_datagram_transport *t = arg;
-    unsigned max = BATCH;
+    unsigned max;
     int i, r;
 
     (void)fd;
@@ -820,6 +827,7 @@ readable_cb(evutil_socket_t fd, short what, void *arg)
         lose(t, -ENOMEM);
         goto out;
     }
+    max = t->nslots;
     for (i = 0; i < READS_PER_WAKEUP && t->state == D_OPEN; i++) {
         if (t->proto == NULL) {
             if (t->rcount >= RECV_QUEUE_MAX)
@@ -1319,7 +1327,7 @@ resolved(int result, struct evutil_addrinfo *res, void *arg)
 static void
 resolve(aw_datagram_transport *t, const char *host, int port)
 {
-    struct evutil_addrinfo hints;
+    struct evutil_addrinfo hints, *res = NULL;
     struct aw__gai *req;
     char portstr[16];
 
@@ -1330,6 +1338,13 @@ resolve(aw_datagram_transport *t, const char *host, int port)
     snprintf(portstr, sizeof(portstr), "%d", port);
     aw_datagram_ref(t); /* the request's */
     t->resolving = 1;
+    /* A literal needs no resolver (nor the sockets evdns would open). */
+    hints.ai_flags = EVUTIL_AI_NUMERICHOST;
+    if (evutil_getaddrinfo(host, portstr, &hints, &res) == 0) {
+        resolved(0, res, t);
+        return;
+    }
+    hints.ai_flags = 0;
     req = aw__getaddrinfo(t->loop, host, portstr, &hints, resolved, t);
     if (t->resolving)
         t->dnsreq = req;

@@ -919,6 +919,107 @@ START_TEST(endpoint_refuses_a_socket_select_cannot_watch)
 }
 END_TEST
 
+/* ---- allocation failures ------------------------------------------------ */
+
+static int oom_hung;
+
+static void
+quiet(aw_loop *l, const aw_exception_context *ctx, void *arg)
+{
+    (void)l;
+    (void)ctx;
+    (void)arg;
+}
+
+static void
+watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    oom_hung = 1;
+    aw_loop_stop(arg);
+}
+
+/* Run l until f settles, at most 2 seconds; f stays the caller's. */
+static int
+drive(aw_loop *l, aw_future *f)
+{
+    struct event *ev;
+    struct timeval tv = {2, 0};
+    int rc;
+
+    if (f == NULL)
+        return -EINVAL;
+    ev = evtimer_new(aw_loop_get_base(l), watchdog_cb, l);
+    ck_assert_ptr_nonnull(ev);
+    evtimer_add(ev, &tv);
+    rc = aw_loop_run_until_complete(l, f);
+    event_free(ev);
+    return rc;
+}
+
+/* An endpoint for tasks sends itself a datagram and receives it. */
+static void
+scenario_udp(aw_loop *l)
+{
+    aw_future *f = aw_create_datagram_endpoint(l, "127.0.0.1", 0, NULL, 0,
+                                               NULL, NULL, 0);
+    aw_datagram_transport *t = NULL;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (drive(l, f) == 0)
+        aw_future_take_result(f, (void **)&t, NULL);
+    aw_future_unref(f);
+    if (t == NULL)
+        return;
+    ck_assert_int_eq(aw_datagram_sockname(t, (struct sockaddr *)&ss, &len),
+                     0);
+    f = aw_datagram_recv(t);
+    aw_future_unref(aw_datagram_send(t, "x", 1, (struct sockaddr *)&ss, len));
+    drive(l, f);
+    aw_future_unref(f);
+    aw_datagram_close(t);
+    aw_datagram_unref(t);
+}
+
+/* The scenario with allocation fail_at failing: 1 when the loop closed
+ * and nothing leaked; the allocations made in *count. */
+static int
+run_oom(long fail_at, long *count)
+{
+    long live = aw_test_live_allocations(), total = aw_test_allocations();
+    aw_loop *l = NULL;
+    int rc, k, ok = 1;
+
+    oom_hung = 0;
+    aw_test_fail_allocation(fail_at);
+    rc = aw_loop_new(&l);
+    if (rc == 0) {
+        aw_loop_set_exception_handler(l, quiet, NULL);
+        scenario_udp(l);
+        for (k = 0; (rc = aw_loop_close(l)) == AW_EBUSY && k < 100; k++)
+            ck_assert_int_eq(aw_loop_run_once(l, AW_RUN_NOWAIT), 0);
+        ok = rc == 0 && aw_loop_free(l) == 0;
+    }
+    aw_test_fail_allocation(0);
+    *count = aw_test_allocations() - total;
+    return ok && !oom_hung && aw_test_live_allocations() == live;
+}
+
+/* Each allocation of the scenario fails in turn: no crash, no hang, no
+ * leak, and the loop closes. */
+START_TEST(allocation_failures_leave_nothing)
+{
+    long n, m, i;
+
+    ck_assert(run_oom(0, &n));
+    ck_assert_int_gt(n, 1);
+    for (i = 1; i <= n; i++)
+        ck_assert_msg(run_oom(i, &m), "allocation %ld of %ld failing", i, n);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -942,6 +1043,7 @@ aw_test_suite(void)
     tcase_add_test(tc, awaitable_recv_gets_the_refusal);
     tcase_add_test(tc, awaitable_send_waits_for_drain);
     tcase_add_test(tc, endpoint_refuses_a_socket_select_cannot_watch);
+    tcase_add_test(tc, allocation_failures_leave_nothing);
     suite_add_tcase(s, tc);
     return s;
 }

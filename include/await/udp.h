@@ -209,7 +209,8 @@ AW_EXTERN void aw_datagram_unref(aw_datagram_transport *t);
  * that many wait, the socket is not read (the kernel drops the surplus,
  * as UDP does).  Several futures may wait: first come, first served.
  * An error of a receive or a send (-ECONNREFUSED, ...) fails the next
- * waiting future, or the next one asked for.  Once the endpoint is
+ * waiting future, or the next one asked for, in its place among the
+ * datagrams; so does -ENOMEM for a datagram that could not be kept.  Once the endpoint is
  * closing, the future fails with AW_ECLOSED.  A future cancelled loses
  * no datagram.  NULL for a NULL transport; a failed future with -EINVAL
  * for an endpoint that has a protocol.
