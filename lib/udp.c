@@ -50,10 +50,10 @@
  * a Unix one asyncio's max_size (256 KiB). */
 #define SLOT_IP 65536
 #define SLOT_UNIX (256 * 1024)
-/* Datagrams one recvmmsg() may take, and the calls of one wake-up: at
- * most 4 * 32 datagrams before the loop's other work has its turn. */
+/* Datagrams one recvmmsg() may take; datagrams (or errors) one wake-up
+ * may read before the loop's other work has its turn. */
 #define BATCH 32
-#define READS_PER_WAKEUP 4
+#define READ_BUDGET 128
 /* The slots of one transport: at most 2 MiB of address space (32 slots
  * for UDP, 8 for Unix), resident only where datagrams landed. */
 #define RBUF_MAX (2 * 1024 * 1024)
@@ -815,8 +815,8 @@ static void
 readable_cb(evutil_socket_t fd, short what, void *arg)
 {
     aw_datagram_transport *t = arg;
-    unsigned max;
-    int i, r;
+    unsigned max, got, n;
+    int r;
 
     (void)fd;
     (void)what;
@@ -827,8 +827,8 @@ readable_cb(evutil_socket_t fd, short what, void *arg)
         lose(t, -ENOMEM);
         goto out;
     }
-    max = t->nslots;
-    for (i = 0; i < READS_PER_WAKEUP && t->state == D_OPEN; i++) {
+    for (got = 0; got < READ_BUDGET && t->state == D_OPEN; got += n) {
+        max = t->nslots;
         if (t->proto == NULL) {
             if (t->rcount >= RECV_QUEUE_MAX)
                 break;
@@ -838,9 +838,10 @@ readable_cb(evutil_socket_t fd, short what, void *arg)
         r = read_batch(t, max);
         if (r == -EAGAIN || r == -EWOULDBLOCK)
             break;
+        n = r < 0 ? 1 : (unsigned)r;
         if (r < 0) /* an ICMP error, ...: the endpoint goes on */
             received_error(t, r);
-        else if ((unsigned)r < max)
+        else if (t->nslots > 1 && n < max)
             break; /* nothing more waits */
     }
     update_reading(t);

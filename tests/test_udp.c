@@ -343,6 +343,41 @@ START_TEST(connected_refusal_goes_to_error_received)
 }
 END_TEST
 
+/* Datagrams waiting are all delivered in one wake-up (on Linux with
+ * recvmmsg(), elsewhere a read each), not one a pass of the loop. */
+START_TEST(waiting_datagrams_read_in_one_wakeup)
+{
+    static struct peer rx;
+    struct sockaddr_in sin;
+    struct timeval tv = {5, 0};
+    fd_set rfds;
+    int fd, i;
+    long seq;
+
+    open_ip(&rx, "127.0.0.1", 0, NULL, 0, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((unsigned short)port_of(rx.t));
+    fd = socket(AF_INET, SOCK_DGRAM, 0);
+    ck_assert_int_ge(fd, 0);
+    for (seq = 0; seq < 100; seq++)
+        ck_assert_int_eq(sendto(fd, &seq, sizeof(seq), 0,
+                                (struct sockaddr *)&sin, sizeof(sin)),
+                         sizeof(seq));
+    FD_ZERO(&rfds);
+    FD_SET(aw_datagram_fd(rx.t), &rfds);
+    ck_assert_int_eq(select(aw_datagram_fd(rx.t) + 1, &rfds, NULL, NULL, &tv),
+                     1);
+    for (i = 0; i < 3 && rx.ndgrams == 0; i++)
+        ck_assert_int_eq(aw_loop_run_once(loop, AW_RUN_NOWAIT), 0);
+    ck_assert_int_eq(rx.ndgrams, 100);
+    ck_assert_int_eq(rx.out_of_order, 0);
+    close(fd);
+    finish(&rx, 0);
+}
+END_TEST
+
 /* A send the system refuses (a datagram larger than UDP allows) goes to
  * error_received from the loop, not inside the call (asyncio's
  * test_sendto_error_received), and the endpoint goes on. */
@@ -1031,6 +1066,7 @@ aw_test_suite(void)
     tcase_add_test(tc, round_trip_unix);
     tcase_add_test(tc, round_trip_socketpair);
     tcase_add_test(tc, connected_refusal_goes_to_error_received);
+    tcase_add_test(tc, waiting_datagrams_read_in_one_wakeup);
     tcase_add_test(tc, send_error_goes_to_error_received);
     tcase_add_test(tc, many_datagrams_no_loss);
     tcase_add_test(tc, pause_and_resume_writing);
