@@ -10,7 +10,10 @@
  * waiting datagrams with recvmmsg() into slots of one buffer (allocated
  * at the first read: its pages become resident only as datagrams land
  * in them) and a queue is flushed with sendmmsg(); elsewhere
- * recvmsg()/sendto() one at a time.
+ * recvmsg()/sendto() one at a time.  While a wake-up delivers datagrams
+ * the endpoint is corked: what datagram_received sends is queued and
+ * flushed at the wake-up's end, so that an echo costs one sendmmsg() a
+ * batch rather than a sendto() a datagram.
  *
  * Protocol callbacks run from libevent's callbacks or from the ready
  * queue, never inside a transport call: an error of a send is scheduled
@@ -95,6 +98,7 @@ struct aw_datagram_transport {
     unsigned paused : 1;  /* the protocol was told to pause writing */
     unsigned made : 1;    /* connection_made ran */
     unsigned borrowed : 1; /* the fd is the caller's until opened */
+    unsigned corked : 1;   /* in a read wake-up: sends wait for its end */
     unsigned resolving : 1;
     unsigned step_remote : 1; /* the remote name is being resolved */
     size_t high, low;
@@ -645,7 +649,7 @@ aw_datagram_sendto(aw_datagram_transport *t, const void *data, size_t len,
         return -EINVAL;
     if (t->connected)
         addr = NULL, addrlen = 0;
-    if (t->qhead == NULL) {
+    if (t->qhead == NULL && !t->corked) {
         ssize_t r;
 
         do
@@ -668,7 +672,8 @@ aw_datagram_sendto(aw_datagram_transport *t, const void *data, size_t len,
         t->qhead = d;
     t->qtail = d;
     t->qbytes += len;
-    after_send(t);
+    if (!t->corked)
+        after_send(t);
     return 0;
 }
 
@@ -827,6 +832,10 @@ readable_cb(evutil_socket_t fd, short what, void *arg)
         lose(t, -ENOMEM);
         goto out;
     }
+    /* Replies sent from datagram_received go out together at the end of
+     * the wake-up, with one sendmmsg() (an echo's sends cost what its
+     * reads cost), still before the loop goes on. */
+    t->corked = t->proto != NULL;
     for (got = 0; got < READ_BUDGET && t->state == D_OPEN; got += n) {
         max = t->nslots;
         if (t->proto == NULL) {
@@ -843,6 +852,12 @@ readable_cb(evutil_socket_t fd, short what, void *arg)
             received_error(t, r);
         else if (t->nslots > 1 && n < max)
             break; /* nothing more waits */
+    }
+    t->corked = 0;
+    if (t->qhead != NULL && t->state != D_LOST) {
+        send_queued(t);
+        if (t->state != D_LOST)
+            after_send(t);
     }
     update_reading(t);
 out:

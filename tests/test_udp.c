@@ -378,6 +378,47 @@ START_TEST(waiting_datagrams_read_in_one_wakeup)
 }
 END_TEST
 
+/* Replies sent from datagram_received leave within the wake-up that
+ * delivered the datagrams (together, with one sendmmsg() on Linux): the
+ * client has them all without the loop running again. */
+START_TEST(replies_leave_in_the_same_wakeup)
+{
+    static struct peer srv;
+    struct sockaddr_in sin;
+    struct timeval tv = {5, 0};
+    fd_set rfds;
+    int fd, i;
+    long seq, back;
+
+    open_ip(&srv, "127.0.0.1", 0, NULL, 0, 0);
+    srv.echo = 1;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((unsigned short)port_of(srv.t));
+    fd = socket(AF_INET, SOCK_DGRAM, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    for (seq = 0; seq < 50; seq++)
+        ck_assert_int_eq(send(fd, &seq, sizeof(seq), 0), sizeof(seq));
+    FD_ZERO(&rfds);
+    FD_SET(aw_datagram_fd(srv.t), &rfds);
+    ck_assert_int_eq(select(aw_datagram_fd(srv.t) + 1, &rfds, NULL, NULL, &tv),
+                     1);
+    for (i = 0; i < 3 && srv.ndgrams == 0; i++)
+        ck_assert_int_eq(aw_loop_run_once(loop, AW_RUN_NOWAIT), 0);
+    ck_assert_int_eq(srv.ndgrams, 50);
+    ck_assert_int_eq((int)aw_datagram_write_buffer_size(srv.t), 0);
+    for (seq = 0; seq < 50; seq++) {
+        ck_assert_int_eq(recv(fd, &back, sizeof(back), MSG_DONTWAIT),
+                         sizeof(back));
+        ck_assert_int_eq(back, seq);
+    }
+    close(fd);
+    finish(&srv, 0);
+}
+END_TEST
+
 /* A send the system refuses (a datagram larger than UDP allows) goes to
  * error_received from the loop, not inside the call (asyncio's
  * test_sendto_error_received), and the endpoint goes on. */
@@ -1067,6 +1108,7 @@ aw_test_suite(void)
     tcase_add_test(tc, round_trip_socketpair);
     tcase_add_test(tc, connected_refusal_goes_to_error_received);
     tcase_add_test(tc, waiting_datagrams_read_in_one_wakeup);
+    tcase_add_test(tc, replies_leave_in_the_same_wakeup);
     tcase_add_test(tc, send_error_goes_to_error_received);
     tcase_add_test(tc, many_datagrams_no_loss);
     tcase_add_test(tc, pause_and_resume_writing);

@@ -6,8 +6,10 @@
  * nothing queued a datagram goes to the socket at once (MSG_NOSIGNAL),
  * else it is queued whole, with write-buffer limits and
  * pause/resume_writing as stream transports have.  On Linux, many
- * datagrams waiting are read with one recvmmsg() and a queue is sent
- * with sendmmsg(); elsewhere one datagram a system call. */
+ * datagrams waiting are read with one recvmmsg(), and the replies sent
+ * from datagram_received go out together with one sendmmsg() once the
+ * datagrams of that wake-up were delivered (before the loop goes on);
+ * elsewhere one datagram a system call. */
 #ifndef AWAIT_UDP_H
 #define AWAIT_UDP_H
 
