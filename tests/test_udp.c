@@ -625,6 +625,16 @@ START_TEST(socket_options)
         open_ok(f, &b);
         ck_assert(has_sockopt(aw_datagram_fd(b.t), IPPROTO_IPV6,
                               IPV6_V6ONLY));
+        /* IPv6 membership, by interface name; a system whose loopback
+         * takes no IPv6 multicast refuses the join, and that is all. */
+        if (aw_datagram_join_group(b.t, "ff15::1234", "lo") == 0)
+            ck_assert_int_eq(aw_datagram_leave_group(b.t, "ff15::1234",
+                                                     "lo"), 0);
+        ck_assert_int_eq(aw_datagram_join_group(b.t, "239.255.10.1", NULL),
+                         -EINVAL);
+        ck_assert_int_eq(aw_datagram_join_group(b.t, "ff15::1234",
+                                                "no-such-if0"),
+                         -EINVAL);
         finish(&b, 0);
     } else {
         aw_future_unref(f); /* no IPv6 here */
