@@ -30,5 +30,6 @@
 #include "await/stream.h"
 #include "await/executor.h"
 #include "await/process.h"
+#include "await/udp.h"
 
 #endif /* AWAIT_H */

@@ -45,6 +45,7 @@ extern const struct bench_module bench_executor_module; /* executor.c */
 extern const struct bench_module bench_http_module;     /* http.c */
 extern const struct bench_module bench_pipeline_module; /* pipeline.c */
 extern const struct bench_module bench_proc_module;     /* proc.c */
+extern const struct bench_module bench_udp_module;      /* udp.c */
 
 /* ---- helpers (common.c) ---------------------------------------------------- */
 
