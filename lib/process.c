@@ -79,6 +79,7 @@ struct aw_process {
     size_t nwaiters, capwaiters;
     aw_future *comm;      /* communicate under way */
     aw_handle *comm_timer;
+    aw_future *stream[3]; /* AW_PROCESS_STREAM: the pipes' streams */
 };
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -815,6 +816,11 @@ aw_process_communicate(aw_process *proc, const void *input, size_t len,
 
     if (proc == NULL)
         return NULL;
+    if (proc->stream[0] != NULL || proc->stream[1] != NULL ||
+        proc->stream[2] != NULL)
+        return aw_future_failed(proc->loop, AW_EINVALSTATE,
+                                "communicate with pipes given as streams: "
+                                "use the streams");
     if ((input == NULL && len > 0) || (len > 0 && proc->in.fd < 0) ||
         isnan(timeout))
         return aw_future_failed(proc->loop, -EINVAL, "bad communicate input");
@@ -826,8 +832,10 @@ aw_process_communicate(aw_process *proc, const void *input, size_t len,
     f = aw_future_new(proc->loop);
     if (f == NULL)
         return aw_future_failed(proc->loop, -ENOMEM, NULL);
-    if (timeout >= 0 && !isinf(timeout)) {
-        rc = aw_loop_call_later(proc->loop, timeout, comm_timeout, proc,
+    if (!(isinf(timeout) && timeout > 0)) {
+        /* A timeout already past expires on the next pass (asyncio). */
+        rc = aw_loop_call_later(proc->loop, timeout > 0 ? timeout : 0,
+                                comm_timeout, proc,
                                 &proc->comm_timer);
         if (rc < 0) {
             aw_future_unref(f);
@@ -921,6 +929,7 @@ stdio_action(posix_spawn_file_actions_t *fa, int target, int mode,
     case AW_PROCESS_INHERIT:
         return 0;
     case AW_PROCESS_PIPE:
+    case AW_PROCESS_STREAM:
         return posix_spawn_file_actions_adddup2(fa, fds[child_end], target);
     case AW_PROCESS_DEVNULL:
         return posix_spawn_file_actions_addopen(
@@ -940,11 +949,13 @@ check_options(const aw_process_options *o)
     if (o->size < offsetof(aw_process_options, watcher) + sizeof(o->watcher))
         return -EINVAL;
     if (o->stdin_mode < AW_PROCESS_INHERIT ||
-        o->stdin_mode > AW_PROCESS_DEVNULL ||
+        o->stdin_mode > AW_PROCESS_STREAM ||
+        o->stdin_mode == AW_PROCESS_STDOUT ||
         o->stdout_mode < AW_PROCESS_INHERIT ||
-        o->stdout_mode > AW_PROCESS_DEVNULL ||
+        o->stdout_mode > AW_PROCESS_STREAM ||
+        o->stdout_mode == AW_PROCESS_STDOUT ||
         o->stderr_mode < AW_PROCESS_INHERIT ||
-        o->stderr_mode > AW_PROCESS_STDOUT ||
+        o->stderr_mode > AW_PROCESS_STREAM ||
         o->watcher < AW_PROCESS_WATCH_AUTO ||
         o->watcher > AW_PROCESS_WATCH_THREAD)
         return -EINVAL;
@@ -1010,6 +1021,39 @@ rpipe_init(struct rpipe *r, struct aw_process *p, int fd)
     r->eof = fd < 0 ? 2 : 0; /* 2: never a pipe */
 }
 
+static int
+is_pipe(int mode)
+{
+    return mode == AW_PROCESS_PIPE || mode == AW_PROCESS_STREAM;
+}
+
+/* A pipe given as a stream: *fdp goes to the stream (-1 then). */
+static void
+as_stream(struct aw_process *p, int which, int mode, int *fdp)
+{
+    aw_future *f;
+
+    if (mode != AW_PROCESS_STREAM || *fdp < 0)
+        return;
+    f = which == 0 ? aw_open_write_pipe(p->loop, *fdp)
+                   : aw_open_read_pipe(p->loop, *fdp);
+    if (f != NULL && aw_future_done(f) && aw_future_error(f) != 0)
+        close(*fdp); /* refused at once: the fd is still ours */
+    *fdp = -1;
+    p->stream[which] = f;
+}
+
+aw_future *
+aw_process_stream(aw_process *proc, int fd)
+{
+    if (proc == NULL)
+        return NULL;
+    if (fd < 0 || fd > 2 || proc->stream[fd] == NULL)
+        return aw_future_failed(proc->loop, -EINVAL,
+                                "fd %d was not given as a stream", fd);
+    return aw_future_ref(proc->stream[fd]);
+}
+
 /* Kill and reap a child that will not be handed out. */
 static void
 kill_and_reap(pid_t pid)
@@ -1028,7 +1072,7 @@ aw_process_exec(aw_loop *loop, const char *program, const char *const *argv,
     struct spawn_fds s;
     struct aw_process *p;
     int watcher = options ? options->watcher : AW_PROCESS_WATCH_AUTO;
-    int rc;
+    int rc, i;
 
     if (loop == NULL || program == NULL || argv == NULL || argv[0] == NULL ||
         procp == NULL)
@@ -1041,11 +1085,11 @@ aw_process_exec(aw_loop *loop, const char *program, const char *const *argv,
     p = aw__calloc(1, sizeof(*p));
     if (p == NULL)
         return -ENOMEM;
-    if (options && options->stdin_mode == AW_PROCESS_PIPE)
+    if (options && is_pipe(options->stdin_mode))
         rc = make_pipe(s.in, 1);
-    if (rc == 0 && options && options->stdout_mode == AW_PROCESS_PIPE)
+    if (rc == 0 && options && is_pipe(options->stdout_mode))
         rc = make_pipe(s.out, 0);
-    if (rc == 0 && options && options->stderr_mode == AW_PROCESS_PIPE)
+    if (rc == 0 && options && is_pipe(options->stderr_mode))
         rc = make_pipe(s.err, 0);
     if (rc == 0)
         rc = do_spawn(&p->pid, program, argv, options, &s);
@@ -1060,6 +1104,13 @@ aw_process_exec(aw_loop *loop, const char *program, const char *const *argv,
     close_fd(&s.in[0]);
     close_fd(&s.out[1]);
     close_fd(&s.err[1]);
+    if (options != NULL) {
+        /* Pipes given as streams are the streams': the process does not
+         * read or write them itself. */
+        as_stream(p, 0, options->stdin_mode, &s.in[1]);
+        as_stream(p, 1, options->stdout_mode, &s.out[0]);
+        as_stream(p, 2, options->stderr_mode, &s.err[0]);
+    }
     p->in.fd = s.in[1];
     p->in.piped = s.in[1] >= 0;
     rpipe_init(&p->out, p, s.out[0]);
@@ -1072,6 +1123,8 @@ aw_process_exec(aw_loop *loop, const char *program, const char *const *argv,
         close_fd(&p->in.fd);
         close_fd(&p->out.fd);
         close_fd(&p->err.fd);
+        for (i = 0; i < 3; i++)
+            aw_future_unref(p->stream[i]); /* the streams close their fds */
         aw__free(p);
         return rc;
     }
@@ -1131,6 +1184,8 @@ aw_process_unref(aw_process *proc)
     }
     rpipe_release(&proc->out);
     rpipe_release(&proc->err);
+    for (i = 0; i < 3; i++)
+        aw_future_unref(proc->stream[i]);
     wpipe_fail_all(&proc->in, AW_ECANCELLED);
     wpipe_close(proc);
     if (!proc->reaped) {

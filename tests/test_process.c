@@ -231,7 +231,7 @@ START_TEST(stderr_into_stdout_and_devnull)
     void *res;
 
     p = shell("cat; echo out; echo err >&2", &o);
-    f = aw_process_communicate(p, NULL, 0, -1);
+    f = aw_process_communicate(p, NULL, 0, AW_NO_TIMEOUT);
     ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
     ck_assert_int_eq(aw_future_result(f, &res), 0);
     out = res;
@@ -294,7 +294,7 @@ START_TEST(communicate_cancelled)
     aw_future *f;
 
     p = shell("exec sleep 30", &o);
-    f = aw_process_communicate(p, NULL, 0, -1);
+    f = aw_process_communicate(p, NULL, 0, AW_NO_TIMEOUT);
     aw_loop_run_once(loop, AW_RUN_NOWAIT);
     ck_assert_int_eq(aw_future_cancel(f, NULL), 0);
     aw_future_unref(f);
@@ -368,7 +368,7 @@ START_TEST(communicate_10mb)
     for (i = 0; i < n; i++)
         in[i] = (char)('a' + i % 26);
     p = shell("cat; echo done >&2", &o);
-    f = aw_process_communicate(p, in, n, -1);
+    f = aw_process_communicate(p, in, n, AW_NO_TIMEOUT);
     ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
     ck_assert_int_eq(aw_future_result(f, &res), 0);
     out = res;
@@ -393,7 +393,7 @@ START_TEST(communicate_child_closes_stdin)
     void *res;
 
     p = shell("exec <&-; echo ok", &o);
-    f = aw_process_communicate(p, in, sizeof(in), -1);
+    f = aw_process_communicate(p, in, sizeof(in), AW_NO_TIMEOUT);
     ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
     ck_assert_int_eq(aw_future_result(f, &res), 0);
     out = res;
@@ -610,7 +610,7 @@ check_no_fd_leak(int watcher)
     p = shell("exec ls -l /proc/self/fd", &o);
     snprintf(self, sizeof(self), "/proc/%d/fd", (int)aw_process_pid(p));
     {
-        aw_future *f = aw_process_communicate(p, NULL, 0, -1);
+        aw_future *f = aw_process_communicate(p, NULL, 0, AW_NO_TIMEOUT);
         aw_process_output *out;
         void *res;
 
@@ -767,7 +767,7 @@ START_TEST(bad_arguments)
     ck_assert_ptr_null(aw_process_wait(NULL));
     ck_assert_ptr_null(aw_process_read(NULL, 1, 1));
     ck_assert_ptr_null(aw_process_write(NULL, "x", 1));
-    ck_assert_ptr_null(aw_process_communicate(NULL, NULL, 0, -1));
+    ck_assert_ptr_null(aw_process_communicate(NULL, NULL, 0, AW_NO_TIMEOUT));
     ck_assert_int_eq(aw_process_send_signal(NULL, SIGTERM), -EINVAL);
     ck_assert_int_eq(aw_process_close_stdin(NULL), -EINVAL);
     aw_process_unref(NULL);
@@ -786,7 +786,7 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(aw_process_close_stdin(q), -EINVAL);
     ck_assert_int_eq(aw_process_send_signal(q, 0), -EINVAL);
     ck_assert_int_eq(aw_process_send_signal(q, 100000), -EINVAL);
-    f = aw_process_communicate(q, "x", 1, -1); /* input, no stdin pipe */
+    f = aw_process_communicate(q, "x", 1, AW_NO_TIMEOUT); /* input, no stdin pipe */
     ck_assert_int_eq(aw_future_error(f), -EINVAL);
     aw_future_unref(f);
     {
@@ -795,7 +795,7 @@ START_TEST(bad_arguments)
         f = aw_process_readline(q, 1);
         ck_assert_int_eq(aw_future_error(f), AW_EBUSY);
         aw_future_unref(f);
-        f = aw_process_communicate(q, NULL, 0, -1);
+        f = aw_process_communicate(q, NULL, 0, AW_NO_TIMEOUT);
         ck_assert_int_eq(aw_future_error(f), AW_EBUSY);
         aw_future_unref(f);
         aw_loop_run_until_complete(loop, r1);
@@ -804,6 +804,91 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(aw_process_kill(q), 0);
     wait_code(loop, q);
     aw_process_unref(q);
+}
+END_TEST
+
+/* ---- pipes as streams ----------------------------------------------------- */
+
+static aw_stream *
+take_stream(aw_future *f)
+{
+    void *s = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    ck_assert_int_eq(aw_future_take_result(f, &s, NULL), 0);
+    aw_future_unref(f);
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
+static char *
+stream_line(aw_stream *s)
+{
+    return read_str(aw_stream_readline(s));
+}
+
+/* asyncio's proc.stdin / proc.stdout / proc.stderr: the child's pipes as
+ * streams; the child's stdin as a stream (issue 16's test). */
+START_TEST(pipes_as_streams)
+{
+    aw_process_options o =
+        opts(AW_PROCESS_STREAM, AW_PROCESS_STREAM, AW_PROCESS_STREAM);
+    aw_stream *in, *out, *err;
+    aw_process *p;
+    aw_future *f;
+    char *line;
+
+    p = shell("read x; echo \"out:$x\"; echo \"err:$x\" >&2; cat", &o);
+    in = take_stream(aw_process_stream(p, 0));
+    out = take_stream(aw_process_stream(p, 1));
+    err = take_stream(aw_process_stream(p, 2));
+    ck_assert_int_eq(aw_stream_write(in, "hello\nrest\n", 11), 0);
+    line = stream_line(out);
+    ck_assert_str_eq(line, "out:hello\n");
+    free(line);
+    line = stream_line(err);
+    ck_assert_str_eq(line, "err:hello\n");
+    free(line);
+    line = stream_line(out); /* cat copies the rest */
+    ck_assert_str_eq(line, "rest\n");
+    free(line);
+    ck_assert_int_eq(aw_stream_write_eof(in), 0); /* cat sees end of file */
+    line = stream_line(out);
+    ck_assert_str_eq(line, ""); /* and ends */
+    free(line);
+    ck_assert_int_eq(wait_code(loop, p), 0);
+    /* The process neither reads nor communicates through them. */
+    f = aw_process_readline(p, 1);
+    ck_assert_int_ne(aw_future_error(f), 0);
+    aw_future_unref(f);
+    f = aw_process_communicate(p, NULL, 0, AW_NO_TIMEOUT);
+    ck_assert_int_eq(aw_future_error(f), AW_EINVALSTATE);
+    aw_future_unref(f);
+    f = aw_process_stream(p, 3);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    aw_stream_close(in);
+    aw_stream_unref(in);
+    aw_stream_close(out);
+    aw_stream_unref(out);
+    aw_stream_close(err);
+    aw_stream_unref(err);
+    aw_process_unref(p);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    assert_no_child_left();
+}
+END_TEST
+
+/* A process released with its streams unread: nothing leaks, no zombie. */
+START_TEST(pipes_as_streams_released_unread)
+{
+    aw_process_options o = opts(AW_PROCESS_STREAM, AW_PROCESS_STREAM, 0);
+    aw_process *p = shell("cat", &o);
+
+    aw_process_unref(p); /* kills and reaps; the streams close their fds */
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT);
+    assert_no_child_left();
 }
 END_TEST
 
@@ -835,6 +920,8 @@ aw_test_suite(void)
     tcase_add_test(tc, no_fd_leaked_into_child);
     tcase_add_test(tc, allocation_failure_sweep);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, pipes_as_streams);
+    tcase_add_test(tc, pipes_as_streams_released_unread);
     suite_add_tcase(s, tc);
     return s;
 }

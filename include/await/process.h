@@ -27,7 +27,10 @@ enum aw_process_stdio {
     AW_PROCESS_INHERIT = 0, /* the parent's (asyncio's None) */
     AW_PROCESS_PIPE,        /* a pipe to the parent (subprocess.PIPE) */
     AW_PROCESS_DEVNULL,     /* /dev/null (subprocess.DEVNULL) */
-    AW_PROCESS_STDOUT       /* stderr only: where stdout goes (STDOUT) */
+    AW_PROCESS_STDOUT,      /* stderr only: where stdout goes (STDOUT) */
+    AW_PROCESS_STREAM       /* a pipe to the parent, as a stream
+                             * (asyncio's proc.stdin/stdout/stderr):
+                             * aw_process_stream() */
 };
 
 /* How a child's exit is noticed. */
@@ -176,6 +179,20 @@ AW_EXTERN aw_future *aw_process_write(aw_process *proc, const void *data,
  */
 AW_EXTERN int aw_process_close_stdin(aw_process *proc);
 
+/*
+ * aw_process_stream - the stream of the child's fd 0, 1 or 2 given as
+ * AW_PROCESS_STREAM (asyncio's proc.stdin, proc.stdout, proc.stderr): a
+ * future whose result is the aw_stream (as aw_open_write_pipe() gives for
+ * stdin, aw_open_read_pipe() for stdout and stderr; take it with
+ * AW_AWAIT_TAKE or aw_future_take_result() and release it with
+ * aw_stream_unref()).  The same future each call; a reference taken.  A
+ * future failed with -EINVAL for another fd; NULL for a NULL proc.  The
+ * process itself neither reads nor writes such a pipe: aw_process_read(),
+ * _readline(), _write() refuse it, and aw_process_communicate() fails
+ * with AW_EINVALSTATE when any pipe is a stream.
+ */
+AW_EXTERN aw_future *aw_process_stream(aw_process *proc, int fd);
+
 /* What aw_process_communicate() gives: the bytes read from stdout and
  * stderr (NULL for one that is not a pipe), and the exit status. */
 typedef struct aw_process_output {
@@ -191,8 +208,9 @@ typedef struct aw_process_output {
  * aw_process_output owned by the future (take it with
  * aw_future_take_result() and free it with the destroy function given).
  * A child that closes its stdin early is not an error (its -EPIPE is
- * ignored, as asyncio does).  timeout: seconds, or a negative value
- * (or INFINITY) for none; when it expires the future fails with
+ * ignored, as asyncio does).  timeout: seconds (AW_NO_TIMEOUT: none; a
+ * timeout already past expires on the next pass); when it expires the
+ * future fails with
  * AW_ETIMEDOUT and the child keeps running (asyncio's wait_for around
  * communicate; what was read is dropped).  input without a stdin pipe is
  * -EINVAL.  The returned future has a reference taken; NULL for a NULL
