@@ -16,9 +16,10 @@ struct evdns_base *aw__loop_dns(aw_loop *loop);
  * getaddrinfo(3) in the loop's default executor, or libevent's evdns.
  * Like evdns_getaddrinfo(): cb(result, res, arg) comes once, with res
  * (the callback's: evutil_freeaddrinfo) or an EVUTIL_EAI_* result (errno
- * set for EVUTIL_EAI_SYSTEM), maybe inside this call (evdns answers names
- * from the hosts file and numeric hosts at once): then the return is
- * NULL.  aw__getaddrinfo_cancel: the callback still comes, later, with
+ * set for EVUTIL_EAI_SYSTEM), maybe inside this call (a literal or no
+ * node: answered at once, never blocking and without the evdns base;
+ * evdns answers names from the hosts file at once too): then the return
+ * is NULL.  aw__getaddrinfo_cancel: the callback still comes, later, with
  * EVUTIL_EAI_CANCEL. */
 struct evutil_addrinfo;
 struct aw__gai;

@@ -2062,10 +2062,10 @@ aw_get_resolver(aw_loop *loop)
 static int
 is_literal(const char *node)
 {
-    unsigned char buf[sizeof(struct in6_addr)];
+    struct sockaddr_storage ss;
+    socklen_t len;
 
-    return inet_pton(AF_INET, node, buf) == 1 ||
-           inet_pton(AF_INET6, node, buf) == 1;
+    return numeric_addr(node, 0, &ss, &len);
 }
 
 /* A request, whichever resolver answers it. */
@@ -2184,19 +2184,33 @@ struct aw__gai *
 aw__getaddrinfo(aw_loop *loop, const char *node, const char *service,
                 const struct evutil_addrinfo *hints, aw__gai_fn cb, void *arg)
 {
-    struct aw__gai *g = aw__calloc(1, sizeof(*g));
+    struct aw__gai *g;
     struct sys_query *q = NULL;
     struct evdns_base *dns;
 
+    /* No name to look up (every address, a literal): answered here and
+     * now, whichever resolver names go to, with nothing that can block
+     * (AI_NUMERICHOST) and without making the evdns base, whose sockets
+     * a select loop out of low descriptors could not watch. */
+    if (node == NULL || is_literal(node)) {
+        struct evutil_addrinfo h, *res = NULL;
+        int rc;
+
+        memset(&h, 0, sizeof(h));
+        if (hints != NULL)
+            h = *hints;
+        h.ai_flags |= EVUTIL_AI_NUMERICHOST;
+        rc = evutil_getaddrinfo(node, service, &h, &res);
+        cb(rc, rc == 0 ? res : NULL, arg);
+        return NULL;
+    }
+    g = aw__calloc(1, sizeof(*g));
     if (g == NULL)
         goto nomem;
     g->loop = loop;
     g->cb = cb;
     g->arg = arg;
-    /* No name to look up (every address, a literal): evdns answers at
-     * once, whichever resolver names go to. */
-    if (aw__loop_net_slot(loop)->resolver == AW_RESOLVER_EVDNS ||
-        node == NULL || is_literal(node)) {
+    if (aw__loop_net_slot(loop)->resolver == AW_RESOLVER_EVDNS) {
         if ((dns = aw__loop_dns(loop)) == NULL)
             goto nomem;
         g->in_call = 1;

@@ -1343,7 +1343,7 @@ resolved(int result, struct evutil_addrinfo *res, void *arg)
 static void
 resolve(aw_datagram_transport *t, const char *host, int port)
 {
-    struct evutil_addrinfo hints, *res = NULL;
+    struct evutil_addrinfo hints;
     struct aw__gai *req;
     char portstr[16];
 
@@ -1354,13 +1354,6 @@ resolve(aw_datagram_transport *t, const char *host, int port)
     snprintf(portstr, sizeof(portstr), "%d", port);
     aw_datagram_ref(t); /* the request's */
     t->resolving = 1;
-    /* A literal needs no resolver (nor the sockets evdns would open). */
-    hints.ai_flags = EVUTIL_AI_NUMERICHOST;
-    if (evutil_getaddrinfo(host, portstr, &hints, &res) == 0) {
-        resolved(0, res, t);
-        return;
-    }
-    hints.ai_flags = 0;
     req = aw__getaddrinfo(t->loop, host, portstr, &hints, resolved, t);
     if (t->resolving)
         t->dnsreq = req;

@@ -709,7 +709,10 @@ getaddrinfo(const char *node, const char *service,
     static int (*real)(const char *, const char *, const struct addrinfo *,
                        struct addrinfo **);
 
-    if (pthread_equal(pthread_self(), loop_thread))
+    /* A numeric lookup (AI_NUMERICHOST, or no host) never blocks. */
+    if (node == NULL || (hints != NULL && (hints->ai_flags & AI_NUMERICHOST)))
+        ;
+    else if (pthread_equal(pthread_self(), loop_thread))
         __atomic_add_fetch(&blocking_lookups, 1, __ATOMIC_RELAXED);
     else
         __atomic_add_fetch(&worker_lookups, 1, __ATOMIC_RELAXED);

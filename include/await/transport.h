@@ -135,7 +135,8 @@ AW_EXTERN int aw_transport_sockname(const aw_transport *t,
 
 /*
  * aw_transport_peername_text / _sockname_text - the address as text in
- * buf (len bytes, NUL included): "127.0.0.1:8080", "[::1]:8080", a Unix
+ * buf (len bytes, NUL included; asyncio's get_extra_info('peername') /
+ * ('sockname'), formatted): "127.0.0.1:8080", "[::1]:8080", a Unix
  * socket's path ("" for an unnamed one, "@name" for an abstract one).
  * AW_ADDRSTRLEN bytes always suffice.  Returns the text's length;
  * -ENOSPC when it does not fit (buf is then ""); -EINVAL; AW_ECLOSED once

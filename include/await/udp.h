@@ -193,6 +193,7 @@ AW_EXTERN int aw_datagram_fd(const aw_datagram_transport *t);
 AW_EXTERN void aw_datagram_set_user(aw_datagram_transport *t, void *user);
 AW_EXTERN void *aw_datagram_user(const aw_datagram_transport *t);
 
+/* aw_datagram_loop - the endpoint's loop (borrowed), NULL for NULL. */
 AW_EXTERN aw_loop *aw_datagram_loop(const aw_datagram_transport *t);
 
 /* aw_datagram_ref / _unref - a transport lives until connection_lost was
