@@ -23,11 +23,13 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "await/process.h"
 #include "core-internal.h"
 #include "loop-internal.h"
+#include "transport-internal.h"
 
 extern char **environ;
 
@@ -93,31 +95,13 @@ close_fd(int *fd)
     }
 }
 
-/* A write that cannot raise SIGPIPE: the signal is blocked in this thread
- * for the call, and one the write raised is taken back before unblocking
- * (a SIGPIPE pending before stays pending). */
+/* A write that cannot raise SIGPIPE (transport.c's, for pipes). */
 static ssize_t
 write_nosigpipe(int fd, const void *data, size_t len)
 {
-    sigset_t pipe_set, old, pending;
-    struct timespec zero = {0, 0};
-    ssize_t n;
-    int e, was_pending;
+    struct iovec v = {(void *)data, len};
 
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    sigpending(&pending);
-    was_pending = sigismember(&pending, SIGPIPE);
-    n = write(fd, data, len);
-    e = errno;
-    if (n < 0 && e == EPIPE && !was_pending) {
-        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
-            ;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    errno = e;
-    return n;
+    return aw__quiet_writev(fd, &v, 1);
 }
 
 /* ---- reading stdout and stderr ------------------------------------------ */

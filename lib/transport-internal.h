@@ -31,6 +31,13 @@ struct aw__gai *aw__getaddrinfo(aw_loop *loop, const char *node,
                                 aw__gai_fn cb, void *arg);
 void aw__getaddrinfo_cancel(struct aw__gai *req);
 
+/* writev() where there is no MSG_NOSIGNAL (a pipe): a reader gone is
+ * -1 with errno EPIPE, never a SIGPIPE, and the process's dispositions
+ * stay as they are (the signal is blocked in this thread for the call and
+ * taken back if the call raised it). */
+struct iovec;
+ssize_t aw__quiet_writev(int fd, const struct iovec *iov, int n);
+
 /* The library's code for a getaddrinfo/evdns failure (EVUTIL_EAI_*):
  * an AW_EAI_* code, -ENOMEM, -sys_errno for EAI_SYSTEM, AW_ECANCELLED for
  * a cancelled request; 0 for 0. */

@@ -609,8 +609,8 @@ flushed(aw_transport *t)
  * a reader gone is -EPIPE and the process's dispositions stay as they
  * are (what curl and OpenSSL do).  One raised before the call stays
  * pending. */
-static ssize_t
-quiet_writev(int fd, const struct iovec *iov, int n)
+ssize_t
+aw__quiet_writev(int fd, const struct iovec *iov, int n)
 {
     static const struct timespec zero = {0, 0};
     sigset_t pipe_set, old, pending;
@@ -653,7 +653,7 @@ send_queued(aw_transport *t)
         memset(&mh, 0, sizeof(mh));
         mh.msg_iov = v;
         mh.msg_iovlen = (size_t)n;
-        r = t->nosock ? quiet_writev(t->fd, (struct iovec *)v, n)
+        r = t->nosock ? aw__quiet_writev(t->fd, (struct iovec *)v, n)
                       : sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r < 0) {
             if (errno == EINTR)
@@ -757,7 +757,7 @@ aw_transport_write(aw_transport *t, const void *data, size_t len)
         ssize_t r;
 
         if (t->nosock)
-            r = quiet_writev(t->fd, &one, 1);
+            r = aw__quiet_writev(t->fd, &one, 1);
         else
             do
                 r = send(t->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
