@@ -1455,11 +1455,11 @@ group_wait_cancel(aw_future *f, const char *msg)
     group_cancel_children(g, msg);
 }
 
+/* No release operation: the group holds its wait future until the group
+ * is freed, and forgets it then. */
 const struct aw__future_ops aw__group_ops = {
     .name = "task group wait", .kind = K_GROUP,
     .size = sizeof(struct group_wait), .cancel = group_wait_cancel};
-/* (No release: the group holds the wait future until the group is
- * freed, and forgets it then.) */
 
 static int
 group_on_child(aw_future *child, void *arg)
