@@ -1281,13 +1281,7 @@ START_TEST(garbage_instead_of_server_hello_fails_handshake)
     ck_assert_str_ne(aw_future_message(f), "");
     aw_future_unref(f);
     ck_assert_int_eq(client.made, 0); /* never made */
-    aw_server_free(srv);
-    {
-        /* The plain server's side sees the client go. */
-        volatile int never = 0;
-
-        aw_test_run_until(loop, &never, 0.05);
-    }
+    stop(srv); /* the plain server's side sees the client go */
     aw_tls_context_unref(cctx);
 }
 END_TEST
@@ -1837,7 +1831,6 @@ START_TEST(context_misuse_is_einval)
                          sctx, leaf.cert, leaf.cert_len, leaf.key,
                          leaf.key_len),
                      0);
-    ck_assert_str_eq(aw_tls_context_error(sctx), "");
     ck_assert_int_eq(p.made, 0);
     ck_assert_ptr_eq(aw_tls_context_ref(sctx), sctx);
     aw_tls_context_unref(sctx);
