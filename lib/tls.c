@@ -1610,6 +1610,8 @@ client_low_made(aw_transport *low, void *arg)
     start_handshake(L);
 }
 
+static const aw_protocol server_low_protocol;
+
 static const aw_protocol client_low_protocol = {
     AW_PROTOCOL_SIZE, client_low_made, low_data,    low_eof,
     low_lost,         low_writing,     low_writing, NULL, NULL};
@@ -1782,7 +1784,9 @@ aw__tls_start(aw_transport *t, aw_tls_context *ctx,
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
     if (ctx == NULL || !aw__protocol_ok(proto) ||
-        !aw__transport_is_open_conn(t))
+        !aw__transport_is_open_conn(t) ||
+        aw__transport_protocol(t) == &client_low_protocol ||
+        aw__transport_protocol(t) == &server_low_protocol)
         return bad(loop, -EINVAL, "not an open connection, no context or "
                                   "a bad protocol");
     if (!openssl_ready())
