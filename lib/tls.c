@@ -559,14 +559,8 @@ aw_tls_context_set_verify(aw_tls_context *c, int mode)
     if (c == NULL || mode < AW_TLS_VERIFY_NONE ||
         mode > AW_TLS_VERIFY_REQUIRED)
         return -EINVAL;
-    if (c->side == AW_TLS_CLIENT && mode == AW_TLS_VERIFY_NONE &&
-        c->check_hostname) {
-        /* Python: "Cannot set verify_mode to CERT_NONE when
-         * check_hostname is enabled."  Turn the check off first. */
-        snprintf(c->err, sizeof(c->err),
-                 "turn the host name check off before verification");
-        return -EINVAL;
-    }
+    if (mode == AW_TLS_VERIFY_NONE)
+        c->check_hostname = 0; /* nothing to check it against */
     c->verify = mode;
     apply_verify(c);
     return 0;
