@@ -125,8 +125,9 @@ free_cert(void)
     certgen_free(&cert);
 }
 
-/* Once: the counting (it must come before OpenSSL allocates anything),
- * then the certificate, valid from an hour ago for a day. */
+/* Once: SIGPIPE ignored, the counting (it must come before OpenSSL
+ * allocates anything), then the certificate, valid from an hour ago for a
+ * day. */
 static void
 tls_setup(void)
 {
@@ -134,6 +135,9 @@ tls_setup(void)
 
     if (cert_made)
         return;
+    /* OpenSSL's socket BIOs (the bufferevents') write with write(2): a
+     * close_notify to a peer that has gone must not kill awbench. */
+    signal(SIGPIPE, SIG_IGN);
     ossl_counted =
         CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free);
     rc = certgen_make(&cert, TLS_HOST, "DNS:localhost,IP:127.0.0.1", NULL,
@@ -289,6 +293,31 @@ listen_socket(int *port)
     *port = ntohs(sin.sin_port);
     return fd;
 }
+
+#ifdef HAVE_LIBEVENT_OPENSSL
+/* A socket for a raw client: TCP_NODELAY, as libawait's transports have
+ * it (without it, the handshake's last flight and the first bytes wait
+ * for delayed ACKs). */
+static evutil_socket_t
+nodelay_socket(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0),
+        one = 1;
+
+    if (fd < 0)
+        bench_die("socket", -errno);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+static void
+nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+#endif
 
 static void
 run_future(aw_loop *loop, aw_future *f, const char *what)
@@ -495,6 +524,7 @@ raw_mb_accept(struct evconnlistener *l, evutil_socket_t fd,
     (void)l;
     (void)sa;
     (void)len;
+    nodelay(fd);
     raw_mb_reader = bufferevent_openssl_socket_new(
         arg, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(raw_mb_reader, raw_mb_reader_cb, NULL, NULL, arg);
@@ -529,7 +559,8 @@ raw_tls_mb_s(void)
     l = evconnlistener_new(base, raw_mb_accept, base, LEV_OPT_CLOSE_ON_FREE,
                            0, listen_socket(&port));
     sin = loopback(port);
-    w = bufferevent_openssl_socket_new(base, -1, raw_client_ssl(cctx),
+    w = bufferevent_openssl_socket_new(base, nodelay_socket(),
+                                       raw_client_ssl(cctx),
                                        BUFFEREVENT_SSL_CONNECTING,
                                        BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(w, raw_drain_input, raw_mb_writer_cb,
@@ -743,8 +774,8 @@ hs_raw_connect(void)
 {
     struct sockaddr_in sin = loopback(hs_port);
     struct bufferevent *bev = bufferevent_openssl_socket_new(
-        hs_base, -1, raw_client_ssl(hs_cctx), BUFFEREVENT_SSL_CONNECTING,
-        BEV_OPT_CLOSE_ON_FREE);
+        hs_base, nodelay_socket(), raw_client_ssl(hs_cctx),
+        BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 
     bufferevent_setcb(bev, hs_raw_client_read, NULL, hs_raw_client_event,
                       NULL);
@@ -929,12 +960,11 @@ hs_raw_accept(struct evconnlistener *l, evutil_socket_t fd,
               struct sockaddr *sa, int len, void *arg)
 {
     struct bufferevent *bev;
-    int one = 1;
 
     (void)l;
     (void)sa;
     (void)len;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    nodelay(fd);
     bev = bufferevent_openssl_socket_new(arg, fd, SSL_new(hs_sctx),
                                          BUFFEREVENT_SSL_ACCEPTING,
                                          BEV_OPT_CLOSE_ON_FREE);
@@ -1269,14 +1299,15 @@ static void
 cb_raw_accept(struct evconnlistener *l, evutil_socket_t fd,
               struct sockaddr *sa, int len, void *arg)
 {
-    struct bufferevent *bev =
-        bufferevent_openssl_socket_new(arg, fd, SSL_new(cb_sctx),
-                                       BUFFEREVENT_SSL_ACCEPTING,
-                                       BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev;
 
     (void)l;
     (void)sa;
     (void)len;
+    nodelay(fd);
+    bev = bufferevent_openssl_socket_new(arg, fd, SSL_new(cb_sctx),
+                                         BUFFEREVENT_SSL_ACCEPTING,
+                                         BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(bev, cb_raw_read, NULL, cb_raw_event, NULL);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
