@@ -584,7 +584,7 @@ START_TEST(bad_option_exits_with_usage)
 }
 END_TEST
 
-/* ---- TLS --------------------------------------------------------------------- */
+/* ---- TLS ---------------------------------------------------------------- */
 
 /* A self-signed certificate for localhost written to dir/cert.pem and
  * dir/key.pem (dir made here); its PEM kept in *pem for the client. */

@@ -8,9 +8,10 @@
  * Listens on HOST:PORT (default 127.0.0.1:7007), or on the Unix socket
  * PATH, and echoes every line back to its sender.  With --tls-cert and
  * --tls-key (PEM files, both or neither) it serves TLS instead: each
- * connection's handshake comes first (aw_start_server_tls).  With --threads N (TCP
- * only), N loops in N threads each listen on the port with SO_REUSEPORT
- * and the kernel spreads the connections over them: one loop per core.
+ * connection's handshake comes first (aw_start_server_tls).  With
+ * --threads N (TCP only), N loops in N threads each listen on the port
+ * with SO_REUSEPORT and the kernel spreads the connections over them:
+ * one loop per core.
  * SIGINT or SIGTERM closes the servers, cancels the clients' tasks and
  * exits once they have ended.
  *

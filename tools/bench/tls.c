@@ -61,7 +61,7 @@
 
 #define CB_N 500
 
-/* ---- what both sides share -------------------------------------------------- */
+/* ---- what both sides share --------------------------------------------- */
 
 static struct certgen_pem cert;
 static int cert_made;
@@ -241,9 +241,8 @@ raw_ctx(int server, int cache)
             ssl_die("raw client context");
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         if (cache) {
-            SSL_CTX_set_session_cache_mode(ctx,
-                                           SSL_SESS_CACHE_CLIENT |
-                                               SSL_SESS_CACHE_NO_INTERNAL_STORE);
+            SSL_CTX_set_session_cache_mode(
+                ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
             SSL_CTX_sess_set_new_cb(ctx, keep_session);
         }
     }
@@ -329,7 +328,7 @@ run_future(aw_loop *loop, aw_future *f, const char *what)
     aw_future_unref(f);
 }
 
-/* ---- tls_mb_s: one stream's throughput ---------------------------------------- */
+/* ---- tls_mb_s: one stream's throughput --------------------------------- */
 
 /* MB_TOTAL bytes from a client (writes of 64 KiB, each followed by
  * drain) to a server task reading 64 KiB at a time, timed from the end
@@ -600,7 +599,7 @@ raw_tls_mb_s(void)
 }
 #endif
 
-/* ---- tls_handshakes, tls_resumed: handshakes per second ---------------------- */
+/* ---- tls_handshakes, tls_resumed: handshakes per second ---------------- */
 
 /* The client runs in a forked process pinned to the second CPU (the
  * server to the first, when there are two): HS_CONNS connections at a
@@ -1049,7 +1048,7 @@ raw_tls_resumed(void)
     return hs_serve_raw(1);
 }
 
-/* ---- tls_conn_bytes: the server's heap per idle connection -------------------- */
+/* ---- tls_conn_bytes: the server's heap per idle connection ------------- */
 
 /* CB_N clients in a forked process handshake (blocking OpenSSL calls)
  * and hold their connections open until told; the server's heap grows
@@ -1143,11 +1142,15 @@ cb_end(struct cb_child *c)
         bench_die("tls_conn_bytes: the clients failed", -EIO);
 }
 
-/* What the connections took, said once per side. */
+/* What the connections took, said once per side: OpenSSL's share (and
+ * of it, the record buffers SSL_free_buffers() gave back), and the rest,
+ * whose (others: the libraries outside OpenSSL). */
 static void
-cb_report(const char *who, int *said, int n, size_t heap, size_t ossl,
-          size_t buffers, int release_mode)
+cb_report(const char *who, const char *others, int *said, int n,
+          size_t heap, size_t ossl, size_t buffers, int release_mode)
 {
+    size_t rest = heap > ossl ? heap - ossl : 0;
+
     if (*said)
         return;
     *said = 1;
@@ -1160,10 +1163,11 @@ cb_report(const char *who, int *said, int n, size_t heap, size_t ossl,
     }
     fprintf(stderr, "awbench: tls_conn_bytes (%s): %zu bytes per "
                     "connection: OpenSSL %zu (of which record buffers "
-                    "%zu; SSL_MODE_RELEASE_BUFFERS %s), the rest %zu\n",
+                    "%zu; SSL_MODE_RELEASE_BUFFERS %s), %s %zu; most of it "
+                    "%s\n",
             who, heap / (size_t)n, ossl / (size_t)n, buffers / (size_t)n,
-            release_mode ? "on" : "off",
-            heap > ossl ? (heap - ossl) / (size_t)n : 0);
+            release_mode ? "on" : "off", others, rest / (size_t)n,
+            ossl >= rest ? "OpenSSL's" : others);
 }
 
 /* libawait's server: a task per connection awaiting a line. */
@@ -1256,8 +1260,8 @@ bench_tls_conn_bytes(void)
     for (i = 0; i < want; i++)
         SSL_free_buffers(aw_tls_native(aw_stream_transport(cb_streams[i])));
     freed = after - bench_heap_in_use();
-    cb_report("libawait", &said, want, after - before, ossl1 - ossl0, freed,
-              mode);
+    cb_report("libawait", "libawait and libevent", &said, want,
+              after - before, ossl1 - ossl0, freed, mode);
     if (!cb_gone)
         aw_loop_remove_reader(loop, c.gone[0]);
     cb_end(&c);
@@ -1357,8 +1361,8 @@ raw_tls_conn_bytes(void)
     for (i = 0; i < want; i++)
         SSL_free_buffers(bufferevent_openssl_get_ssl(cb_bevs[i]));
     freed = after - bench_heap_in_use();
-    cb_report("bufferevents", &said, want, after - before, ossl1 - ossl0,
-              freed, mode);
+    cb_report("bufferevents", "libevent", &said, want, after - before,
+              ossl1 - ossl0, freed, mode);
     event_free(gone);
     cb_end(&c);
     for (i = 0; i < want; i++)
