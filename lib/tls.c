@@ -559,14 +559,8 @@ aw_tls_context_set_verify(aw_tls_context *c, int mode)
     if (c == NULL || mode < AW_TLS_VERIFY_NONE ||
         mode > AW_TLS_VERIFY_REQUIRED)
         return -EINVAL;
-    if (c->side == AW_TLS_CLIENT && mode == AW_TLS_VERIFY_NONE &&
-        c->check_hostname) {
-        /* Python: "Cannot set verify_mode to CERT_NONE when
-         * check_hostname is enabled."  Turn the check off first. */
-        snprintf(c->err, sizeof(c->err),
-                 "turn the host name check off before verification");
-        return -EINVAL;
-    }
+    if (mode == AW_TLS_VERIFY_NONE)
+        c->check_hostname = 0; /* nothing to check it against */
     c->verify = mode;
     apply_verify(c);
     return 0;
@@ -1610,6 +1604,8 @@ client_low_made(aw_transport *low, void *arg)
     start_handshake(L);
 }
 
+static const aw_protocol server_low_protocol;
+
 static const aw_protocol client_low_protocol = {
     AW_PROTOCOL_SIZE, client_low_made, low_data,    low_eof,
     low_lost,         low_writing,     low_writing, NULL, NULL};
@@ -1782,7 +1778,9 @@ aw__tls_start(aw_transport *t, aw_tls_context *ctx,
     if (loop == NULL || aw_loop_is_closed(loop))
         return NULL;
     if (ctx == NULL || !aw__protocol_ok(proto) ||
-        !aw__transport_is_open_conn(t))
+        !aw__transport_is_open_conn(t) ||
+        aw__transport_protocol(t) == &client_low_protocol ||
+        aw__transport_protocol(t) == &server_low_protocol)
         return bad(loop, -EINVAL, "not an open connection, no context or "
                                   "a bad protocol");
     if (!openssl_ready())

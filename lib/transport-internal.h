@@ -141,5 +141,6 @@ int aw__transport_is_open_conn(const aw_transport *t);
  * delivered goes to the new one; the sink is removed. */
 void aw__transport_set_protocol(aw_transport *t, const aw_protocol *proto,
                                 void *user);
+const aw_protocol *aw__transport_protocol(const aw_transport *t);
 
 #endif /* AWAIT_TRANSPORT_INTERNAL_H */

@@ -1218,6 +1218,12 @@ aw__transport_is_open_conn(const aw_transport *t)
            !t->eof_pending && !t->eof_read;
 }
 
+const aw_protocol *
+aw__transport_protocol(const aw_transport *t)
+{
+    return t->proto;
+}
+
 void
 aw__transport_set_protocol(aw_transport *t, const aw_protocol *proto,
                            void *user)

@@ -145,7 +145,9 @@ AW_EXTERN int aw_tls_context_set_default_verify_paths(aw_tls_context *ctx);
  * aw_tls_context_set_verify - the verification mode (enum aw_tls_verify).
  * A server asks for a client certificate under OPTIONAL and REQUIRED
  * (REQUIRED refuses a client without one: AW_ETLS_HANDSHAKE).  A client
- * under NONE accepts any certificate (and checks no host name).
+ * under NONE accepts any certificate and checks no host name (setting
+ * NONE turns the host name check off; Python refuses CERT_NONE while
+ * check_hostname is on).
  * aw_tls_context_set_check_hostname - a client checks that the
  * certificate names the host (on by default; Python's check_hostname).
  * Turning it on while the mode is NONE is -EINVAL, as in Python.
