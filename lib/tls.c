@@ -1193,6 +1193,10 @@ read_app(struct tls *L)
         size_t n = 0;
         int r, e;
 
+        /* Room is made only when a record may be there: an idle
+         * connection keeps no empty buffer (tls_conn_bytes). */
+        if (!SSL_has_pending(L->ssl) && evbuffer_get_length(L->cin) == 0)
+            break;
         if (evbuffer_reserve_space(in, READ_CHUNK, &v, 1) < 1) {
             fail(L, -ENOMEM, NULL, 0);
             return;
