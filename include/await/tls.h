@@ -46,8 +46,12 @@ extern "C" {
  * AW_ETLS_SELF_SIGNED  ... it is self-signed (or its chain's root is) and
  *                      not trusted
  * AW_ETLS_HANDSHAKE    the handshake failed otherwise: no shared protocol
- *                      or cipher, a missing client certificate, an alert
- *                      from the peer, something that is not TLS
+ *                      or cipher, an alert from the peer, something that
+ *                      is not TLS; a client certificate the server
+ *                      required and did not get (under TLS 1.3 the
+ *                      client's handshake ends before the server decides:
+ *                      the client then sees AW_ETLS_PROTOCOL on its
+ *                      first read)
  * AW_ETLS_PROTOCOL     a TLS error after the handshake (a record that
  *                      does not decrypt, an alert)
  * AW_ETLS_TRUNCATED    the peer closed the connection without
@@ -235,8 +239,8 @@ AW_EXTERN int aw_tls_context_set_timeouts(aw_tls_context *ctx,
                                           double handshake, double shutdown);
 
 /* aw_tls_context_error - the reason OpenSSL gave for the context's last
- * failed setter ("" when none); owned by the context, valid until its
- * next setter call. */
+ * failed setter ("" when none yet; a setter that succeeds may leave it);
+ * owned by the context, valid until its next setter call. */
 AW_EXTERN const char *aw_tls_context_error(const aw_tls_context *ctx);
 
 /* aw_tls_context_native - OpenSSL's SSL_CTX *, for what this header does
