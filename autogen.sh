@@ -5,7 +5,7 @@
 set -e
 cd "$(dirname "$0")"
 
-DEPS="gcc g++ make autoconf automake libtool pkg-config libevent-dev check valgrind"
+DEPS="gcc g++ make autoconf automake libtool pkg-config libevent-dev libssl-dev openssl check valgrind"
 
 if [ "$1" = "--install-deps" ]; then
     missing=""

@@ -31,5 +31,6 @@
 #include "await/executor.h"
 #include "await/process.h"
 #include "await/udp.h"
+#include "await/tls.h"
 
 #endif /* AWAIT_H */

@@ -25,6 +25,7 @@
 #include "core-internal.h"
 #include "future-internal.h"
 #include "loop-internal.h"
+#include "tls-internal.h"
 #include "transport-internal.h"
 
 /* Bytes read from a stream keep the buffer chains they arrived in (moved,
@@ -177,6 +178,8 @@ struct aw_stream {
     aw_bytes *partial;
     aw_future *opening; /* the create_connection future while it runs */
     aw_future *opened;  /* the open_connection future */
+    aw_future *upgrade; /* aw_stream_start_tls's future, while it runs */
+    aw_future *upgrade_tf; /* the TLS layer's, while it runs */
 };
 
 static aw_stream *
@@ -338,7 +341,7 @@ flow(aw_stream *s)
     size_t len = evbuffer_get_length(s->buf);
     int waiting = s->reader != NULL && s->reader->state == AW_FUTURE_PENDING;
 
-    if (s->t == NULL || s->lost)
+    if (s->t == NULL || s->lost || s->upgrade != NULL)
         return;
     if (!s->reading_paused && !waiting && len > 2 * s->limit) {
         s->reading_paused = 1;
@@ -583,6 +586,8 @@ aw_stream_write(aw_stream *s, const void *data, size_t len)
         return -EINVAL;
     if (s->lost)
         return gone_error(s, AW_ECLOSED);
+    if (s->upgrade != NULL)
+        return AW_EBUSY; /* the TLS handshake runs */
     return aw_transport_write(s->t, data, len);
 }
 
@@ -628,6 +633,8 @@ aw_stream_write_eof(aw_stream *s)
 {
     if (s == NULL || s->t == NULL)
         return -EINVAL;
+    if (s->upgrade != NULL)
+        return AW_EBUSY;
     return aw_transport_write_eof(s->t);
 }
 
@@ -639,7 +646,10 @@ aw_stream_close(aw_stream *s)
     if (s->closed)
         return 0;
     s->closed = 1;
-    aw_transport_close(s->t);
+    if (s->upgrade_tf != NULL) /* the handshake is abandoned */
+        aw_future_cancel(s->upgrade_tf, NULL);
+    else
+        aw_transport_close(s->t);
     try_read(s);
     settle_drains(s, AW_ECLOSED);
     return 0;
@@ -698,6 +708,16 @@ on_made(aw_transport *t, void *arg)
 {
     aw_stream *s = arg;
 
+    if (s->t != NULL && s->t != t) {
+        /* start_tls: the TLS transport takes the place of the connection
+         * below (whose loss the stream no longer hears: the TLS
+         * transport's carries the same reference). */
+        aw_transport_unref(s->t);
+        s->t = aw_transport_ref(t);
+        aw__transport_set_sink(t, on_buffer);
+        s->reading_paused = 0;
+        return;
+    }
     s->t = aw_transport_ref(t);
     aw__transport_set_sink(t, on_buffer);
     s->role = 1;
@@ -826,6 +846,9 @@ opened_done(aw_future *f, void *arg)
     return 0;
 }
 
+static aw_future *open_with(aw_loop *loop, aw_stream *s, aw_future *f,
+                            aw_future *tf);
+
 static aw_future *
 open_stream(aw_loop *loop, aw_future *(*connect)(aw_loop *, const char *, int,
                                                    const aw_protocol *, void *),
@@ -844,6 +867,13 @@ open_stream(aw_loop *loop, aw_future *(*connect)(aw_loop *, const char *, int,
         return aw__future_nomem(loop);
     }
     tf = connect(loop, where, port, &stream_protocol, s);
+    return open_with(loop, s, f, tf);
+}
+
+/* The stream s and its future f wait for the connection future tf. */
+static aw_future *
+open_with(aw_loop *loop, aw_stream *s, aw_future *f, aw_future *tf)
+{
     if (!aw_future_done(tf)) {
         s->opening = tf;
         s->opened = aw_future_ref(f);
@@ -935,6 +965,140 @@ aw_open_write_pipe(aw_loop *loop, int fd)
     return open_stream(loop, connect_write_pipe, NULL, fd);
 }
 
+/* open_stream over TLS: host and port, or path (not NULL). */
+static aw_future *
+open_tls(aw_loop *loop, const char *host, int port, const char *path,
+         aw_tls_context *ctx, const char *server_hostname)
+{
+    aw_stream *s;
+    aw_future *f, *tf;
+
+    if (loop == NULL || aw_loop_is_closed(loop))
+        return NULL;
+    s = stream_new(loop);
+    f = s != NULL ? aw_future_new(loop) : NULL;
+    if (f == NULL) {
+        if (s != NULL)
+            stream_free(s);
+        return aw__future_nomem(loop);
+    }
+    tf = path != NULL ? aw_create_unix_connection_tls(loop, path, ctx,
+                                                      server_hostname,
+                                                      &stream_protocol, s)
+                      : aw_create_connection_tls(loop, host, port, ctx,
+                                                 server_hostname,
+                                                 &stream_protocol, s);
+    return open_with(loop, s, f, tf);
+}
+
+aw_future *
+aw_open_connection_tls(aw_loop *loop, const char *host, int port,
+                       aw_tls_context *ctx, const char *server_hostname)
+{
+    if (loop != NULL && host == NULL)
+        return aw__future_failed_new(loop, -EINVAL, aw__format("no host"));
+    return open_tls(loop, host, port, NULL, ctx, server_hostname);
+}
+
+aw_future *
+aw_open_unix_connection_tls(aw_loop *loop, const char *path,
+                            aw_tls_context *ctx, const char *server_hostname)
+{
+    if (loop != NULL && path == NULL)
+        return aw__future_failed_new(loop, -EINVAL, aw__format("no path"));
+    return open_tls(loop, NULL, 0, path, ctx, server_hostname);
+}
+
+/* ---- start_tls ------------------------------------------------------------------- */
+
+/* The TLS layer's future settled: the stream reads and writes through it
+ * (on_made swapped the transports), or the connection is lost. */
+static int
+upgraded(aw_future *tf, void *arg)
+{
+    aw_stream *s = arg;
+    aw_future *f = s->upgrade;
+    int code = aw_future_error(tf);
+
+    s->upgrade = NULL;
+    s->upgrade_tf = NULL;
+    if (aw_future_state(tf) == AW_FUTURE_DONE) {
+        if (f->state == AW_FUTURE_PENDING)
+            aw_future_set_result(f, NULL, NULL);
+        flow(s);
+    } else {
+        const char *m = aw_future_message(tf);
+
+        if (aw_future_cancelled(tf))
+            code = AW_ECANCELLED;
+        if (f->state == AW_FUTURE_PENDING)
+            aw__future_set_failed(f, code, m != NULL ? aw__strdup(m) : NULL);
+        if (!s->lost) /* the connection below went with the handshake */
+            on_lost(NULL, code, s);
+    }
+    aw_future_unref(f);
+    aw_future_unref(tf);
+    aw_stream_unref(s);
+    return 0;
+}
+
+static int
+upgrade_watch(aw_future *f, void *arg)
+{
+    aw_stream *s = arg;
+
+    if (aw_future_cancelled(f) && s->upgrade_tf != NULL)
+        aw_future_cancel(s->upgrade_tf, NULL);
+    aw_stream_unref(s);
+    return 0;
+}
+
+aw_future *
+aw_stream_start_tls(aw_stream *s, aw_tls_context *ctx,
+                    const char *server_hostname)
+{
+    aw_future *f, *tf;
+
+    if (s == NULL || aw_loop_is_closed(s->loop))
+        return NULL;
+    if (s->t == NULL || s->lost || s->closed || s->upgrade != NULL ||
+        !aw__transport_is_open_conn(s->t))
+        return aw__future_failed_new(s->loop, -EINVAL,
+                                     aw__format("the stream is not an open "
+                                                "connection"));
+    f = aw_future_new(s->loop);
+    if (f == NULL)
+        return aw__future_nomem(s->loop);
+    tf = aw__tls_start(s->t, ctx, server_hostname, &stream_protocol, s);
+    if (tf == NULL || aw_future_done(tf)) { /* refused: nothing changed */
+        const char *m = tf != NULL ? aw_future_message(tf) : NULL;
+
+        aw__future_set_failed(f, tf != NULL ? aw_future_error(tf) : -ENOMEM,
+                              m != NULL ? aw__strdup(m) : NULL);
+        aw_future_unref(tf);
+        return f;
+    }
+    s->upgrade = aw_future_ref(f);
+    s->upgrade_tf = tf;
+    s->reading_paused = 0; /* the layer reads what it needs */
+    if (aw__future_attach(tf, upgraded, aw_stream_ref(s)) != 0) {
+        /* out of memory: the handshake cannot be followed; give up */
+        s->refs--;
+        aw_future_cancel(tf, NULL);
+        s->upgrade = NULL;
+        s->upgrade_tf = NULL;
+        aw_future_unref(tf);
+        aw__future_set_failed(f, -ENOMEM, NULL);
+        aw_future_unref(f); /* the stream's */
+        if (!s->lost)
+            on_lost(NULL, -ENOMEM, s);
+        return f;
+    }
+    if (aw__future_attach(f, upgrade_watch, aw_stream_ref(s)) != 0)
+        s->refs--;
+    return f;
+}
+
 /* ---- serving ------------------------------------------------------------------------- */
 
 struct client_ctx {
@@ -1000,9 +1164,13 @@ static const aw_protocol client_protocol = {
     AW_PROTOCOL_SIZE, client_made,  client_data,  client_eof,
     client_lost,      client_pause, client_resume, NULL, NULL};
 
+/* start_server's own flag: serve TLS (the public flags are small). */
+#define START_TLS 0x40000000
+
 static aw_future *
 start_server(aw_loop *loop, const char *host, int port, const char *path,
-             aw_client_fn on_client, void *arg, int flags, int backlog)
+             aw_tls_context *ctx, aw_client_fn on_client, void *arg,
+             int flags, int backlog)
 {
     struct client_ctx *c;
 
@@ -1016,6 +1184,10 @@ start_server(aw_loop *loop, const char *host, int port, const char *path,
         return aw__future_nomem(loop);
     c->on_client = on_client;
     c->arg = arg;
+    if (ctx != NULL || (flags & START_TLS))
+        return aw__tls_create_server(loop, host, port, path, -1, ctx,
+                                     &client_protocol, c, aw__free,
+                                     flags & ~START_TLS, backlog);
     return aw__create_server(loop, host, port, path, &client_protocol, c,
                              aw__free, flags, backlog);
 }
@@ -1024,7 +1196,7 @@ aw_future *
 aw_start_server(aw_loop *loop, const char *host, int port,
                 aw_client_fn on_client, void *arg, int flags, int backlog)
 {
-    return start_server(loop, host, port, NULL, on_client, arg, flags,
+    return start_server(loop, host, port, NULL, NULL, on_client, arg, flags,
                         backlog);
 }
 
@@ -1034,12 +1206,35 @@ aw_start_unix_server(aw_loop *loop, const char *path, aw_client_fn on_client,
 {
     if (loop != NULL && path == NULL)
         return aw__future_failed_new(loop, -EINVAL, aw__format("no path"));
-    return start_server(loop, NULL, 0, path, on_client, arg, 0, backlog);
+    return start_server(loop, NULL, 0, path, NULL, on_client, arg, 0,
+                        backlog);
 }
 
 aw_future *
-aw_start_server_sock(aw_loop *loop, int fd, aw_client_fn on_client,
-                     void *arg, int backlog)
+aw_start_server_tls(aw_loop *loop, const char *host, int port,
+                    aw_tls_context *ctx, aw_client_fn on_client, void *arg,
+                    int flags, int backlog)
+{
+    if (flags & START_TLS) /* not a flag of the caller's */
+        return loop != NULL ? aw__future_failed_new(loop, -EINVAL, NULL)
+                            : NULL;
+    return start_server(loop, host, port, NULL, ctx, on_client, arg,
+                        flags | START_TLS, backlog);
+}
+
+aw_future *
+aw_start_unix_server_tls(aw_loop *loop, const char *path, aw_tls_context *ctx,
+                         aw_client_fn on_client, void *arg, int backlog)
+{
+    if (loop != NULL && path == NULL)
+        return aw__future_failed_new(loop, -EINVAL, aw__format("no path"));
+    return start_server(loop, NULL, 0, path, ctx, on_client, arg, START_TLS,
+                        backlog);
+}
+
+static aw_future *
+server_sock(aw_loop *loop, int fd, aw_tls_context *ctx, int tls,
+            aw_client_fn on_client, void *arg, int backlog)
 {
     struct client_ctx *c;
 
@@ -1053,8 +1248,28 @@ aw_start_server_sock(aw_loop *loop, int fd, aw_client_fn on_client,
         return aw__future_nomem(loop);
     c->on_client = on_client;
     c->arg = arg;
+    if (ctx != NULL || tls)
+        return aw__tls_create_server(loop, NULL, 0, NULL, fd, ctx,
+                                     &client_protocol, c, aw__free, 0,
+                                     backlog);
     return aw__create_server_sock(loop, fd, &client_protocol, c, aw__free,
                                   backlog);
+}
+
+aw_future *
+aw_start_server_sock(aw_loop *loop, int fd, aw_client_fn on_client,
+                     void *arg, int backlog)
+{
+    return server_sock(loop, fd, NULL, 0, on_client, arg, backlog);
+}
+
+aw_future *
+aw_start_server_sock_tls(aw_loop *loop, int fd, aw_tls_context *ctx,
+                         aw_client_fn on_client, void *arg, int backlog)
+{
+    if (loop != NULL && fd < 0)
+        return aw__future_failed_new(loop, -EINVAL, aw__format("no socket"));
+    return server_sock(loop, fd, ctx, 1, on_client, arg, backlog);
 }
 
 /* ---- getaddrinfo ---------------------------------------------------------------------- */

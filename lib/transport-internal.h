@@ -77,4 +77,70 @@ int aw__transport_from_pipe(aw_loop *loop, int fd, int readable,
                             const aw_protocol *proto, void *arg,
                             aw_transport **tp);
 
+/* A protocol table the library accepts (its size, a buffered one's
+ * pair): 1 or 0. */
+int aw__protocol_ok(const aw_protocol *proto);
+
+/* ---- layers: a transport carried by another (TLS, lib/tls.c) ---- */
+
+/* What the face of a layer asks of the layer; each gets the layer
+ * pointer given to aw__transport_layered.  write: the face is open and
+ * len > 0; the result is aw_transport_write's.  close: the face began
+ * closing (aw_transport_close); the layer flushes, ends its side and
+ * calls aw__transport_lose(face, ...) when done.  lost: the face was
+ * lost (abort, an error, cancellation), from inside lose(): drop
+ * everything, end the connection below, call back nothing.  reading:
+ * whether the face's protocol wants data.  pending: bytes written and
+ * not yet sent.  lower: the connection below (addresses, options).
+ * release: the face is being freed. */
+struct aw__layer_ops {
+    int (*write)(void *layer, const void *data, size_t len);
+    void (*close)(void *layer);
+    void (*lost)(void *layer, int error);
+    void (*reading)(void *layer, int on);
+    size_t (*pending)(const void *layer);
+    aw_transport *(*lower)(const void *layer);
+    void (*release)(void *layer);
+};
+
+/* The face: a transport in the connecting state, counted and named like
+ * the others, that owns no socket.  NULL out of memory. */
+aw_transport *aw__transport_layered(aw_loop *loop, const aw_protocol *proto,
+                                    void *user,
+                                    const struct aw__layer_ops *ops,
+                                    void *layer);
+/* The layer of a face made with ops, else NULL. */
+void *aw__transport_layer(const aw_transport *t,
+                          const struct aw__layer_ops *ops);
+/* The layer is ready: the face opens (connection_made, now: call it from
+ * a loop callback). */
+void aw__transport_open(aw_transport *t);
+/* The face's input buffer: the layer adds what it decoded, then calls
+ * aw__transport_deliver (data_received, the sink or a buffered
+ * protocol's buffers, as the face's reading allows). */
+struct evbuffer *aw__transport_inbuf(aw_transport *t);
+void aw__transport_deliver(aw_transport *t);
+/* The peer ended its side cleanly: eof_received once what came before it
+ * was delivered (then the face closes: no half-close). */
+void aw__transport_eof(aw_transport *t);
+/* The face is lost with error: connection_lost(error) if it was made. */
+void aw__transport_lose(aw_transport *t, int error);
+/* Compare what is pending with the face's write-buffer limits and tell
+ * its protocol pause_writing/resume_writing when it crosses them. */
+void aw__transport_check_writing(aw_transport *t);
+/* Write what buf holds to the open connection t: to the socket at once
+ * as far as the kernel takes it, the rest moved (not copied) to its
+ * queue; buf is left empty.  0 (a failure of the socket loses t, and
+ * connection_lost tells); AW_ECLOSED or t's error when it is not open;
+ * -ENOMEM. */
+int aw__transport_send_buffer(aw_transport *t, struct evbuffer *buf);
+/* 1 for an open connection (not a pipe, not a face) whose both
+ * directions are still open. */
+int aw__transport_is_open_conn(const aw_transport *t);
+/* Give t another protocol (start_tls): what it has read and not
+ * delivered goes to the new one; the sink is removed. */
+void aw__transport_set_protocol(aw_transport *t, const aw_protocol *proto,
+                                void *user);
+const aw_protocol *aw__transport_protocol(const aw_transport *t);
+
 #endif /* AWAIT_TRANSPORT_INTERNAL_H */

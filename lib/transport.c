@@ -71,8 +71,11 @@
 
 enum tstate { T_CONNECTING, T_OPEN, T_CLOSING, T_LOST };
 /* A connection both ways, or one end of a pipe (asyncio's
- * _UnixReadPipeTransport and _UnixWritePipeTransport). */
-enum tkind { K_CONN, K_RPIPE, K_WPIPE };
+ * _UnixReadPipeTransport and _UnixWritePipeTransport), or the upper face
+ * of a layer (TLS: lib/tls.c) that owns no socket: its writes, closing,
+ * reading and buffer size go to the layer's operations, and the layer
+ * fills its input buffer. */
+enum tkind { K_CONN, K_RPIPE, K_WPIPE, K_LAYER };
 
 struct aw_transport {
     aw_loop *loop;
@@ -91,6 +94,8 @@ struct aw_transport {
     struct evutil_addrinfo *addrs;     /* connecting: the addresses */
     struct evutil_addrinfo *next_addr; /* the next one to try */
     aw__buffer_sink_fn sink;
+    const struct aw__layer_ops *lops; /* K_LAYER: what carries it */
+    void *layer;
     size_t high, low;
     size_t rsize; /* what the next read offers */
     unsigned refs;
@@ -148,6 +153,12 @@ buffered(const aw_protocol *p)
 /* A known size; a buffered protocol has both of its members. */
 static int
 protocol_ok(const aw_protocol *proto)
+{
+    return aw__protocol_ok(proto);
+}
+
+int
+aw__protocol_ok(const aw_protocol *proto)
 {
     return proto != NULL && proto->size >= PROTOCOL_V1_SIZE &&
            proto->size <= sizeof(aw_protocol) &&
@@ -237,6 +248,8 @@ transport_free(aw_transport *t)
         t->live_next->live_prev = t->live_prev;
     if (t->fd >= 0) /* never opened: a connect that could not start */
         close(t->fd);
+    if (t->kind == K_LAYER)
+        t->lops->release(t->layer);
     evbuffer_free(t->in);
     aw__loop_track(t->loop, -1);
     aw__free(t);
@@ -316,6 +329,8 @@ lose(aw_transport *t, int error)
         evutil_freeaddrinfo(t->addrs);
         t->addrs = t->next_addr = NULL;
     }
+    if (t->kind == K_LAYER)
+        t->lops->lost(t->layer, error);
     if (aw_loop_call_soon(t->loop, deliver_lost, t, NULL) != 0)
         deliver_lost(t->loop, t); /* out of memory: now rather than never */
 }
@@ -347,6 +362,8 @@ schedule_writing_notice(aw_transport *t)
 static size_t
 out_len(const aw_transport *t)
 {
+    if (t->kind == K_LAYER)
+        return t->state != T_LOST ? t->lops->pending(t->layer) : 0;
     return t->out != NULL ? evbuffer_get_length(t->out) : 0;
 }
 
@@ -360,6 +377,11 @@ update_reading(aw_transport *t)
                    ? t->state == T_OPEN || t->state == T_CLOSING
                    : t->state == T_OPEN && t->reading && !t->eof_read;
 
+    if (t->kind == K_LAYER) {
+        if (t->state != T_LOST)
+            t->lops->reading(t->layer, want);
+        return;
+    }
     if (want && !t->rev_on && t->rev != NULL) {
         if (event_add(t->rev, NULL) == 0)
             t->rev_on = 1;
@@ -411,7 +433,8 @@ deliver_eof(aw_transport *t)
     if (t->state != T_OPEN)
         return;
     t->reading = 0;
-    if (!keep || t->kind == K_RPIPE) /* a read pipe is done (asyncio) */
+    /* A read pipe is done; TLS has no half-close (asyncio). */
+    if (!keep || t->kind == K_RPIPE || t->kind == K_LAYER)
         aw_transport_close(t);
 }
 
@@ -425,6 +448,25 @@ deliver(aw_transport *t)
         if (t->state == T_OPEN && t->reading &&
             evbuffer_get_length(t->in) > 0)
             t->sink(t, t->in, t->user);
+    } else if (buffered(t->proto)) { /* a layer's: lend, copy, tell */
+        while (t->state == T_OPEN && t->reading &&
+               (n = evbuffer_get_length(t->in)) > 0) {
+            size_t len = 0;
+            void *buf = t->proto->get_buffer(t, n, &len, t->user);
+
+            if (t->state != T_OPEN || !t->reading)
+                return;
+            if (buf == NULL || len == 0) {
+                aw__loop_report(t->loop, -ENOBUFS, NULL, NULL,
+                                "transport: the protocol's get_buffer() "
+                                "returned %s; connection lost",
+                                buf == NULL ? "NULL" : "an empty buffer");
+                lose(t, -ENOBUFS);
+                return;
+            }
+            n = (size_t)evbuffer_remove(t->in, buf, len < n ? len : n);
+            t->proto->buffer_updated(t, n, t->user);
+        }
     } else {
         while (t->state == T_OPEN && t->reading &&
                (n = evbuffer_get_contiguous_space(t->in)) > 0) {
@@ -633,10 +675,10 @@ aw__quiet_writev(int fd, const struct iovec *iov, int n)
     return r;
 }
 
-/* Send what is queued until the kernel takes no more.  0, or the
- * socket's error. */
+/* Send what b holds (the queue, or a layer's output) until the kernel
+ * takes no more, draining what it took.  0, or the socket's error. */
 static int
-send_queued(aw_transport *t)
+send_from(aw_transport *t, struct evbuffer *b)
 {
     struct evbuffer_iovec v[SEND_IOV];
     struct msghdr mh;
@@ -644,8 +686,8 @@ send_queued(aw_transport *t)
     ssize_t r;
     int n, i;
 
-    while (evbuffer_get_length(t->out) > 0) {
-        n = evbuffer_peek(t->out, -1, NULL, v, SEND_IOV);
+    while (evbuffer_get_length(b) > 0) {
+        n = evbuffer_peek(b, -1, NULL, v, SEND_IOV);
         if (n > SEND_IOV)
             n = SEND_IOV;
         for (i = 0, want = 0; i < n; i++)
@@ -660,11 +702,17 @@ send_queued(aw_transport *t)
                 continue;
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
         }
-        evbuffer_drain(t->out, (size_t)r);
+        evbuffer_drain(b, (size_t)r);
         if ((size_t)r < want)
             return 0; /* the kernel is full: wait for writability */
     }
     return 0;
+}
+
+static int
+send_queued(aw_transport *t)
+{
+    return send_from(t, t->out);
 }
 
 /* What follows a write or a flush: the limits, the end of the queue. */
@@ -732,6 +780,8 @@ queue_rest(aw_transport *t, const void *data, size_t len)
         (t->wev = event_new(aw_loop_get_base(t->loop), t->fd,
                             EV_WRITE | EV_PERSIST, writable_cb, t)) == NULL)
         return -ENOMEM;
+    if (len == 0)
+        return 0;
     return evbuffer_add(t->out, data, len) == 0 ? 0 : -ENOMEM;
 }
 
@@ -752,6 +802,8 @@ aw_transport_write(aw_transport *t, const void *data, size_t len)
         return AW_ECLOSED;
     if (len == 0)
         return 0;
+    if (t->kind == K_LAYER)
+        return t->lops->write(t->layer, data, len);
     if (out_len(t) == 0) {
         struct iovec one = {(void *)data, len};
         ssize_t r;
@@ -786,7 +838,7 @@ aw_transport_write_eof(aw_transport *t)
 {
     if (t == NULL)
         return -EINVAL;
-    if (t->kind == K_RPIPE)
+    if (t->kind == K_RPIPE || t->kind == K_LAYER) /* TLS: no half-close */
         return -EOPNOTSUPP;
     if (t->state != T_OPEN)
         return AW_ECLOSED;
@@ -812,7 +864,9 @@ aw_transport_close(aw_transport *t)
     t->state = T_CLOSING;
     t->reading = 0;
     update_reading(t);
-    if (out_len(t) == 0)
+    if (t->kind == K_LAYER)
+        t->lops->close(t->layer); /* the layer loses it when done */
+    else if (out_len(t) == 0)
         lose(t, 0);
     return 0;
 }
@@ -896,7 +950,20 @@ aw_transport_set_write_buffer_limits(aw_transport *t, size_t high,
         return -EINVAL;
     t->high = high;
     t->low = low;
+    if (t->kind == K_LAYER) { /* the socket's below follow */
+        aw_transport_set_write_buffer_limits(t->lops->lower(t->layer), high,
+                                             low);
+        aw__transport_check_writing(t);
+    }
     return 0;
+}
+
+/* The transport whose socket t's addresses and options are: t, or for a
+ * layer's face the connection below. */
+static const aw_transport *
+sock_of(const aw_transport *t)
+{
+    return t->kind == K_LAYER ? t->lops->lower(t->layer) : t;
 }
 
 static int
@@ -907,6 +974,7 @@ addr_of(const aw_transport *t, struct sockaddr *addr, socklen_t *len,
 
     if (t == NULL || addr == NULL || len == NULL)
         return -EINVAL;
+    t = sock_of(t);
     if (t->fd < 0)
         return AW_ECLOSED;
     rc = peer ? getpeername(t->fd, addr, len) : getsockname(t->fd, addr, len);
@@ -1023,13 +1091,146 @@ aw_transport_sockname_text(const aw_transport *t, char *buf, size_t len)
 int
 aw_transport_fd(const aw_transport *t)
 {
-    return t != NULL ? t->fd : -1;
+    return t != NULL ? sock_of(t)->fd : -1;
 }
 
 void
 aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink)
 {
     t->sink = sink;
+}
+
+/* ---- layers ------------------------------------------------------------------------ */
+
+aw_transport *
+aw__transport_layered(aw_loop *loop, const aw_protocol *proto, void *user,
+                      const struct aw__layer_ops *ops, void *layer)
+{
+    aw_transport *t = transport_new(loop, proto, user);
+
+    if (t == NULL)
+        return NULL;
+    t->kind = K_LAYER;
+    t->lops = ops;
+    t->layer = layer;
+    return t;
+}
+
+void *
+aw__transport_layer(const aw_transport *t, const struct aw__layer_ops *ops)
+{
+    return t != NULL && t->kind == K_LAYER && t->lops == ops ? t->layer
+                                                              : NULL;
+}
+
+void
+aw__transport_open(aw_transport *t)
+{
+    if (t->state == T_CONNECTING)
+        opened(t);
+}
+
+struct evbuffer *
+aw__transport_inbuf(aw_transport *t)
+{
+    return t->in;
+}
+
+void
+aw__transport_deliver(aw_transport *t)
+{
+    if (t->state == T_OPEN && !t->soon)
+        deliver(t);
+}
+
+void
+aw__transport_eof(aw_transport *t)
+{
+    if (t->state != T_OPEN || t->eof_read)
+        return;
+    t->eof_read = 1;
+    update_reading(t);
+    deliver(t);
+}
+
+void
+aw__transport_lose(aw_transport *t, int error)
+{
+    lose(t, error);
+}
+
+void
+aw__transport_check_writing(aw_transport *t)
+{
+    size_t n;
+
+    if (t->state == T_LOST)
+        return;
+    n = out_len(t);
+    if (t->paused && n <= t->low) {
+        t->paused = 0;
+        schedule_writing_notice(t);
+    } else if (!t->paused && n > t->high) {
+        t->paused = 1;
+        schedule_writing_notice(t);
+    }
+}
+
+int
+aw__transport_send_buffer(aw_transport *t, struct evbuffer *buf)
+{
+    size_t len = evbuffer_get_length(buf);
+    int rc;
+
+    if (len == 0)
+        return 0;
+    if (t->state != T_OPEN || t->eof_pending || t->kind != K_CONN) {
+        evbuffer_drain(buf, len);
+        return t->state == T_LOST && t->lost_error != 0 ? t->lost_error
+                                                         : AW_ECLOSED;
+    }
+    if (out_len(t) == 0) {
+        rc = send_from(t, buf);
+        if (rc != 0) {
+            evbuffer_drain(buf, evbuffer_get_length(buf));
+            lose(t, rc);
+            return 0; /* connection_lost tells */
+        }
+        if (evbuffer_get_length(buf) == 0)
+            return 0;
+    }
+    rc = queue_rest(t, NULL, 0);
+    if (rc == 0 && evbuffer_add_buffer(t->out, buf) != 0)
+        rc = -ENOMEM;
+    if (rc != 0) {
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        lose(t, rc); /* part of the stream is gone */
+        return rc;
+    }
+    after_send(t);
+    return 0;
+}
+
+int
+aw__transport_is_open_conn(const aw_transport *t)
+{
+    return t != NULL && t->kind == K_CONN && t->state == T_OPEN &&
+           !t->eof_pending && !t->eof_read;
+}
+
+const aw_protocol *
+aw__transport_protocol(const aw_transport *t)
+{
+    return t->proto;
+}
+
+void
+aw__transport_set_protocol(aw_transport *t, const aw_protocol *proto,
+                           void *user)
+{
+    t->proto = proto;
+    t->user = user;
+    t->sink = NULL;
 }
 
 void
@@ -1059,6 +1260,10 @@ tcp_option(const aw_transport *t)
 {
     if (t == NULL)
         return -EINVAL;
+    if (t->kind == K_LAYER) /* the connection below's */
+        return t->state == T_OPEN || t->state == T_CLOSING
+                   ? tcp_option(sock_of(t))
+                   : AW_ECLOSED;
     if (t->fd < 0 || (t->state != T_OPEN && t->state != T_CLOSING))
         return AW_ECLOSED;
     return t->tcp ? 0 : -EOPNOTSUPP;
@@ -1071,7 +1276,8 @@ aw_transport_set_nodelay(aw_transport *t, int enable)
 
     if (rc != 0)
         return rc;
-    if (setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0)
+    if (setsockopt(sock_of(t)->fd, IPPROTO_TCP, TCP_NODELAY, &on,
+                   sizeof(on)) != 0)
         return -errno;
     return 0;
 }
@@ -1083,6 +1289,7 @@ aw_transport_set_keepalive(aw_transport *t, int enable, unsigned delay)
 
     if (rc != 0)
         return rc;
+    t = (aw_transport *)sock_of(t);
     if (on && (delay == 0 || delay > 32767)) /* Linux's TCP_KEEPIDLE cap */
         return -EINVAL;
 #if defined(TCP_KEEPIDLE)

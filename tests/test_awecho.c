@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* test_awecho.c: tools/awecho, the echo daemon, run as a program and
- * driven over its Unix socket and over TCP as `nc` would drive it. */
+ * driven over its Unix socket and over TCP as `nc` would drive it, and
+ * over TLS as `openssl s_client` would (OpenSSL's own client, trusting a
+ * certificate made by tools/certgen.c). */
 #include "config.h"
 
 #include <errno.h>
@@ -19,7 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include "testutil.h"
+#include "../tools/certgen.h"
 
 #define WAIT_MS 10000
 
@@ -576,6 +584,207 @@ START_TEST(bad_option_exits_with_usage)
 }
 END_TEST
 
+/* ---- TLS ---------------------------------------------------------------- */
+
+/* A self-signed certificate for localhost written to dir/cert.pem and
+ * dir/key.pem (dir made here); its PEM kept in *pem for the client. */
+static void
+make_cert_files(char *dir, size_t size, char *cert, char *key,
+                struct certgen_pem *pem)
+{
+    snprintf(dir, size, "/tmp/awecho-tls.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(cert, size, "%s/cert.pem", dir);
+    snprintf(key, size, "%s/key.pem", dir);
+    ck_assert_int_eq(certgen_make(pem, "localhost",
+                                  "DNS:localhost,IP:127.0.0.1", NULL, -60,
+                                  3600, 0, 0),
+                     0);
+    ck_assert_int_eq(certgen_write(pem, cert, key), 0);
+}
+
+static void
+remove_cert_files(const char *dir, const char *cert, const char *key)
+{
+    unlink(cert);
+    unlink(key);
+    rmdir(dir);
+}
+
+/* An OpenSSL client over fd that trusts pem's certificate and checks the
+ * name localhost; the handshake must succeed and verify. */
+static SSL *
+tls_client(int fd, const struct certgen_pem *pem, SSL_CTX **ctxp)
+{
+    struct timeval tv = {WAIT_MS / 1000, 0};
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    BIO *bio = BIO_new_mem_buf(pem->cert, (int)pem->cert_len);
+    X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    char err[256] = "";
+    SSL *ssl;
+    int rc;
+
+    ck_assert_ptr_nonnull(x);
+    ck_assert_int_eq(X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), x), 1);
+    X509_free(x);
+    BIO_free(bio);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* A daemon that stops answering fails the test, never hangs it. */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ssl = SSL_new(ctx);
+    ck_assert_int_eq(SSL_set_tlsext_host_name(ssl, "localhost"), 1);
+    ck_assert_int_eq(SSL_set1_host(ssl, "localhost"), 1);
+    ck_assert_int_eq(SSL_set_fd(ssl, fd), 1);
+    rc = SSL_connect(ssl);
+    if (rc != 1)
+        ERR_error_string_n(ERR_get_error(), err, sizeof(err));
+    ck_assert_msg(rc == 1, "handshake: %s", err);
+    ck_assert_int_eq(SSL_get_verify_result(ssl), X509_V_OK);
+    *ctxp = ctx;
+    return ssl;
+}
+
+static void
+tls_write_all(SSL *ssl, const char *p, size_t n)
+{
+    ck_assert_int_eq(SSL_write(ssl, p, (int)n), (int)n);
+}
+
+static void
+tls_read_exactly(SSL *ssl, char *buf, size_t n)
+{
+    size_t len = 0;
+
+    while (len < n) {
+        int r = SSL_read(ssl, buf + len, (int)(n - len));
+
+        ck_assert_msg(r > 0, "end of TLS data after %zu of %zu bytes", len,
+                      n);
+        len += (size_t)r;
+    }
+}
+
+/* awecho --tls-cert --tls-key serves TLS: a client that trusts the
+ * certificate handshakes, verifies it, and gets its lines echoed; a
+ * close_notify ends the connection cleanly, and SIGTERM the daemon. */
+START_TEST(tls_cert_and_key_serve_tls)
+{
+    static const char msg[] = "hello\nover TLS\n";
+    struct certgen_pem pem = {0};
+    char dir[64], cert[64], key[64], line[256], buf[64];
+    char *argv[] = {"awecho", "-v", "-h", "127.0.0.1", "-p", "0",
+                    "--tls-cert", cert, "--tls-key", key, NULL};
+    const char *colon;
+    SSL_CTX *ctx;
+    SSL *ssl;
+    int errfd, fd, port;
+    pid_t pid;
+
+    make_cert_files(dir, sizeof(dir), cert, key, &pem);
+    pid = start(argv, &errfd);
+    read_some(errfd, line, sizeof(line), 1);
+    ck_assert_msg(strstr(line, "serving on") != NULL &&
+                      strstr(line, "(TLS)") != NULL,
+                  "awecho: %s", line);
+    colon = strrchr(line, ':');
+    ck_assert_ptr_nonnull(colon);
+    port = atoi(colon + 1);
+    ck_assert_int_gt(port, 0);
+    fd = connect_tcp(port);
+    ssl = tls_client(fd, &pem, &ctx);
+    /* -v says what was negotiated. */
+    read_some(errfd, line, sizeof(line), 1);
+    ck_assert_msg(strstr(line, "new client") != NULL &&
+                      strstr(line, SSL_get_version(ssl)) != NULL,
+                  "awecho: %s", line);
+    tls_write_all(ssl, msg, sizeof(msg) - 1);
+    tls_read_exactly(ssl, buf, sizeof(msg) - 1);
+    ck_assert_int_eq(memcmp(buf, msg, sizeof(msg) - 1), 0);
+    /* close_notify: awecho answers with its own, then the connection
+     * ends (SSL_read sees the clean end, not an error). */
+    ck_assert_int_ge(SSL_shutdown(ssl), 0);
+    ck_assert_int_eq(SSL_read(ssl, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(SSL_get_error(ssl, 0), SSL_ERROR_ZERO_RETURN);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    assert_clean_exit(pid);
+    close(errfd);
+    remove_cert_files(dir, cert, key);
+    certgen_free(&pem);
+}
+END_TEST
+
+/* --tls-cert without --tls-key (or the other way round) is a usage
+ * error, said as such; nothing is served. */
+START_TEST(tls_cert_without_key_is_usage_error)
+{
+    char *bad[][6] = {
+        {"awecho", "-p", "0", "--tls-cert", "/tmp/awecho-no-cert.pem", NULL},
+        {"awecho", "-p", "0", "--tls-key", "/tmp/awecho-no-key.pem", NULL},
+    };
+    char line[512];
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int errfd, status = 0;
+        pid_t pid = start(bad[i], &errfd);
+
+        read_to_end(errfd, line, sizeof(line));
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 2,
+                      "%s: status %#x", bad[i][3], status);
+        ck_assert_msg(strstr(line, "--tls-cert and --tls-key go together") !=
+                              NULL &&
+                          strstr(line, "usage: awecho") != NULL,
+                      "%s", line);
+        close(errfd);
+    }
+}
+END_TEST
+
+/* A certificate file that is not there, or a key that is not the
+ * certificate's: awecho says which files and why, and exits with 1. */
+START_TEST(tls_bad_cert_files_fail_cleanly)
+{
+    struct certgen_pem pem = {0}, other = {0};
+    char dir[64], cert[64], key[64], line[1024];
+    char *missing[] = {"awecho", "-p", "0", "--tls-cert",
+                       "/tmp/awecho-no-such-cert.pem", "--tls-key", key,
+                       NULL};
+    char *mismatched[] = {"awecho", "-p", "0", "--tls-cert", cert,
+                          "--tls-key", key, NULL};
+    int errfd, status = 0;
+    pid_t pid;
+
+    make_cert_files(dir, sizeof(dir), cert, key, &pem);
+    pid = start(missing, &errfd);
+    read_to_end(errfd, line, sizeof(line));
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                  "status %#x: %s", status, line);
+    ck_assert_msg(strstr(line, "/tmp/awecho-no-such-cert.pem") != NULL,
+                  "%s", line);
+    close(errfd);
+    /* Another key in key.pem: it does not match cert.pem. */
+    ck_assert_int_eq(certgen_make(&other, "localhost", NULL, NULL, -60, 3600,
+                                  0, 0),
+                     0);
+    ck_assert_int_eq(certgen_write(&other, NULL, key), 0);
+    pid = start(mismatched, &errfd);
+    read_to_end(errfd, line, sizeof(line));
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                  "status %#x: %s", status, line);
+    ck_assert_msg(strstr(line, cert) != NULL, "%s", line);
+    close(errfd);
+    remove_cert_files(dir, cert, key);
+    certgen_free(&pem);
+    certgen_free(&other);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -591,6 +800,9 @@ aw_test_suite(void)
     tcase_add_test(tc, threads_port_taken_fails_cleanly);
     tcase_add_test(tc, threads_bad_values_are_usage_errors);
     tcase_add_test(tc, serves_sockets_from_the_service_manager);
+    tcase_add_test(tc, tls_cert_and_key_serve_tls);
+    tcase_add_test(tc, tls_cert_without_key_is_usage_error);
+    tcase_add_test(tc, tls_bad_cert_files_fail_cleanly);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -26,7 +26,7 @@ static const struct bench_module *const modules[] = {
     &bench_loop_module,      &bench_future_module,   &bench_task_module,
     &bench_sync_module,      &bench_net_module,      &bench_http_module,
     &bench_pipeline_module,  &bench_multiloop_module, &bench_executor_module,
-    &bench_proc_module,      &bench_udp_module,
+    &bench_proc_module,      &bench_udp_module,       &bench_tls_module,
 };
 
 static int

@@ -3,8 +3,10 @@
  * loop's callbacks, timers, a reader on a pipe and a signal; futures with
  * then/catch/finally, gather and wait_for; tasks in parallel, a task group
  * with a failing child, a timeout, and the dump of pending tasks; an echo
- * server and its clients over loopback; blocking work (a file hashed)
- * first on the loop, then with aw_to_thread, while a timer ticks. */
+ * server and its clients over loopback; the same over TLS, with a
+ * certificate the demo makes (tools/certgen.c) and a client that
+ * verifies it; blocking work (a file hashed) first on the loop, then with
+ * aw_to_thread, while a timer ticks. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +18,8 @@
 #include <unistd.h>
 
 #include <await.h>
+
+#include "certgen.h"
 
 static double t0;
 
@@ -493,6 +497,156 @@ demo_network(void)
     return rc == 0 ? 0 : 1;
 }
 
+/* ---- TLS ------------------------------------------------------------------------ */
+
+/* The chapter's main task: a self-signed certificate made on the spot, a
+ * TLS server with it (the same upper-casing echo), a client that trusts
+ * that certificate and checks the name "localhost", and one that trusts
+ * only the system's store and is refused. */
+struct tls_demo {
+    struct certgen_pem pem;
+    aw_tls_context *server_ctx, *client_ctx, *system_ctx;
+    aw_server *srv;
+    aw_stream *s;
+    aw_bytes *reply;
+    int rc;
+};
+
+/* ctx, unless a setter failed (rc): then NULL, and the reason said. */
+static aw_tls_context *
+tls_ctx_checked(aw_tls_context *ctx, int rc, const char *what)
+{
+    if (ctx != NULL && rc == 0)
+        return ctx;
+    fprintf(stderr, "awdemo: %s: %s%s%s\n", what,
+            aw_strerror(ctx == NULL ? -errno : rc), ctx != NULL ? ": " : "",
+            ctx != NULL ? aw_tls_context_error(ctx) : "");
+    aw_tls_context_unref(ctx);
+    return NULL;
+}
+
+static int
+tls_contexts(struct tls_demo *d)
+{
+    aw_tls_context *ctx;
+
+    ctx = aw_tls_context_new(AW_TLS_SERVER);
+    d->server_ctx = tls_ctx_checked(
+        ctx,
+        ctx != NULL ? aw_tls_context_load_cert_chain_mem(
+                          ctx, d->pem.cert, d->pem.cert_len, d->pem.key,
+                          d->pem.key_len)
+                    : 0,
+        "the server's context");
+    ctx = aw_tls_context_new(AW_TLS_CLIENT);
+    d->client_ctx = tls_ctx_checked(
+        ctx,
+        ctx != NULL ? aw_tls_context_load_verify_mem(ctx, d->pem.cert,
+                                                     d->pem.cert_len)
+                    : 0,
+        "the client's context");
+    d->system_ctx = tls_ctx_checked(aw_tls_context_new(AW_TLS_CLIENT), 0,
+                                    "the system store's context");
+    return d->server_ctx != NULL && d->client_ctx != NULL &&
+                   d->system_ctx != NULL
+               ? 0
+               : -EINVAL;
+}
+
+static void
+say_tls(aw_loop *loop, aw_stream *s)
+{
+    aw_transport *t = aw_stream_transport(s);
+    char line[256], subject[128];
+
+    if (aw_tls_peer_subject(t, subject, sizeof(subject)) < 0)
+        strcpy(subject, "none");
+    snprintf(line, sizeof(line), "client: handshake done: %s, %s",
+             aw_tls_version(t), aw_tls_cipher(t));
+    say(loop, line);
+    snprintf(line, sizeof(line), "client: the server's certificate (%s) %s "
+             "for the name localhost", subject,
+             aw_tls_peer_verified(t) ? "verified" : "did NOT verify");
+    say(loop, line);
+}
+
+static AW_TASK(tls_main, struct tls_demo *d)
+{
+    aw_loop *loop = aw_task_loop(AW_SELF());
+    char line[192];
+
+    AW_BEGIN();
+    t0 = aw_loop_time(loop);
+    if (certgen_make(&d->pem, "localhost", "DNS:localhost,IP:127.0.0.1",
+                     NULL, -60, 3600, 0, 0) != 0)
+        AW_RAISE(-ENOMEM, "cannot make a certificate");
+    say(loop, "made a self-signed certificate for localhost (ECDSA P-256, "
+              "valid for an hour)");
+    if ((d->rc = tls_contexts(d)) != 0)
+        AW_RAISE(d->rc, "cannot set up the TLS contexts");
+    AW_AWAIT_TAKE(aw_start_server_tls(loop, "127.0.0.1", 0, d->server_ctx,
+                                      on_client, loop, 0, 0),
+                  &d->srv);
+    snprintf(line, sizeof(line), "server: listening with TLS on "
+             "127.0.0.1:%d", aw_server_port(d->srv));
+    say(loop, line);
+
+    AW_AWAIT_TAKE(aw_open_connection_tls(loop, "127.0.0.1",
+                                         aw_server_port(d->srv),
+                                         d->client_ctx, "localhost"),
+                  &d->s);
+    say_tls(loop, d->s);
+    aw_stream_write(d->s, "hello over TLS\n", 15);
+    AW_AWAIT(aw_stream_readline(d->s), &d->reply);
+    snprintf(line, sizeof(line), "client got: %.*s",
+             (int)aw_bytes_len(d->reply) - 1, aw_bytes_data(d->reply));
+    say(loop, line);
+    aw_stream_close(d->s);
+    AW_AWAIT(aw_stream_wait_closed(d->s), NULL);
+    say(loop, "client: closed (close_notify sent and answered)");
+
+    /* Verification is on by default: the system's authorities do not
+     * know this certificate. */
+    AW_TRY_AWAIT(d->rc, aw_open_connection_tls(loop, "127.0.0.1",
+                                               aw_server_port(d->srv),
+                                               d->system_ctx, "localhost"),
+                 NULL);
+    if (d->rc == 0) {
+        say(loop, "a client trusting only the system's store: accepted?!");
+        AW_RAISE(AW_ETLS_VERIFY, "a certificate nobody vouches for was "
+                                 "accepted");
+    }
+    snprintf(line, sizeof(line), "a client trusting only the system's "
+             "store: refused, %s (%s)", aw_err_name(d->rc),
+             aw_future_message(AW_AWAITED()));
+    say(loop, line);
+    aw_server_close(d->srv);
+    AW_AWAIT(aw_server_wait_closed(d->srv), NULL);
+    say(loop, "server: closed, every connection ended");
+    AW_FINALLY();
+    aw_stream_unref(d->s);
+    aw_server_free(d->srv);
+    aw_tls_context_unref(d->server_ctx);
+    aw_tls_context_unref(d->client_ctx);
+    aw_tls_context_unref(d->system_ctx);
+    certgen_free(&d->pem);
+    AW_END();
+}
+
+static int
+demo_tls(void)
+{
+    struct tls_demo d;
+    int rc;
+
+    printf("== TLS\n");
+    memset(&d, 0, sizeof(d));
+    rc = aw_run(tls_main, &d, NULL, 0, NULL);
+    printf("  aw_run: %s\n", rc == 0 ? "the main task ended, loop closed "
+                                      "cleanly" : aw_strerror(rc));
+    return rc == 0 ? 0 : 1;
+}
+
 /* ---- blocking work ------------------------------------------------------------ */
 
 #define HASH_FILE_MB 8
@@ -683,8 +837,8 @@ options(int argc, char **argv)
     if (argc == 2 && strcmp(argv[1], "--help") == 0) {
         printf("Usage: awdemo [--help] [--version]\n"
                "A guided run of libawait: the loop, futures, tasks, an "
-               "echo server over\nloopback and blocking work in a thread, "
-               "printing what happens.\n"
+               "echo server over\nloopback, the same over TLS, and "
+               "blocking work in a thread, printing what\nhappens.\n"
                "\n"
                "  --help     display this help and exit\n"
                "  --version  output version information and exit\n"
@@ -715,7 +869,7 @@ main(int argc, char **argv)
         return rc;
     printf("libawait %s demo\n", aw_version());
     if (demo_loop() != 0 || demo_futures() != 0 || demo_tasks() != 0 ||
-        demo_network() != 0 || demo_blocking() != 0)
+        demo_network() != 0 || demo_tls() != 0 || demo_blocking() != 0)
         return 1;
     return 0;
 }

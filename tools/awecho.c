@@ -3,11 +3,15 @@
  * example of a daemon built on libawait.
  *
  *   awecho [-h HOST] [-p PORT] [-u PATH] [-t N] [-v]
+ *          [--tls-cert FILE --tls-key FILE]
  *
  * Listens on HOST:PORT (default 127.0.0.1:7007), or on the Unix socket
- * PATH, and echoes every line back to its sender.  With --threads N (TCP
- * only), N loops in N threads each listen on the port with SO_REUSEPORT
- * and the kernel spreads the connections over them: one loop per core.
+ * PATH, and echoes every line back to its sender.  With --tls-cert and
+ * --tls-key (PEM files, both or neither) it serves TLS instead: each
+ * connection's handshake comes first (aw_start_server_tls).  With
+ * --threads N (TCP only), N loops in N threads each listen on the port
+ * with SO_REUSEPORT and the kernel spreads the connections over them:
+ * one loop per core.
  * SIGINT or SIGTERM closes the servers, cancels the clients' tasks and
  * exits once they have ended.
  *
@@ -41,6 +45,9 @@
 static int verbose;
 static const char *host = "127.0.0.1", *path;
 static int port = 7007, nthreads = 1;
+/* --tls-cert, --tls-key: the server's context, shared by every loop. */
+static const char *tls_cert, *tls_key;
+static aw_tls_context *tls_ctx;
 /* Sockets from the service manager: fds AW_LISTEN_FDS_START on. */
 static int nactivated;
 
@@ -141,12 +148,19 @@ on_client(aw_stream *s, void *arg)
     if (verbose) {
         char peer[AW_ADDRSTRLEN], where[32] = "";
 
+        char tls[96] = "";
+        aw_transport *tr = aw_stream_transport(s);
+
         if (aw_stream_peername_text(s, peer, sizeof(peer)) < 0)
             peer[0] = '\0';
         if (nthreads > 1)
             snprintf(where, sizeof(where), " on loop %d", l->index + 1);
-        fprintf(stderr, "awecho: new client, %s, from %s%s\n",
-                aw_task_name(t), peer[0] != '\0' ? peer : "(unnamed)", where);
+        if (aw_tls_is_tls(tr))
+            snprintf(tls, sizeof(tls), ", %s %s", aw_tls_version(tr),
+                     aw_tls_cipher(tr));
+        fprintf(stderr, "awecho: new client, %s, from %s%s%s\n",
+                aw_task_name(t), peer[0] != '\0' ? peer : "(unnamed)", where,
+                tls);
     }
     aw_future_unref(t); /* the loop runs it to its end */
 }
@@ -282,27 +296,47 @@ start_workers(void)
 static aw_future *
 start_listening(struct loop_ctx *l)
 {
+    int flags = nthreads > 1 ? AW_SERVER_REUSE_PORT : 0;
+
+    if (path != NULL && tls_ctx != NULL)
+        return aw_start_unix_server_tls(l->loop, path, tls_ctx, on_client, l,
+                                        0);
     if (path != NULL)
         return aw_start_unix_server(l->loop, path, on_client, l, 0);
-    return aw_start_server(l->loop, host, port, on_client, l,
-                           nthreads > 1 ? AW_SERVER_REUSE_PORT : 0, 0);
+    if (tls_ctx != NULL)
+        return aw_start_server_tls(l->loop, host, port, tls_ctx, on_client, l,
+                                   flags, 0);
+    return aw_start_server(l->loop, host, port, on_client, l, flags, 0);
+}
+
+/* A socket from the service manager, served as the others. */
+static aw_future *
+start_activated(struct loop_ctx *l, int fd)
+{
+    if (tls_ctx != NULL)
+        return aw_start_server_sock_tls(l->loop, fd, tls_ctx, on_client, l,
+                                        0);
+    return aw_start_server_sock(l->loop, fd, on_client, l, 0);
 }
 
 static void
 say_serving(struct loop_ctx *l)
 {
+    const char *tls = tls_ctx != NULL ? " (TLS)" : "";
+
     if (nactivated > 0)
         fprintf(stderr, "awecho: serving %d socket%s from the service "
-                        "manager\n",
-                nactivated, nactivated > 1 ? "s" : "");
+                        "manager%s\n",
+                nactivated, nactivated > 1 ? "s" : "", tls);
     else if (path != NULL)
-        fprintf(stderr, "awecho: serving on %s\n", path);
+        fprintf(stderr, "awecho: serving on %s%s\n", path, tls);
     else if (nthreads == 1)
-        fprintf(stderr, "awecho: serving on %s:%d\n", host,
-                aw_server_port(l->srv));
+        fprintf(stderr, "awecho: serving on %s:%d%s\n", host,
+                aw_server_port(l->srv), tls);
     else
-        fprintf(stderr, "awecho: serving on %s:%d, %d loops in %d threads\n",
-                host, aw_server_port(l->srv), nthreads, nthreads);
+        fprintf(stderr,
+                "awecho: serving on %s:%d, %d loops in %d threads%s\n", host,
+                aw_server_port(l->srv), nthreads, nthreads, tls);
 }
 
 /* Serve until cancelled (a signal, or another loop that stopped), or
@@ -319,10 +353,8 @@ static AW_TASK(serve, struct loop_ctx *l)
          * serve_forever is what a signal cancels. */
         for (l->nserving = 0; l->nserving < nactivated; l->nserving++) {
             AW_TRY_AWAIT(l->rc,
-                         aw_start_server_sock(l->loop,
-                                              AW_LISTEN_FDS_START +
-                                                  l->nserving,
-                                              on_client, l, 0),
+                         start_activated(l, AW_LISTEN_FDS_START +
+                                                l->nserving),
                          &srv);
             if (l->rc != 0) {
                 fprintf(stderr, "awecho: socket %d from the service "
@@ -434,10 +466,12 @@ usage(int status)
     if (status != 0) {
         fprintf(stderr,
                 "usage: awecho [-h HOST] [-p PORT] [-u PATH] [-t N] [-v]\n"
+                "              [--tls-cert FILE --tls-key FILE]\n"
                 "Try 'awecho --help' for more information.\n");
         exit(status);
     }
     printf("Usage: awecho [-h HOST] [-p PORT] [-u PATH] [-t N] [-v]\n"
+           "              [--tls-cert FILE --tls-key FILE]\n"
            "An echo daemon: echoes every line back to its sender.\n"
            "\n"
            "  -h HOST    listen on HOST (default 127.0.0.1)\n"
@@ -448,6 +482,13 @@ usage(int status)
            "PORT\n"
            "             with SO_REUSEPORT (TCP only; default 1)\n"
            "  -v         report connections on stderr\n"
+           "      --tls-cert FILE\n"
+           "             serve TLS with the certificate (and its chain) in "
+           "FILE (PEM);\n"
+           "             needs --tls-key\n"
+           "      --tls-key FILE\n"
+           "             the certificate's private key (PEM); needs "
+           "--tls-cert\n"
            "      --help     display this help and exit\n"
            "      --version  output version information and exit\n"
            "\n"
@@ -457,6 +498,29 @@ usage(int status)
            "those instead, and reports readiness to NOTIFY_SOCKET.\n"
            "Report bugs to: https://github.com/libawait/libawait/issues\n");
     exit(0);
+}
+
+/* The server's TLS context from --tls-cert and --tls-key: 0, or -1 with
+ * the reason said. */
+static int
+load_tls(void)
+{
+    const char *why;
+    int rc;
+
+    if ((tls_ctx = aw_tls_context_new(AW_TLS_SERVER)) == NULL) {
+        fprintf(stderr, "awecho: TLS: %s\n", aw_strerror(-errno));
+        return -1;
+    }
+    if ((rc = aw_tls_context_load_cert_chain(tls_ctx, tls_cert, tls_key)) ==
+        0)
+        return 0;
+    why = aw_tls_context_error(tls_ctx);
+    fprintf(stderr, "awecho: %s, %s: %s%s%s\n", tls_cert, tls_key,
+            aw_strerror(rc), why[0] != '\0' ? ": " : "", why);
+    aw_tls_context_unref(tls_ctx);
+    tls_ctx = NULL;
+    return -1;
 }
 
 static void
@@ -480,6 +544,8 @@ main(int argc, char **argv)
         {"help", no_argument, NULL, 'H'},
         {"version", no_argument, NULL, 'V'},
         {"threads", required_argument, NULL, 't'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
 
@@ -512,9 +578,20 @@ main(int argc, char **argv)
         case 'v':
             verbose = 1;
             break;
+        case 'C':
+            tls_cert = optarg;
+            break;
+        case 'K':
+            tls_key = optarg;
+            break;
         default:
             usage(2);
         }
+    }
+    if ((tls_cert == NULL) != (tls_key == NULL)) {
+        fprintf(stderr, "awecho: --tls-cert and --tls-key go together "
+                        "(TLS needs the certificate and its key)\n");
+        usage(2);
     }
     if (path != NULL && nthreads > 1) {
         fprintf(stderr, "awecho: a Unix socket is served by one loop "
@@ -534,6 +611,8 @@ main(int argc, char **argv)
                         "served by one loop (no --threads)\n");
         usage(2);
     }
+    if (tls_cert != NULL && load_tls() != 0)
+        return 1;
     if ((loops = calloc((size_t)nthreads, sizeof(*loops))) == NULL) {
         fprintf(stderr, "awecho: %s\n", aw_strerror(-ENOMEM));
         return 1;
@@ -554,5 +633,6 @@ main(int argc, char **argv)
                     loops[i].served);
     }
     free(loops);
+    aw_tls_context_unref(tls_ctx);
     return status;
 }

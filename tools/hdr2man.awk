@@ -282,7 +282,7 @@ END {
     for (i = 0; i < nbody; i++)
         print body[i]
     print ".SH SEE ALSO"
-    n = split("core loop future task sync queue transport stream executor process udp", mods, " ")
+    n = split("core loop future task sync queue transport stream executor process udp tls", mods, " ")
     printf ".BR libawait (7),\n.BR libawait (3)"
     for (i = 1; i <= n; i++)
         if ("aw_" mods[i] != page)

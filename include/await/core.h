@@ -48,7 +48,15 @@ extern "C" {
     XX(AI_NODATA, -3024, "the name has no address of the requested family")  \
     XX(AI_SERVICE, -3025, "service not available for the socket type")       \
     XX(AI_BADFLAGS, -3026, "bad flags for name resolution")                  \
-    XX(AI_SOCKTYPE, -3027, "socket type not supported for the name")
+    XX(AI_SOCKTYPE, -3027, "socket type not supported for the name")       \
+    XX(TLS_VERIFY, -3040, "TLS: certificate verify failed")                 \
+    XX(TLS_EXPIRED, -3041, "TLS: certificate has expired or is not yet valid") \
+    XX(TLS_HOSTNAME, -3042, "TLS: certificate does not match the host name") \
+    XX(TLS_UNKNOWN_CA, -3043, "TLS: certificate signed by an unknown authority") \
+    XX(TLS_SELF_SIGNED, -3044, "TLS: self-signed certificate not trusted")  \
+    XX(TLS_HANDSHAKE, -3045, "TLS: handshake failed")                       \
+    XX(TLS_PROTOCOL, -3046, "TLS: protocol error")                          \
+    XX(TLS_TRUNCATED, -3047, "TLS: peer closed the connection without close_notify")
 
 enum aw_errno {
     /* The conditions errno already names (see above). */

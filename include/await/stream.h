@@ -100,7 +100,7 @@ AW_EXTERN aw_future *aw_start_server_sock(aw_loop *loop, int fd,
                                           aw_client_fn on_client, void *arg,
                                           int backlog);
 
-AW_EXTERN aw_stream *aw_stream_ref(aw_stream *s);AW_EXTERN aw_stream *aw_stream_ref(aw_stream *s);
+AW_EXTERN aw_stream *aw_stream_ref(aw_stream *s);
 /* aw_stream_unref - the last reference aborts the connection if it is
  * still open and was not closed (a closed stream flushes first).
  * Accepts NULL. */

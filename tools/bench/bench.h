@@ -46,6 +46,7 @@ extern const struct bench_module bench_http_module;     /* http.c */
 extern const struct bench_module bench_pipeline_module; /* pipeline.c */
 extern const struct bench_module bench_proc_module;     /* proc.c */
 extern const struct bench_module bench_udp_module;      /* udp.c */
+extern const struct bench_module bench_tls_module;      /* tls.c */
 
 /* ---- helpers (common.c) ---------------------------------------------------- */
 
