@@ -63,14 +63,16 @@ aw_bytes_new(const void *data, size_t len)
  * holds more than them would be copied anyway). */
 #define BYTES_INLINE_MAX 4096
 
-/* The first n bytes of buf, taken out into a bytes object: copied inline
- * when small, their chains moved when large. */
+/* The first n bytes of buf, taken out into a bytes object: their chain
+ * moved when they are all of it and large, else copied inline: one exact
+ * allocation, where libevent would copy a part of a chain into a new one
+ * or pull several up into a chain of the next power of two. */
 static aw_bytes *
 bytes_from(struct evbuffer *buf, size_t n)
 {
     aw_bytes *b;
 
-    if (n <= BYTES_INLINE_MAX) {
+    if (n <= BYTES_INLINE_MAX || evbuffer_get_contiguous_space(buf) != n) {
         b = aw__malloc(sizeof(*b) + n + 1);
         if (b == NULL)
             return NULL;
@@ -88,7 +90,6 @@ bytes_from(struct evbuffer *buf, size_t n)
     b->len = n;
     b->terminated = 0;
     b->buf = evbuffer_new();
-    /* Contiguous, but not copied unless it spans several chains. */
     b->data = "";
     if (b->buf == NULL || evbuffer_remove_buffer(buf, b->buf, n) != (int)n ||
         (n > 0 &&

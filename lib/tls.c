@@ -1591,6 +1591,7 @@ attach(struct tls *L, aw_transport *low)
 {
     L->low = aw_transport_ref(low);
     tls_ref(L); /* the connection below's, until low_lost */
+    aw__transport_set_exact_reads(low, 1); /* OpenSSL empties each chain */
     aw_transport_set_user(low, L);
 }
 

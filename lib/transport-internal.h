@@ -58,6 +58,10 @@ struct evbuffer;
 typedef void (*aw__buffer_sink_fn)(aw_transport *t, struct evbuffer *in,
                                    void *arg);
 void aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink);
+/* Reads offer a power of two less a chain header, not the power of two:
+ * for a sink that frees each chain as soon as it is read, whose unused
+ * room would be wasted (lib/transport.c, CHAIN_SLACK). */
+void aw__transport_set_exact_reads(aw_transport *t, int on);
 
 /* aw_create_server_sock whose server calls arg_destroy(arg) when freed
  * (on failure, at once). */

@@ -66,6 +66,12 @@
 #define READ_MIN 4096
 #define READ_START 16384
 #define READ_MAX (256 * 1024)
+/* A consumer that empties each chain as soon as it is read (a TLS
+ * layer) has its reads offer this much less than a power of two, so
+ * that the chain libevent allocates (the bytes plus its header, rounded
+ * up to a power of two) is the offer's size and not twice it: the room
+ * left over would never be used. */
+#define CHAIN_SLACK 128
 /* iovecs given to one sendmsg() of the queue */
 #define SEND_IOV 16
 
@@ -113,6 +119,7 @@ struct aw_transport {
     unsigned eof_sent : 1;
     unsigned paused : 1; /* the protocol was told to pause writing */
     unsigned made : 1;   /* connection_made was called */
+    unsigned exact_reads : 1; /* offers a chain's size (CHAIN_SLACK) */
     unsigned tcp : 1;    /* TCP (IPv4 or IPv6), not a Unix socket */
     unsigned kind : 2;   /* enum tkind */
     unsigned nosock : 1; /* not a socket: read()/write(), no send() */
@@ -516,14 +523,14 @@ read_some(aw_transport *t, size_t *offered)
 {
     struct evbuffer_iovec v[2];
     struct iovec iov[2];
-    size_t left;
+    size_t left, want = t->rsize - (t->exact_reads ? CHAIN_SLACK : 0);
     ssize_t r;
     int nv, i;
 
-    nv = evbuffer_reserve_space(t->in, (ev_ssize_t)t->rsize, v, 2);
+    nv = evbuffer_reserve_space(t->in, (ev_ssize_t)want, v, 2);
     if (nv <= 0)
         return -ENOMEM;
-    for (i = 0, left = t->rsize, *offered = 0; i < nv; i++) {
+    for (i = 0, left = want, *offered = 0; i < nv; i++) {
         if (v[i].iov_len > left)
             v[i].iov_len = left;
         left -= v[i].iov_len;
@@ -1098,6 +1105,12 @@ void
 aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink)
 {
     t->sink = sink;
+}
+
+void
+aw__transport_set_exact_reads(aw_transport *t, int on)
+{
+    t->exact_reads = on != 0;
 }
 
 /* ---- layers ------------------------------------------------------------------------ */
