@@ -602,7 +602,12 @@ aw_stream_drain(aw_stream *s)
     if (s->lost || s->closed)
         return aw__future_failed_new(s->loop, gone_error(s, -EPIPE),
                                      aw__format("connection lost"));
-    if (!s->paused_writing) {
+    /* Paused from the write that crossed the high-water mark, as asyncio's
+     * drain is: the protocol hears of it only from the ready queue, and a
+     * task whose drains are settled continues at once, so waiting for
+     * that would let it write on, unbounded. */
+    if (!s->paused_writing &&
+        (s->t == NULL || !aw__transport_writing_paused(s->t))) {
         /* One settled future, shared by every such drain: no allocation
          * per call (it has no result to take). */
         if (s->drained == NULL) {

@@ -1107,6 +1107,12 @@ aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink)
     t->sink = sink;
 }
 
+int
+aw__transport_writing_paused(const aw_transport *t)
+{
+    return t->paused;
+}
+
 void
 aw__transport_set_exact_reads(aw_transport *t, int on)
 {

@@ -365,6 +365,36 @@ START_TEST(cancel_task_mid_drain_and_drain_after_peer_gone)
 }
 END_TEST
 
+/* A write that takes the buffer over its high-water mark makes the next
+ * drain wait at once, as asyncio's does: the protocol's pause_writing
+ * comes from the ready queue later, and a task whose drain were settled
+ * would go on writing without bound meanwhile. */
+START_TEST(drain_waits_from_the_write_that_crossed_the_limit)
+{
+    aw_server *srv = start(SINK); /* never reads */
+    aw_stream *s = dial(srv);
+    size_t big = 32u << 20; /* more than the kernel's buffers take */
+    char *chunk = calloc(1, big);
+    aw_future *d;
+
+    ck_assert_ptr_nonnull(chunk);
+    ck_assert_int_eq(aw_stream_write(s, chunk, big), 0);
+    ck_assert_uint_gt(aw_transport_write_buffer_size(aw_stream_transport(s)),
+                      64 * 1024);
+    d = aw_stream_drain(s); /* no pass of the loop in between */
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(aw_future_done(d), 0);
+    aw_loop_run_once(loop, AW_RUN_NOWAIT); /* the pause notice runs */
+    ck_assert_int_eq(aw_future_done(d), 0);
+    aw_transport_abort(aw_stream_transport(s));
+    ck_assert_int_ne(aw_loop_run_until_complete(loop, d), 0);
+    aw_future_unref(d);
+    aw_stream_unref(s);
+    free(chunk);
+    stop(srv);
+}
+END_TEST
+
 struct echo_client {
     aw_stream *s;
     int id;
@@ -1711,6 +1741,7 @@ aw_test_suite(void)
     tcase_add_test(tc, big_transfer_intact_with_drain);
     tcase_add_test(tc, cancel_task_mid_read);
     tcase_add_test(tc, cancel_task_mid_drain_and_drain_after_peer_gone);
+    tcase_add_test(tc, drain_waits_from_the_write_that_crossed_the_limit);
     tcase_add_test(tc, many_concurrent_clients_echoed);
     tcase_add_test(tc, unix_stream_server_and_client);
     tcase_add_test(tc, getaddrinfo_localhost_and_ipv6_literal_and_cancel);
