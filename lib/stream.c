@@ -68,15 +68,27 @@ aw_bytes_new(const void *data, size_t len)
  * allocation, where libevent would copy a part of a chain into a new one
  * or pull several up into a chain of the next power of two. */
 static aw_bytes *
-bytes_from(struct evbuffer *buf, size_t n)
+bytes_from(struct evbuffer *buf, size_t n, const char *first, size_t firstlen)
 {
     aw_bytes *b;
 
     if (n <= BYTES_INLINE_MAX || evbuffer_get_contiguous_space(buf) != n) {
+        struct evbuffer_iovec v;
+
         b = aw__malloc(sizeof(*b) + n + 1);
         if (b == NULL)
             return NULL;
-        evbuffer_remove(buf, b->inline_data, n);
+        if (n > 0 && first == NULL && evbuffer_peek(buf, -1, NULL, &v, 1) >= 1) {
+            first = v.iov_base;
+            firstlen = v.iov_len;
+        }
+        if (n > 0 && first != NULL && firstlen >= n) {
+            /* the usual case, without the generic walk */
+            memcpy(b->inline_data, first, n);
+            evbuffer_drain(buf, n);
+        } else {
+            evbuffer_remove(buf, b->inline_data, n);
+        }
         b->inline_data[n] = '\0';
         b->len = n;
         b->buf = NULL;
@@ -169,6 +181,7 @@ struct aw_stream {
     const char *sep; /* the caller's while a read starts, then the stream's:
                         newline, sepbuf or sepheap */
     size_t seplen;
+    size_t scanned; /* the waiting read's separator cannot start before */
     char sepbuf[16];
     char *sepheap; /* a longer separator kept, sepheap_len bytes */
     size_t sepheap_len;
@@ -286,10 +299,12 @@ reclaim(aw_stream *s)
     aw_future_unref(f);
 }
 
+/* Settle the waiting read with the first n bytes; first: the first
+ * chain's firstlen bytes when the caller looked (NULL: not known). */
 static void
-finish_read(aw_stream *s, size_t n)
+finish_read_at(aw_stream *s, size_t n, const char *first, size_t firstlen)
 {
-    aw_bytes *b = bytes_from(s->buf, n);
+    aw_bytes *b = bytes_from(s->buf, n, first, firstlen);
     aw_future *r = s->reader;
 
     s->reader = NULL;
@@ -303,6 +318,12 @@ finish_read(aw_stream *s, size_t n)
         s->handed = r; /* kept until the next read: see reclaim() */
     else
         aw_future_unref(r);
+}
+
+static void
+finish_read(aw_stream *s, size_t n)
+{
+    finish_read_at(s, n, NULL, 0);
 }
 
 static void
@@ -322,7 +343,7 @@ incomplete(aw_stream *s, size_t want)
     char msg[96];
 
     aw_bytes_free(s->partial);
-    s->partial = bytes_from(s->buf, have);
+    s->partial = bytes_from(s->buf, have, NULL, 0);
     if (want > 0)
         snprintf(msg, sizeof(msg), "%zu bytes read on %zu expected", have,
                  want);
@@ -354,6 +375,43 @@ flow(aw_stream *s)
 }
 
 /* Serve the waiting read from the buffer, if it can be. */
+/* Where the waiting read's separator starts in the buffer (len bytes),
+ * or -1.  A line is almost always in the first chain: memchr (memmem)
+ * there first.  Else the search starts where the last one left off, so
+ * that a line arriving in many pieces is not scanned again from its
+ * start each time. */
+static ev_ssize_t
+find_sep(aw_stream *s, size_t len, struct evbuffer_iovec *first)
+{
+    struct evbuffer_iovec v;
+    struct evbuffer_ptr from, at;
+
+    if (len < s->seplen)
+        return -1;
+    if (s->scanned == 0 && evbuffer_peek(s->buf, -1, NULL, &v, 1) >= 1) {
+        *first = v;
+        const char *p = s->seplen == 1
+                            ? memchr(v.iov_base, *(const char *)s->sep,
+                                     v.iov_len)
+                            : memmem(v.iov_base, v.iov_len, s->sep, s->seplen);
+
+        if (p != NULL)
+            return p - (const char *)v.iov_base;
+        if (v.iov_len == len) {
+            s->scanned = len - (s->seplen - 1);
+            return -1;
+        }
+        if (v.iov_len >= s->seplen)
+            s->scanned = v.iov_len - (s->seplen - 1);
+    }
+    if (evbuffer_ptr_set(s->buf, &from, s->scanned, EVBUFFER_PTR_SET) != 0)
+        return -1;
+    at = evbuffer_search(s->buf, s->sep, s->seplen, &from);
+    if (at.pos < 0)
+        s->scanned = len - (s->seplen - 1);
+    return at.pos;
+}
+
 static void
 try_read(aw_stream *s)
 {
@@ -385,20 +443,21 @@ try_read(aw_stream *s)
         else if (s->eof)
             incomplete(s, s->rn);
     } else {
-        struct evbuffer_ptr p = evbuffer_search(s->buf, s->sep, s->seplen,
-                                                NULL);
+        struct evbuffer_iovec first = {NULL, 0};
+        ev_ssize_t pos = find_sep(s, len, &first);
 
         /* The limit is on the data before the separator (asyncio).  A
          * readline past it drops the overlong line, through its
          * separator, or all there is when none came yet (asyncio's
          * readline); readuntil leaves the data buffered. */
-        if (p.pos >= 0) {
-            if ((size_t)p.pos > s->limit) {
+        if (pos >= 0) {
+            if ((size_t)pos > s->limit) {
                 if (s->rkind == R_LINE)
-                    evbuffer_drain(s->buf, (size_t)p.pos + s->seplen);
+                    evbuffer_drain(s->buf, (size_t)pos + s->seplen);
                 fail_read(s, AW_ELIMIT, "separator found past the limit");
             } else {
-                finish_read(s, (size_t)p.pos + s->seplen);
+                finish_read_at(s, (size_t)pos + s->seplen, first.iov_base,
+                               first.iov_len);
             }
         } else if (len + 1 > s->limit + s->seplen) {
             /* Even a separator starting at the last seplen - 1 bytes
@@ -474,6 +533,7 @@ start_read(aw_stream *s, int kind, size_t n, const void *sep, size_t seplen)
     s->reader = aw_future_ref(f);
     s->rkind = kind;
     s->rn = n;
+    s->scanned = 0;
     try_read(s);
     if ((kind == R_UNTIL || kind == R_LINE) && s->reader == f &&
         keep_sep(s) != 0) {

@@ -1520,6 +1520,48 @@ START_TEST(waiting_readuntil_keeps_its_separator)
 }
 END_TEST
 
+/* A waiting readuntil whose data comes a byte at a time, with false
+ * starts of its separator: each arrival is searched from where the last
+ * search left off (no rescan from the start), and a separator that
+ * began in the bytes already searched is still found. */
+START_TEST(readuntil_fed_a_byte_at_a_time)
+{
+    static const char data[] = "ab<EN<E<END<END>rest";
+    aw_server *srv = start_keeping();
+    aw_stream *s = dial(srv);
+    aw_future *f;
+    size_t i, had;
+    int guard;
+
+    while (peer_side == NULL)
+        aw_loop_run_once(loop, 0);
+    f = aw_stream_readuntil(s, "<END>", 5);
+    for (i = 0; i < sizeof(data) - 1 && !aw_future_done(f); i++) {
+        had = aw_stream_buffered(s);
+        ck_assert_int_eq(aw_stream_write(peer_side, data + i, 1), 0);
+        for (guard = 0; guard < 10000 && !aw_future_done(f) &&
+                        aw_stream_buffered(s) == had;
+             guard++)
+            aw_loop_run_once(loop, 0);
+    }
+    expect(f, "ab<EN<E<END<END>");
+    ck_assert_str_eq(data + i, "rest");
+    /* A line in two pieces, there before the read starts. */
+    ck_assert_int_eq(aw_stream_write(peer_side, data + i, 4), 0);
+    while (aw_stream_buffered(s) < 4)
+        aw_loop_run_once(loop, 0);
+    ck_assert_int_eq(aw_stream_write(peer_side, "x\n", 2), 0);
+    while (aw_stream_buffered(s) < 6)
+        aw_loop_run_once(loop, 0);
+    expect(aw_stream_readline(s), "restx\n");
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+END_TEST
+
 /* What a stream holds can be looked at without consuming it: its length
  * and a copy of its first bytes, for parsers that decide how much to
  * read. */
@@ -1765,6 +1807,7 @@ aw_test_suite(void)
     tcase_add_test(tc, readline_limit_with_existing_data);
     tcase_add_test(tc, reads_from_the_buffer_allocate_only_their_bytes);
     tcase_add_test(tc, waiting_readuntil_keeps_its_separator);
+    tcase_add_test(tc, readuntil_fed_a_byte_at_a_time);
     tcase_add_test(tc, peek_and_buffered_leave_the_data);
     tcase_add_test(tc, stream_on_pipe_pair_reads_writes_and_eof);
     tcase_add_test(tc, write_pipe_reader_gone_is_epipe_not_sigpipe);
