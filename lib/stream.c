@@ -667,7 +667,7 @@ aw_stream_drain(aw_stream *s)
      * task whose drains are settled continues at once, so waiting for
      * that would let it write on, unbounded. */
     if (!s->paused_writing &&
-        (s->t == NULL || !aw__transport_writing_paused(s->t))) {
+        (s->t == NULL || !aw_transport_is_writing_paused(s->t))) {
         /* One settled future, shared by every such drain: no allocation
          * per call (it has no result to take). */
         if (s->drained == NULL) {

@@ -58,10 +58,6 @@ struct evbuffer;
 typedef void (*aw__buffer_sink_fn)(aw_transport *t, struct evbuffer *in,
                                    void *arg);
 void aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink);
-/* Whether the write buffer is over its high-water mark now: the protocol
- * hears of it (pause_writing) from the ready queue, after the call that
- * crossed it; a stream's drain must wait from the call itself. */
-int aw__transport_writing_paused(const aw_transport *t);
 /* Reads offer a power of two less a chain header, not the power of two:
  * for a sink that frees each chain as soon as it is read, whose unused
  * room would be wasted (lib/transport.c, CHAIN_SLACK). */

@@ -1108,9 +1108,9 @@ aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink)
 }
 
 int
-aw__transport_writing_paused(const aw_transport *t)
+aw_transport_is_writing_paused(const aw_transport *t)
 {
-    return t->paused;
+    return t != NULL && t->state != T_LOST && t->paused;
 }
 
 void

@@ -391,10 +391,16 @@ START_TEST(pause_and_resume_writing)
     aw_transport_pause_reading(server_peers[0].t);
     ck_assert_int_eq(aw_transport_is_reading(server_peers[0].t), 0);
     aw_transport_set_write_buffer_limits(t, 100000, 1000);
-    for (i = 0; i < 64; i++)
+    ck_assert_int_eq(aw_transport_is_writing_paused(t), 0);
+    for (i = 0; i < 64 && !aw_transport_is_writing_paused(t); i++)
         aw_transport_write(t, chunk, sizeof(chunk));
+    /* Paused from the write that crossed the mark, told later. */
+    ck_assert_int_eq(aw_transport_is_writing_paused(t), 1);
     ck_assert_int_gt(aw_transport_write_buffer_size(t), 100000);
+    ck_assert_int_le(aw_transport_write_buffer_size(t), 100000 + sizeof(chunk));
     ck_assert_int_eq(client.nevents, 1); /* pause is scheduled, not called */
+    for (; i < 64; i++)
+        aw_transport_write(t, chunk, sizeof(chunk));
     for (i = 0; i < 50 && !saw_pause; i++) {
         aw_loop_run_once(loop, AW_RUN_NOWAIT);
         saw_pause = client.events[client.nevents - 1] == EV_PAUSE;
@@ -408,6 +414,8 @@ START_TEST(pause_and_resume_writing)
         saw_resume = client.events[client.nevents - 1] == EV_RESUME;
     }
     ck_assert(saw_resume);
+    ck_assert_int_eq(aw_transport_is_writing_paused(t), 0);
+    ck_assert_int_eq(aw_transport_is_writing_paused(NULL), 0);
     ck_assert_int_eq(aw_transport_set_write_buffer_limits(t, 10, 20), -EINVAL);
     aw_transport_abort(t);
     run_until(&server_peers[0].lost);

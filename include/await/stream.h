@@ -172,7 +172,10 @@ AW_EXTERN int aw_stream_set_limit(aw_stream *s, size_t limit);
  * Writes.  aw_stream_write buffers (never blocks): 0; AW_ECLOSED after
  * close or write_eof; the connection's error once it was lost.
  * aw_stream_drain - a future done once the write buffer is down to its
- * low-water mark (at once if it is); fails with the connection's error
+ * low-water mark (at once if writing is not paused: it is from the write
+ * that took the buffer over its high-water mark, as in asyncio, so that
+ * writing and draining in a loop keeps the buffer bounded; see
+ * aw_transport_is_writing_paused); fails with the connection's error
  * if it is lost meanwhile (-EPIPE when it closed without one).  Any
  * number of drains may wait at once.  The caller gets a reference to
  * release with aw_future_unref().  When writing is not paused the future

@@ -117,6 +117,12 @@ AW_EXTERN int aw_transport_is_reading(const aw_transport *t);
 /* aw_transport_write_buffer_size - bytes queued, not yet sent. */
 AW_EXTERN size_t aw_transport_write_buffer_size(const aw_transport *t);
 
+/* aw_transport_is_writing_paused - 1 from the write that took the buffer
+ * over its high-water mark until it drains to the low one, else 0.
+ * pause_writing says the same later, from the loop (never inside the
+ * write): a protocol that writes in a loop asks this between writes. */
+AW_EXTERN int aw_transport_is_writing_paused(const aw_transport *t);
+
 /*
  * aw_transport_set_write_buffer_limits - pause_writing is called when the
  * buffer grows over high, resume_writing when it drains to low or less.
