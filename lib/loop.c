@@ -140,7 +140,11 @@ struct aw_loop {
     aw_exception_handler_fn exc_fn;
     void *exc_arg;
     double slow_callback_duration;
-    pthread_t thread;
+    /* What the loop publishes for a call from outside its callbacks, which
+     * may come from another thread (a misuse debug mode reports): read
+     * and written atomically, copies of closed, debug and running ||
+     * in_process. */
+    int pub_closed, pub_debug, pub_active;
 
     unsigned own_base : 1;
     unsigned running : 1;
@@ -159,6 +163,13 @@ _Static_assert(offsetof(struct aw_loop, head) == 0,
 #endif
 
 static __thread aw_loop *running_loop;
+
+static inline void
+publish_active(aw_loop *loop)
+{
+    __atomic_store_n(&loop->pub_active, loop->running || loop->in_process,
+                     __ATOMIC_RELAXED);
+}
 
 static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
 
@@ -370,6 +381,7 @@ aw_loop_set_debug(aw_loop *loop, int enabled)
     if (loop->closed)
         return AW_ECLOSED;
     loop->debug = enabled != 0;
+    __atomic_store_n(&loop->pub_debug, loop->debug, __ATOMIC_RELAXED);
     loop->head.task.timing = loop->debug;
     return 0;
 }
@@ -681,6 +693,7 @@ loop_process(aw_loop *loop)
 
     running_loop = loop;
     loop->in_process = 1;
+    publish_active(loop);
     for (;;) {
         move_due_timers(loop);
         if (loop->ready_head == NULL)
@@ -694,6 +707,7 @@ loop_process(aw_loop *loop)
             break;
     }
     loop->in_process = 0;
+    publish_active(loop);
     running_loop = saved;
     if (loop->ready_head != NULL && !loop->ready_armed) {
         /* A zero timeout, not event_active: timeouts are processed after
@@ -743,11 +757,14 @@ check_schedule(aw_loop *loop, aw_callback_fn fn)
 {
     if (AW__UNLIKELY(loop == NULL || fn == NULL))
         return -EINVAL;
-    if (AW__UNLIKELY(loop->closed))
+    if (AW__LIKELY(running_loop == loop)) /* in its callbacks: its thread */
+        return AW__UNLIKELY(loop->closed) ? AW_ECLOSED : 0;
+    /* Outside them, maybe on another thread: only what is published. */
+    if (AW__UNLIKELY(__atomic_load_n(&loop->pub_closed, __ATOMIC_RELAXED)))
         return AW_ECLOSED;
-    if (AW__UNLIKELY(loop->debug) && (loop->running || loop->in_process) &&
-        !pthread_equal(loop->thread, pthread_self()))
-        return AW_EWRONGTHREAD;
+    if (AW__UNLIKELY(__atomic_load_n(&loop->pub_debug, __ATOMIC_RELAXED)) &&
+        __atomic_load_n(&loop->pub_active, __ATOMIC_RELAXED))
+        return AW_EWRONGTHREAD; /* it runs, and not on this thread */
     return 0;
 }
 
@@ -1189,9 +1206,10 @@ run_iterations(aw_loop *loop, int once, int nowait)
     int rc = 0;
 
     loop->running = 1;
+
+    publish_active(loop);
     loop->stopping = loop->stop_pending;
     loop->stop_pending = 0;
-    loop->thread = pthread_self();
     running_loop = loop;
     for (;;) {
         int flags = EVLOOP_ONCE;
@@ -1207,6 +1225,7 @@ run_iterations(aw_loop *loop, int once, int nowait)
     }
     loop->stopping = 0;
     loop->running = 0;
+    publish_active(loop);
     running_loop = NULL;
     return rc;
 }
@@ -1331,6 +1350,7 @@ aw_loop_close(aw_loop *loop)
     pthread_mutex_unlock(&loop->ts_lock);
     loop_release_resources(loop);
     loop->closed = 1;
+    __atomic_store_n(&loop->pub_closed, 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -1363,8 +1383,10 @@ io_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     running_loop = loop;
     loop->in_process = 1;
+    publish_active(loop);
     run_callback(loop, w->fn[dir], w->arg[dir]);
     loop->in_process = 0;
+    publish_active(loop);
     running_loop = saved;
     if (loop->stopping)
         stop_dispatch(loop);
@@ -1503,8 +1525,10 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
         return;
     running_loop = loop;
     loop->in_process = 1;
+    publish_active(loop);
     run_callback(loop, s->fn, s->arg);
     loop->in_process = 0;
+    publish_active(loop);
     running_loop = saved;
     if (loop->stopping)
         stop_dispatch(loop);

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -2139,6 +2140,142 @@ START_TEST(interop_server_with_openssl_s_client)
 }
 END_TEST
 
+/* ---- one context, several loops in several threads ---------------------------------- */
+
+/* A context is shared by loops in threads (its reference count, session
+ * cache and key log are the shared parts): two threads, each with its
+ * own loop, server and clients, on the same server and client contexts.
+ * check-tsan runs this case under ThreadSanitizer. */
+#define TL_THREADS 2
+#define TL_CONNS 12
+
+struct tl_arg {
+    aw_tls_context *sctx, *cctx;
+    int port;
+    int ok, reused;
+    aw_stream *s;
+    aw_bytes *line;
+    int rc;
+};
+
+static AW_TASK(tl_echo_task, aw_stream *s)
+{
+    aw_bytes *line = NULL;
+
+    AW_BEGIN();
+    AW_AWAIT_TAKE(aw_stream_readline(s), &line);
+    aw_stream_write(s, aw_bytes_data(line), aw_bytes_len(line));
+    aw_bytes_free(line);
+    AW_AWAIT(aw_stream_drain(s), NULL);
+    AW_FINALLY();
+    aw_stream_close(s);
+    AW_END();
+}
+
+static void
+tl_unref_stream(void *p)
+{
+    aw_stream_unref(p);
+}
+
+static void
+tl_on_client(aw_stream *s, void *arg)
+{
+    aw_future_unref(aw_task_new(arg, tl_echo_task, s, tl_unref_stream));
+}
+
+static AW_TASK(tl_client_task, struct tl_arg *a)
+{
+    AW_BEGIN();
+    AW_TRY_AWAIT(a->rc,
+                 aw_open_connection_tls(aw_task_loop(AW_SELF()), "127.0.0.1",
+                                        a->port, a->cctx, "localhost"),
+                 NULL);
+    if (a->rc != 0 ||
+        aw_future_take_result(AW_AWAITED(), (void **)&a->s, NULL) != 0)
+        AW_RETURN_INT(0);
+    aw_stream_write(a->s, "ping\n", 5);
+    AW_TRY_AWAIT(a->rc, aw_stream_readline(a->s), &a->line);
+    if (a->rc == 0 && aw_bytes_len(a->line) == 5 &&
+        memcmp(aw_bytes_data(a->line), "ping\n", 5) == 0)
+        a->ok++;
+    a->reused += aw_tls_session_reused(aw_stream_transport(a->s));
+    aw_stream_close(a->s);
+    AW_TRY_AWAIT(a->rc, aw_stream_wait_closed(a->s), NULL);
+    AW_FINALLY();
+    aw_stream_unref(a->s);
+    a->s = NULL;
+    AW_END();
+}
+
+static void *
+tl_thread(void *p)
+{
+    struct tl_arg *a = p;
+    aw_loop *l = NULL;
+    aw_future *f;
+    void *srv = NULL;
+    int i;
+
+    if (aw_loop_new(&l) != 0)
+        return NULL;
+    f = aw_start_server_tls(l, "127.0.0.1", 0, a->sctx, tl_on_client, l, 0,
+                            0);
+    if (aw_loop_run_until_complete(l, f) == 0)
+        aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    if (srv != NULL) {
+        a->port = aw_server_port(srv);
+        for (i = 0; i < TL_CONNS; i++) {
+            f = aw_task_new(l, tl_client_task, a, NULL);
+            aw_loop_run_until_complete(l, f);
+            aw_future_unref(f);
+        }
+        aw_server_close(srv);
+        f = aw_server_wait_closed(srv);
+        aw_loop_run_until_complete(l, f);
+        aw_future_unref(f);
+        while (aw_all_tasks(l, NULL, 0) > 0)
+            aw_loop_run_once(l, 0);
+        aw_server_free(srv);
+    }
+    aw_loop_run_once(l, AW_RUN_NOWAIT);
+    aw_loop_free(l);
+    return NULL;
+}
+
+START_TEST(context_shared_by_loops_in_threads)
+{
+    aw_tls_context *sctx = server_ctx(&leaf), *cctx = client_ctx();
+    struct tl_arg a[TL_THREADS];
+    pthread_t th[TL_THREADS];
+    struct stat st;
+    int i;
+
+    make_tmpdir();
+    ck_assert_int_eq(aw_tls_context_set_keylog_file(cctx, tmp_path("keylog")),
+                     0);
+    memset(a, 0, sizeof(a));
+    for (i = 0; i < TL_THREADS; i++) {
+        a[i].sctx = sctx;
+        a[i].cctx = cctx;
+        ck_assert_int_eq(pthread_create(&th[i], NULL, tl_thread, &a[i]), 0);
+    }
+    for (i = 0; i < TL_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(a[i].ok, TL_CONNS);
+        /* Each thread's server is its own: after its first connection,
+         * the client resumes the session the cache kept for it. */
+        ck_assert_int_eq(a[i].reused, TL_CONNS - 1);
+    }
+    aw_tls_context_unref(cctx); /* the key log closes */
+    ck_assert_int_eq(stat(tmp_path("keylog"), &st), 0);
+    ck_assert_int_gt(st.st_size, 0);
+    remove_tmpdir();
+    aw_tls_context_unref(sctx);
+}
+END_TEST
+
 Suite *
 aw_test_suite(void)
 {
@@ -2182,6 +2319,9 @@ aw_test_suite(void)
     tcase_add_test(tc, files_loaded_and_keylog_written);
     tcase_add_test(tc, interop_client_with_openssl_s_server);
     tcase_add_test(tc, interop_server_with_openssl_s_client);
+    suite_add_tcase(s, tc);
+    tc = aw_test_tcase("threads"); /* check-tsan runs this one */
+    tcase_add_test(tc, context_shared_by_loops_in_threads);
     suite_add_tcase(s, tc);
     return s;
 }
