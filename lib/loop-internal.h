@@ -70,10 +70,12 @@ struct aw__task_slot {
 /* transport.c */
 struct evdns_base;
 struct aw_transport;
+struct aw_datagram_transport;
 struct aw__net_slot {
     struct evdns_base *dns;          /* the resolver, made on first use */
     int resolver;                    /* AW_RESOLVER_*: which one names use */
     struct aw_transport *transports; /* open, for the census */
+    struct aw_datagram_transport *datagrams; /* udp.c's, the same */
     const struct aw__loop_hooks *hooks;
 };
 

@@ -63,6 +63,17 @@ void aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink);
  * room would be wasted (lib/transport.c, CHAIN_SLACK). */
 void aw__transport_set_exact_reads(aw_transport *t, int on);
 
+/* addr as text: "127.0.0.1:80", "[::1]:80", a Unix path ("" unnamed,
+ * "@name" abstract).  Its length, -ENOSPC, -EAFNOSUPPORT. */
+int aw__addr_text(const struct sockaddr *sa, socklen_t salen, char *buf,
+                  size_t len);
+
+/* The loop's close names what is still alive: the networking census
+ * (transports, then udp.c's endpoints through aw__datagram_census) is on
+ * once one such object was made. */
+void aw__net_census_on(aw_loop *loop);
+void aw__datagram_census(aw_loop *loop);
+
 /* aw_create_server_sock whose server calls arg_destroy(arg) when freed
  * (on failure, at once). */
 aw_future *aw__create_server_sock(aw_loop *loop, int fd,

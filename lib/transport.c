@@ -1002,10 +1002,9 @@ aw_transport_sockname(const aw_transport *t, struct sockaddr *addr,
     return addr_of(t, addr, len, 0);
 }
 
-/* addr as text: "127.0.0.1:80", "[::1]:80", a Unix path ("" unnamed,
- * "@name" abstract).  Its length, -ENOSPC, -EAFNOSUPPORT. */
-static int
-addr_text(const struct sockaddr *sa, socklen_t salen, char *buf, size_t len)
+int
+aw__addr_text(const struct sockaddr *sa, socklen_t salen, char *buf,
+              size_t len)
 {
     char host[INET6_ADDRSTRLEN];
     int n;
@@ -1056,7 +1055,7 @@ addr_text_of(const aw_transport *t, char *buf, size_t len, int peer)
         buf[0] = '\0';
         return rc;
     }
-    return addr_text((struct sockaddr *)&ss, sl, buf, len);
+    return aw__addr_text((struct sockaddr *)&ss, sl, buf, len);
 }
 
 /* Close found work outstanding: each transport still alive, by its peer
@@ -1081,6 +1080,13 @@ net_census(aw_loop *loop)
                             ? aw_err_name(t->lost_error)
                             : "");
     }
+    aw__datagram_census(loop);
+}
+
+void
+aw__net_census_on(aw_loop *loop)
+{
+    aw__loop_net_slot(loop)->hooks = &net_hooks;
 }
 
 int

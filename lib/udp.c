@@ -84,6 +84,7 @@ struct waiter {
 
 struct aw_datagram_transport {
     aw_loop *loop;
+    aw_datagram_transport *live_prev, *live_next; /* the loop's census */
     const aw_datagram_protocol *proto; /* NULL: the awaitable form */
     void *user;
     struct event *rev, *wev;
@@ -271,6 +272,7 @@ static aw_datagram_transport *
 transport_new(aw_loop *loop, const aw_datagram_protocol *proto, void *user)
 {
     aw_datagram_transport *t = aw__calloc(1, sizeof(*t));
+    struct aw__net_slot *s;
 
     if (t == NULL)
         return NULL;
@@ -281,6 +283,12 @@ transport_new(aw_loop *loop, const aw_datagram_protocol *proto, void *user)
     t->high = DEFAULT_HIGH;
     t->low = DEFAULT_LOW;
     t->refs = 1; /* its own, until connection_lost is delivered */
+    s = aw__loop_net_slot(loop);
+    t->live_next = s->datagrams;
+    if (t->live_next != NULL)
+        t->live_next->live_prev = t;
+    s->datagrams = t;
+    aw__net_census_on(loop);
     aw__loop_track(loop, 1);
     return t;
 }
@@ -288,12 +296,54 @@ transport_new(aw_loop *loop, const aw_datagram_protocol *proto, void *user)
 static void
 transport_free(aw_datagram_transport *t)
 {
+    struct aw__net_slot *s = aw__loop_net_slot(t->loop);
+
+    if (t->live_prev != NULL)
+        t->live_prev->live_next = t->live_next;
+    else
+        s->datagrams = t->live_next;
+    if (t->live_next != NULL)
+        t->live_next->live_prev = t->live_prev;
     if (t->fd >= 0 && !t->borrowed)
         close(t->fd);
     aw__free(t->rbuf);
     aw__free(t->rhost);
     aw__loop_track(t->loop, -1);
     aw__free(t);
+}
+
+/* Close found work outstanding: each endpoint still alive, by its local
+ * address (and its peer, when connected). */
+void
+aw__datagram_census(aw_loop *loop)
+{
+    static const char *const states[] = {"opening", "open", "closing",
+                                         "lost"};
+    aw_datagram_transport *t;
+
+    for (t = aw__loop_net_slot(loop)->datagrams; t != NULL;
+         t = t->live_next) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char local[AW_ADDRSTRLEN], peer[AW_ADDRSTRLEN];
+
+        if (t->fd < 0 || getsockname(t->fd, (struct sockaddr *)&ss, &sl) != 0 ||
+            aw__addr_text((struct sockaddr *)&ss, sl, local, sizeof(local)) <
+                0)
+            snprintf(local, sizeof(local), "an unknown address");
+        if (!t->connected || aw__addr_text((struct sockaddr *)&t->peer,
+                                           t->peerlen, peer, sizeof(peer)) < 0)
+            peer[0] = '\0';
+        aw__loop_report(loop, AW_EBUSY, NULL, NULL,
+                        "datagram endpoint on %s%s%s (%s%s%s) still alive at "
+                        "loop close",
+                        local, peer[0] != '\0' ? " to " : "", peer,
+                        states[t->state],
+                        t->state == D_LOST && t->lost_error != 0 ? ": " : "",
+                        t->state == D_LOST && t->lost_error != 0
+                            ? aw_err_name(t->lost_error)
+                            : "");
+    }
 }
 
 aw_datagram_transport *

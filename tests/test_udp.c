@@ -235,6 +235,43 @@ round_trip(const char *host)
     assert_events(&srv, want_srv, 3);
 }
 
+/* A loop that will not close names each endpoint still alive, by its
+ * address and, when connected, its peer. */
+static char busy_log[1024];
+
+static void
+log_reports(aw_loop *l, const aw_exception_context *ctx, void *arg)
+{
+    size_t n = strlen(busy_log);
+
+    (void)l;
+    (void)arg;
+    snprintf(busy_log + n, sizeof(busy_log) - n, "%s\n", ctx->message);
+}
+
+START_TEST(busy_close_names_endpoints)
+{
+    static struct peer srv, cli;
+    char want[128];
+
+    open_ip(&srv, "127.0.0.1", 0, NULL, 0, 0);
+    open_ip(&cli, NULL, 0, "127.0.0.1", port_of(srv.t), 0);
+    busy_log[0] = '\0';
+    aw_loop_set_exception_handler(loop, log_reports, NULL);
+    ck_assert_int_eq(aw_loop_close(loop), AW_EBUSY);
+    aw_loop_set_exception_handler(loop, NULL, NULL);
+    snprintf(want, sizeof(want),
+             "datagram endpoint on 127.0.0.1:%d (open) still alive",
+             port_of(srv.t));
+    ck_assert_msg(strstr(busy_log, want) != NULL, "%s", busy_log);
+    snprintf(want, sizeof(want), ":%d to 127.0.0.1:%d (open) still alive",
+             port_of(cli.t), port_of(srv.t));
+    ck_assert_msg(strstr(busy_log, want) != NULL, "%s", busy_log);
+    finish(&cli, 0);
+    finish(&srv, 0);
+}
+END_TEST
+
 START_TEST(round_trip_ipv4)
 {
     round_trip("127.0.0.1");
@@ -1113,6 +1150,7 @@ aw_test_suite(void)
     TCase *tc = aw_test_tcase("udp");
 
     tcase_add_test(tc, round_trip_ipv4);
+    tcase_add_test(tc, busy_close_names_endpoints);
     tcase_add_test(tc, round_trip_ipv6);
     tcase_add_test(tc, round_trip_unix);
     tcase_add_test(tc, round_trip_socketpair);
