@@ -142,9 +142,10 @@ struct aw_loop {
     double slow_callback_duration;
     /* What the loop publishes for a call from outside its callbacks, which
      * may come from another thread (a misuse debug mode reports): read
-     * and written atomically, copies of closed, debug and running ||
-     * in_process. */
-    int pub_closed, pub_debug, pub_active;
+     * and written atomically, copies of closed and debug, and the thread
+     * that runs it (its thread_token; NULL while not running). */
+    int pub_closed, pub_debug;
+    const void *pub_owner;
 
     unsigned own_base : 1;
     unsigned running : 1;
@@ -164,10 +165,14 @@ _Static_assert(offsetof(struct aw_loop, head) == 0,
 
 static __thread aw_loop *running_loop;
 
+/* A thread's identity, for pub_owner: the address of its own copy. */
+static __thread char thread_token;
+
 static inline void
 publish_active(aw_loop *loop)
 {
-    __atomic_store_n(&loop->pub_active, loop->running || loop->in_process,
+    __atomic_store_n(&loop->pub_owner,
+                     loop->running || loop->in_process ? &thread_token : NULL,
                      __ATOMIC_RELAXED);
 }
 
@@ -762,9 +767,12 @@ check_schedule(aw_loop *loop, aw_callback_fn fn)
     /* Outside them, maybe on another thread: only what is published. */
     if (AW__UNLIKELY(__atomic_load_n(&loop->pub_closed, __ATOMIC_RELAXED)))
         return AW_ECLOSED;
-    if (AW__UNLIKELY(__atomic_load_n(&loop->pub_debug, __ATOMIC_RELAXED)) &&
-        __atomic_load_n(&loop->pub_active, __ATOMIC_RELAXED))
-        return AW_EWRONGTHREAD; /* it runs, and not on this thread */
+    if (AW__UNLIKELY(__atomic_load_n(&loop->pub_debug, __ATOMIC_RELAXED))) {
+        const void *owner = __atomic_load_n(&loop->pub_owner, __ATOMIC_RELAXED);
+
+        if (owner != NULL && owner != &thread_token)
+            return AW_EWRONGTHREAD; /* it runs, on another thread */
+    }
     return 0;
 }
 
@@ -1206,7 +1214,6 @@ run_iterations(aw_loop *loop, int once, int nowait)
     int rc = 0;
 
     loop->running = 1;
-
     publish_active(loop);
     loop->stopping = loop->stop_pending;
     loop->stop_pending = 0;

@@ -28,8 +28,8 @@
 #include "tls-internal.h"
 #include "transport-internal.h"
 
-/* Bytes read from a stream keep the buffer chains they arrived in (moved,
- * not copied); others hold their data inline. */
+/* Bytes read from a stream that are one whole buffer chain keep it
+ * (moved, not copied); others hold their data inline. */
 struct aw_bytes {
     size_t len;
     const char *data;
@@ -58,9 +58,8 @@ aw_bytes_new(const void *data, size_t len)
     return b;
 }
 
-/* The first n bytes of buf, as one allocation with the bytes inline:
- * below this size a copy costs less than moving chains (and a chain that
- * holds more than them would be copied anyway). */
+/* Up to this size bytes are always copied inline: a copy costs less than
+ * moving a chain. */
 #define BYTES_INLINE_MAX 4096
 
 /* The first n bytes of buf, taken out into a bytes object: their chain
@@ -374,7 +373,6 @@ flow(aw_stream *s)
     }
 }
 
-/* Serve the waiting read from the buffer, if it can be. */
 /* Where the waiting read's separator starts in the buffer (len bytes),
  * or -1.  A line is almost always in the first chain: memchr (memmem)
  * there first.  Else the search starts where the last one left off, so
@@ -412,6 +410,7 @@ find_sep(aw_stream *s, size_t len, struct evbuffer_iovec *first)
     return at.pos;
 }
 
+/* Serve the waiting read from the buffer, if it can be. */
 static void
 try_read(aw_stream *s)
 {
@@ -782,6 +781,14 @@ on_made(aw_transport *t, void *arg)
         s->t = aw_transport_ref(t);
         aw__transport_set_sink(t, on_buffer);
         s->reading_paused = 0;
+        /* The pause and resume of the connection below went to the TLS
+         * layer during the handshake: writing is paused now or not by
+         * the TLS transport's measure (its buffer includes the one
+         * below), and drains that waited settle if it is not. */
+        aw__transport_check_writing(t);
+        s->paused_writing = aw_transport_is_writing_paused(t);
+        if (!s->paused_writing)
+            settle_drains(s, 0);
         return;
     }
     s->t = aw_transport_ref(t);

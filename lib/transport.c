@@ -957,11 +957,10 @@ aw_transport_set_write_buffer_limits(aw_transport *t, size_t high,
         return -EINVAL;
     t->high = high;
     t->low = low;
-    if (t->kind == K_LAYER) { /* the socket's below follow */
+    if (t->kind == K_LAYER) /* the socket's below follow */
         aw_transport_set_write_buffer_limits(t->lops->lower(t->layer), high,
                                              low);
-        aw__transport_check_writing(t);
-    }
+    aw__transport_check_writing(t); /* paused or not by the new marks */
     return 0;
 }
 
@@ -1070,8 +1069,13 @@ net_census(aw_loop *loop)
 
     for (t = aw__loop_net_slot(loop)->transports; t != NULL;
          t = t->live_next) {
-        if (t->state == T_LOST || addr_text_of(t, peer, sizeof(peer), 1) < 0)
+        int n = t->state == T_LOST ? -1
+                                   : addr_text_of(t, peer, sizeof(peer), 1);
+
+        if (n < 0)
             snprintf(peer, sizeof(peer), "an unknown peer");
+        else if (n == 0)
+            snprintf(peer, sizeof(peer), "an unnamed socket");
         aw__loop_report(loop, AW_EBUSY, NULL, NULL,
                         "transport to %s (%s%s%s) still alive at loop close",
                         peer, states[t->state],

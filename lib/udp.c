@@ -327,12 +327,21 @@ aw__datagram_census(aw_loop *loop)
         socklen_t sl = sizeof(ss);
         char local[AW_ADDRSTRLEN], peer[AW_ADDRSTRLEN];
 
-        if (t->fd < 0 || getsockname(t->fd, (struct sockaddr *)&ss, &sl) != 0 ||
-            aw__addr_text((struct sockaddr *)&ss, sl, local, sizeof(local)) <
-                0)
-            snprintf(local, sizeof(local), "an unknown address");
-        if (!t->connected || aw__addr_text((struct sockaddr *)&t->peer,
-                                           t->peerlen, peer, sizeof(peer)) < 0)
+        int n = t->fd < 0 ||
+                        getsockname(t->fd, (struct sockaddr *)&ss, &sl) != 0
+                    ? -1
+                    : aw__addr_text((struct sockaddr *)&ss, sl, local,
+                                    sizeof(local));
+
+        if (n <= 0)
+            snprintf(local, sizeof(local),
+                     n == 0 ? "an unnamed socket" : "an unknown address");
+        n = t->connected ? aw__addr_text((struct sockaddr *)&t->peer,
+                                         t->peerlen, peer, sizeof(peer))
+                         : -1;
+        if (n == 0)
+            snprintf(peer, sizeof(peer), "an unnamed socket");
+        else if (n < 0)
             peer[0] = '\0';
         aw__loop_report(loop, AW_EBUSY, NULL, NULL,
                         "datagram endpoint on %s%s%s (%s%s%s) still alive at "

@@ -831,6 +831,35 @@ START_TEST(debug_mode_refuses_call_soon_from_other_thread)
 }
 END_TEST
 
+/* Two loops on one event_base run on one thread: a callback of the one
+ * may schedule on the other, which runs (it is not a wrong thread). */
+static int sharing_rc = 1;
+
+static int
+call_soon_on_other_cb(aw_loop *l, void *arg)
+{
+    (void)l;
+    sharing_rc = aw_loop_call_soon(arg, stop_cb, NULL, NULL);
+    if (sharing_rc != 0)
+        aw_loop_stop(arg);
+    return 0;
+}
+
+START_TEST(debug_mode_accepts_loops_sharing_a_thread)
+{
+    aw_loop *b = NULL;
+
+    ck_assert_int_eq(aw_loop_set_debug(loop, 1), 0);
+    ck_assert_int_eq(aw_loop_new_with_base(&b, aw_loop_get_base(loop)), 0);
+    ck_assert_int_eq(aw_loop_set_debug(b, 1), 0);
+    ck_assert_int_eq(aw_loop_call_soon(b, call_soon_on_other_cb, loop, NULL),
+                     0);
+    ck_assert_int_eq(aw_loop_run_forever(loop), 0);
+    ck_assert_int_eq(sharing_rc, 0);
+    ck_assert_int_eq(aw_loop_free(b), 0);
+}
+END_TEST
+
 /* ---- exception handler and debug mode ---------------------------------- */
 
 /* Not static: exported (-export-dynamic) so that reports can name it. */
@@ -1537,6 +1566,7 @@ aw_test_suite(void)
     tcase_add_test(tc, call_soon_threadsafe_wakes_sleeping_loop);
     tcase_add_test(tc, call_soon_threadsafe_in_loop_thread_keeps_fifo);
     tcase_add_test(tc, debug_mode_refuses_call_soon_from_other_thread);
+    tcase_add_test(tc, debug_mode_accepts_loops_sharing_a_thread);
     tcase_add_test(tc, exception_handler_receives_callback_failure);
     tcase_add_test(tc, exception_context_size_checked);
     tcase_add_test(tc, debug_mode_reports_slow_callback);

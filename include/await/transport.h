@@ -118,7 +118,8 @@ AW_EXTERN int aw_transport_is_reading(const aw_transport *t);
 AW_EXTERN size_t aw_transport_write_buffer_size(const aw_transport *t);
 
 /* aw_transport_is_writing_paused - 1 from the write that took the buffer
- * over its high-water mark until it drains to the low one, else 0.
+ * over its high-water mark until it drains to the low one, else 0 (a TLS
+ * transport: until the connection below has told it so, from the loop).
  * pause_writing says the same later, from the loop (never inside the
  * write): a protocol that writes in a loop asks this between writes. */
 AW_EXTERN int aw_transport_is_writing_paused(const aw_transport *t);
