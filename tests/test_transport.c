@@ -406,6 +406,16 @@ START_TEST(pause_and_resume_writing)
         saw_pause = client.events[client.nevents - 1] == EV_PAUSE;
     }
     ck_assert(saw_pause);
+    /* New marks apply at once: under a raised low-water mark, writing
+     * goes on (under the high one only, it stays paused, as in asyncio). */
+    ck_assert_int_eq(aw_transport_set_write_buffer_limits(t, 64u << 20, 1000),
+                     0);
+    ck_assert_int_eq(aw_transport_is_writing_paused(t), 1);
+    ck_assert_int_eq(
+        aw_transport_set_write_buffer_limits(t, 64u << 20, 32u << 20), 0);
+    ck_assert_int_eq(aw_transport_is_writing_paused(t), 0);
+    ck_assert_int_eq(aw_transport_set_write_buffer_limits(t, 100000, 1000), 0);
+    ck_assert_int_eq(aw_transport_is_writing_paused(t), 1);
     aw_transport_resume_reading(server_peers[0].t);
     while (server_peers[0].len < 64 * sizeof(chunk))
         aw_loop_run_once(loop, 0);
