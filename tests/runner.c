@@ -14,6 +14,19 @@
 
 aw_loop *loop;
 
+char aw_test_reports[4096];
+
+void
+aw_test_log_reports(aw_loop *l, const aw_exception_context *ctx, void *arg)
+{
+    size_t n = strlen(aw_test_reports);
+
+    (void)l;
+    (void)arg;
+    snprintf(aw_test_reports + n, sizeof(aw_test_reports) - n, "%s\n",
+             ctx->message);
+}
+
 static atomic_long live_allocations;
 static atomic_long total_allocations; /* calls, the failed ones too */
 static atomic_long fail_countdown;

@@ -496,18 +496,6 @@ START_TEST(run_until_complete_stopped_early)
 }
 END_TEST
 
-static char busy_log[1024];
-
-static void
-log_reports(aw_loop *l, const aw_exception_context *ctx, void *arg)
-{
-    size_t n = strlen(busy_log);
-
-    (void)l;
-    (void)arg;
-    snprintf(busy_log + n, sizeof(busy_log) - n, "%s\n", ctx->message);
-}
-
 /* A loop that will not close says why, naming what is alive by kind. */
 START_TEST(loop_close_busy_while_future_alive)
 {
@@ -516,12 +504,12 @@ START_TEST(loop_close_busy_while_future_alive)
     in[0] = aw_future_new(loop);
     in[1] = aw_future_new(loop);
     g = aw_gather(loop, 2, in, 0);
-    busy_log[0] = '\0';
-    aw_loop_set_exception_handler(loop, log_reports, NULL);
+    aw_test_reports[0] = '\0';
+    aw_loop_set_exception_handler(loop, aw_test_log_reports, NULL);
     ck_assert_int_eq(aw_loop_close(loop), AW_EBUSY);
-    ck_assert_ptr_nonnull(strstr(busy_log, "3 plain futures still referenced"));
-    ck_assert_ptr_nonnull(strstr(busy_log, "1 gather future still referenced"));
-    ck_assert_ptr_nonnull(strstr(busy_log, "4 objects still referenced"));
+    ck_assert_ptr_nonnull(strstr(aw_test_reports, "3 plain futures still referenced"));
+    ck_assert_ptr_nonnull(strstr(aw_test_reports, "1 gather future still referenced"));
+    ck_assert_ptr_nonnull(strstr(aw_test_reports, "4 objects still referenced"));
     aw_future_cancel(g, NULL);
     aw_future_unref(g);
     aw_future_unref(f);

@@ -1056,6 +1056,17 @@ start_keeping(void)
     return srv;
 }
 
+/* Close both sides of a start_keeping() connection and its server. */
+static void
+stop_keeping(aw_stream *s, aw_server *srv)
+{
+    aw_stream_close(s);
+    aw_stream_unref(s);
+    aw_stream_close(peer_side);
+    aw_stream_unref(peer_side);
+    stop(srv);
+}
+
 enum { K_READ, K_READEXACTLY, K_READUNTIL, K_READLINE, K_KINDS };
 
 static aw_future *
@@ -1158,11 +1169,7 @@ START_TEST(read_cancelled_after_hand_over_loses_nothing)
     for (kind = 0; kind < K_KINDS; kind++)
         for (when = DATA_WHILE_WAITING; when <= NO_CANCEL; when++)
             hand_over(s, kind, when);
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 
@@ -1234,11 +1241,7 @@ START_TEST(limit_applies_before_separator)
     b = aw_stream_partial(s);
     ck_assert_int_eq(aw_bytes_len(b), 17);
     aw_bytes_free(b);
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 
@@ -1253,11 +1256,7 @@ START_TEST(limit_not_found_past_limit)
     aw_stream_write(peer_side, "0123456789abcdefgh", 18);
     await_bytes(aw_stream_readuntil(s, "--", 2), AW_ELIMIT);
     expect(aw_stream_readexactly(s, 18), "0123456789abcdefgh");
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 
@@ -1303,11 +1302,7 @@ START_TEST(stream_addresses_as_text)
     ck_assert(strncmp(a, "127.0.0.1:", 10) == 0);
     ck_assert_int_eq(aw_stream_peername_text(NULL, a, sizeof(a)),
                      -EINVAL);
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 
@@ -1332,18 +1327,6 @@ START_TEST(bytes_new_bad_input)
 }
 END_TEST
 
-static char busy_log[2048];
-
-static void
-log_reports(aw_loop *l, const aw_exception_context *ctx, void *arg)
-{
-    size_t n = strlen(busy_log);
-
-    (void)l;
-    (void)arg;
-    snprintf(busy_log + n, sizeof(busy_log) - n, "%s\n", ctx->message);
-}
-
 /* A loop that will not close names each stream still alive by its peer. */
 START_TEST(busy_close_names_streams_by_peer)
 {
@@ -1354,17 +1337,13 @@ START_TEST(busy_close_names_streams_by_peer)
     while (peer_side == NULL)
         aw_loop_run_once(loop, 0);
     ck_assert_int_gt(aw_stream_peername_text(s, peer, sizeof(peer)), 0);
-    busy_log[0] = '\0';
-    aw_loop_set_exception_handler(loop, log_reports, NULL);
+    aw_test_reports[0] = '\0';
+    aw_loop_set_exception_handler(loop, aw_test_log_reports, NULL);
     ck_assert_int_eq(aw_loop_close(loop), AW_EBUSY);
     snprintf(want, sizeof(want), "transport to %s (open)", peer);
-    ck_assert_msg(strstr(busy_log, want) != NULL, "%s", busy_log);
+    ck_assert_msg(strstr(aw_test_reports, want) != NULL, "%s", aw_test_reports);
     aw_loop_set_exception_handler(loop, NULL, NULL);
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 
@@ -1386,11 +1365,7 @@ START_TEST(readline_limit_with_existing_data)
     await_bytes(aw_stream_readline(s), AW_ELIMIT);
     aw_stream_write(peer_side, "x\n", 2);
     expect(aw_stream_readline(s), "x\n"); /* nothing of before is left */
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 
@@ -1480,11 +1455,7 @@ START_TEST(reads_from_the_buffer_allocate_only_their_bytes)
     ck_assert_int_eq(aw_future_error(d2), 0);
     aw_future_unref(d1);
     aw_future_unref(d2);
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 
@@ -1512,11 +1483,7 @@ START_TEST(waiting_readuntil_keeps_its_separator)
         ck_assert_int_eq(aw_stream_write(peer_side, want, strlen(want)), 0);
         expect(f, want);
     }
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 
@@ -1555,11 +1522,7 @@ START_TEST(readuntil_fed_a_byte_at_a_time)
     while (aw_stream_buffered(s) < 6)
         aw_loop_run_once(loop, 0);
     expect(aw_stream_readline(s), "restx\n");
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 
@@ -1594,11 +1557,7 @@ START_TEST(peek_and_buffered_leave_the_data)
     ck_assert_int_eq(aw_stream_peek(NULL, buf, 1), -EINVAL);
     ck_assert_int_eq(aw_stream_peek(s, NULL, 1), -EINVAL);
     ck_assert_uint_eq(aw_stream_buffered(NULL), 0);
-    aw_stream_close(s);
-    aw_stream_unref(s);
-    aw_stream_close(peer_side);
-    aw_stream_unref(peer_side);
-    stop(srv);
+    stop_keeping(s, srv);
 }
 END_TEST
 

@@ -1066,21 +1066,39 @@ END_TEST
 static aw_tls_context *upgrade_ctx;
 static int upgrade_rc = 1;
 
-/* A plain server: "STARTTLS\n" answered "OK\n", then TLS, then an echoed line. */
+/* A plain server: "STARTTLS\n" answered "OK\n", then TLS, then an echoed
+ * line.  With starttls_big, BIG_BEFORE_TLS bytes follow "OK\n" and the
+ * server drains while its upgrade runs (drain_during_start_tls_...). */
+#define BIG_BEFORE_TLS (8u << 20)
+
+static int starttls_big;
+static char *big_before_tls;
+static int big_paused_at_start, big_drain_rc = 1;
+
 static AW_TASK(starttls_server_task, struct handler *h)
 {
     AW_BEGIN();
     AW_AWAIT(aw_stream_readline(h->s), &h->line);
     ck_assert_str_eq(aw_bytes_cstr(h->line), "STARTTLS\n");
     aw_stream_write(h->s, "OK\n", 3);
-    AW_TRY_AWAIT(upgrade_rc, aw_stream_start_tls(h->s, upgrade_ctx, NULL),
-                 NULL);
+    if (starttls_big) {
+        aw_stream_write(h->s, big_before_tls, BIG_BEFORE_TLS);
+        big_paused_at_start =
+            aw_transport_is_writing_paused(aw_stream_transport(h->s));
+    }
+    h->upgrade = aw_stream_start_tls(h->s, upgrade_ctx, NULL);
+    if (starttls_big) {
+        AW_TRY_AWAIT(big_drain_rc, aw_stream_drain(h->s), NULL);
+    }
+    AW_TRY_AWAIT(upgrade_rc, h->upgrade, NULL);
+    h->upgrade = NULL;
     if (upgrade_rc == 0) {
         AW_AWAIT(aw_stream_readline(h->s), &h->line);
         aw_stream_write(h->s, aw_bytes_data(h->line), aw_bytes_len(h->line));
         AW_AWAIT(aw_stream_drain(h->s), NULL);
     }
     AW_FINALLY();
+    aw_future_unref(h->upgrade);
     aw_stream_close(h->s);
     handlers_done++;
     AW_END();
@@ -1096,15 +1114,13 @@ on_starttls_client(aw_stream *s, void *arg)
     aw_future_unref(aw_task_new(loop, starttls_server_task, h, handler_free));
 }
 
-START_TEST(stream_start_tls_mid_stream)
+/* The STARTTLS server started, and a plain connection to it. */
+static aw_stream *
+dial_starttls_server(aw_server **srvp)
 {
-    aw_tls_context *sctx = server_ctx(&leaf), *cctx = client_ctx();
     aw_future *f;
     void *srv = NULL, *s = NULL;
 
-    upgrade_ctx = sctx;
-    upgrade_rc = 1;
-    handlers_done = 0;
     f = aw_start_server(loop, "127.0.0.1", 0, on_starttls_client, NULL, 0, 0);
     ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
     aw_future_take_result(f, &srv, NULL);
@@ -1113,6 +1129,21 @@ START_TEST(stream_start_tls_mid_stream)
     ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
     aw_future_take_result(f, &s, NULL);
     aw_future_unref(f);
+    *srvp = srv;
+    return s;
+}
+
+START_TEST(stream_start_tls_mid_stream)
+{
+    aw_tls_context *sctx = server_ctx(&leaf), *cctx = client_ctx();
+    aw_future *f;
+    aw_server *srv = NULL;
+    aw_stream *s = NULL;
+
+    upgrade_ctx = sctx;
+    upgrade_rc = 1;
+    handlers_done = 0;
+    s = dial_starttls_server(&srv);
     ck_assert_int_eq(aw_tls_is_tls(aw_stream_transport(s)), 0);
     ck_assert_int_eq(aw_stream_write(s, "STARTTLS\n", 9), 0);
     expect(aw_stream_readline(s), "OK\n");
@@ -1141,68 +1172,22 @@ END_TEST
  * and resume of the connection below go to the TLS layer by then).  The
  * server writes 8 MiB, starts TLS and drains at once; the client reads
  * them all, then starts TLS. */
-#define BIG_BEFORE_TLS (8u << 20)
-
-static char *big_before_tls;
-static int big_paused_at_start, big_drain_rc = 1;
-
-static AW_TASK(starttls_after_big_task, struct handler *h)
-{
-    AW_BEGIN();
-    AW_AWAIT(aw_stream_readline(h->s), &h->line);
-    aw_stream_write(h->s, "OK\n", 3);
-    aw_stream_write(h->s, big_before_tls, BIG_BEFORE_TLS);
-    big_paused_at_start =
-        aw_transport_is_writing_paused(aw_stream_transport(h->s));
-    h->upgrade = aw_stream_start_tls(h->s, upgrade_ctx, NULL);
-    AW_TRY_AWAIT(big_drain_rc, aw_stream_drain(h->s), NULL);
-    AW_TRY_AWAIT(upgrade_rc, h->upgrade, NULL);
-    h->upgrade = NULL;
-    if (upgrade_rc == 0 && big_drain_rc == 0) {
-        AW_AWAIT(aw_stream_readline(h->s), &h->line);
-        aw_stream_write(h->s, aw_bytes_data(h->line), aw_bytes_len(h->line));
-        AW_AWAIT(aw_stream_drain(h->s), NULL);
-    }
-    AW_FINALLY();
-    aw_future_unref(h->upgrade);
-    aw_stream_close(h->s);
-    handlers_done++;
-    AW_END();
-}
-
-static void
-on_starttls_after_big(aw_stream *s, void *arg)
-{
-    struct handler *h = calloc(1, sizeof(*h));
-
-    (void)arg;
-    h->s = s;
-    aw_future_unref(aw_task_new(loop, starttls_after_big_task, h,
-                                handler_free));
-}
-
 START_TEST(drain_during_start_tls_settles_after_it)
 {
     aw_tls_context *sctx = server_ctx(&leaf), *cctx = client_ctx();
     aw_future *f;
     aw_bytes *b;
-    void *srv = NULL, *s = NULL;
+    aw_server *srv = NULL;
+    aw_stream *s = NULL;
 
     big_before_tls = calloc(1, BIG_BEFORE_TLS);
     ck_assert_ptr_nonnull(big_before_tls);
     upgrade_ctx = sctx;
     upgrade_rc = big_drain_rc = 1;
     big_paused_at_start = 0;
+    starttls_big = 1;
     handlers_done = 0;
-    f = aw_start_server(loop, "127.0.0.1", 0, on_starttls_after_big, NULL, 0,
-                        0);
-    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
-    aw_future_take_result(f, &srv, NULL);
-    aw_future_unref(f);
-    f = aw_open_connection(loop, "127.0.0.1", aw_server_port(srv));
-    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
-    aw_future_take_result(f, &s, NULL);
-    aw_future_unref(f);
+    s = dial_starttls_server(&srv);
     ck_assert_int_eq(aw_stream_write(s, "STARTTLS\n", 9), 0);
     expect(aw_stream_readline(s), "OK\n");
     f = aw_stream_readexactly(s, BIG_BEFORE_TLS);
@@ -1221,6 +1206,7 @@ START_TEST(drain_during_start_tls_settles_after_it)
     hang_up(s);
     stop(srv);
     ck_assert_int_eq(handlers_done, 1);
+    starttls_big = 0;
     free(big_before_tls);
     aw_tls_context_unref(sctx);
     aw_tls_context_unref(cctx);

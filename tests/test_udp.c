@@ -237,18 +237,6 @@ round_trip(const char *host)
 
 /* A loop that will not close names each endpoint still alive, by its
  * address and, when connected, its peer. */
-static char busy_log[1024];
-
-static void
-log_reports(aw_loop *l, const aw_exception_context *ctx, void *arg)
-{
-    size_t n = strlen(busy_log);
-
-    (void)l;
-    (void)arg;
-    snprintf(busy_log + n, sizeof(busy_log) - n, "%s\n", ctx->message);
-}
-
 START_TEST(busy_close_names_endpoints)
 {
     static struct peer srv, cli;
@@ -256,17 +244,17 @@ START_TEST(busy_close_names_endpoints)
 
     open_ip(&srv, "127.0.0.1", 0, NULL, 0, 0);
     open_ip(&cli, NULL, 0, "127.0.0.1", port_of(srv.t), 0);
-    busy_log[0] = '\0';
-    aw_loop_set_exception_handler(loop, log_reports, NULL);
+    aw_test_reports[0] = '\0';
+    aw_loop_set_exception_handler(loop, aw_test_log_reports, NULL);
     ck_assert_int_eq(aw_loop_close(loop), AW_EBUSY);
     aw_loop_set_exception_handler(loop, NULL, NULL);
     snprintf(want, sizeof(want),
              "datagram endpoint on 127.0.0.1:%d (open) still alive",
              port_of(srv.t));
-    ck_assert_msg(strstr(busy_log, want) != NULL, "%s", busy_log);
+    ck_assert_msg(strstr(aw_test_reports, want) != NULL, "%s", aw_test_reports);
     snprintf(want, sizeof(want), ":%d to 127.0.0.1:%d (open) still alive",
              port_of(cli.t), port_of(srv.t));
-    ck_assert_msg(strstr(busy_log, want) != NULL, "%s", busy_log);
+    ck_assert_msg(strstr(aw_test_reports, want) != NULL, "%s", aw_test_reports);
     finish(&cli, 0);
     finish(&srv, 0);
 }

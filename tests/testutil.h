@@ -17,6 +17,13 @@ extern aw_loop *loop;
 /* Each test file defines its suite. */
 Suite *aw_test_suite(void);
 
+/* An exception handler that appends each report's message and a newline
+ * to aw_test_reports (the test clears it first): for tests of what the
+ * loop reports. */
+extern char aw_test_reports[4096];
+void aw_test_log_reports(aw_loop *l, const aw_exception_context *ctx,
+                         void *arg);
+
 /* A TCase with the loop fixture and a timeout fit for the run (longer
  * under valgrind). */
 TCase *aw_test_tcase(const char *name);
