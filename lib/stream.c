@@ -383,16 +383,15 @@ find_sep(aw_stream *s, size_t len, struct evbuffer_iovec *first)
 {
     struct evbuffer_iovec v;
     struct evbuffer_ptr from, at;
+    const char *p;
 
     if (len < s->seplen)
         return -1;
     if (s->scanned == 0 && evbuffer_peek(s->buf, -1, NULL, &v, 1) >= 1) {
         *first = v;
-        const char *p = s->seplen == 1
-                            ? memchr(v.iov_base, *(const char *)s->sep,
-                                     v.iov_len)
-                            : memmem(v.iov_base, v.iov_len, s->sep, s->seplen);
-
+        p = s->seplen == 1
+                ? memchr(v.iov_base, *(const char *)s->sep, v.iov_len)
+                : memmem(v.iov_base, v.iov_len, s->sep, s->seplen);
         if (p != NULL)
             return p - (const char *)v.iov_base;
         if (v.iov_len == len) {
