@@ -122,6 +122,11 @@ void bench_load_end(struct bench_window *w, double *rps, double *per_cpu);
 aw_server *bench_aw_server(aw_loop *loop, aw_client_fn on_client);
 /* Cancel every task of the loop and run until they are gone. */
 void bench_end_tasks(aw_loop *loop);
+/* A server's task for client s: a zeroed frame of size bytes whose first
+ * member is the aw_stream * (set to s), run by fn on loop.  The frame
+ * holds s's reference; both go when the task ends. */
+void bench_spawn_client(aw_loop *loop, aw_stream *s, aw_task_fn fn,
+                        size_t size);
 /* Serve ld's client with a libawait server: a fresh loop, on_client's
  * tasks; rps and per_cpu as bench_load_end's. */
 void bench_aw_serve(const struct bench_load *ld, aw_client_fn on_client,

@@ -292,6 +292,24 @@ bench_aw_server(aw_loop *loop, aw_client_fn on_client)
     return srv;
 }
 
+static void
+client_frame_free(void *p)
+{
+    aw_stream_unref(*(aw_stream **)p);
+    free(p);
+}
+
+void
+bench_spawn_client(aw_loop *loop, aw_stream *s, aw_task_fn fn, size_t size)
+{
+    aw_stream **frame = calloc(1, size);
+
+    if (frame == NULL)
+        bench_die("calloc", -ENOMEM);
+    *frame = s;
+    aw_future_unref(aw_task_new(loop, fn, frame, client_frame_free));
+}
+
 void
 bench_end_tasks(aw_loop *loop)
 {

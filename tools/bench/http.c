@@ -65,15 +65,6 @@ struct http_conn {
     int rc;
 };
 
-static void
-http_conn_free(void *p)
-{
-    struct http_conn *h = p;
-
-    aw_stream_unref(h->s);
-    free(h);
-}
-
 static AW_TASK(http_task, struct http_conn *h)
 {
     AW_BEGIN();
@@ -97,10 +88,7 @@ static AW_TASK(http_task, struct http_conn *h)
 static void
 http_on_client(aw_stream *s, void *arg)
 {
-    struct http_conn *h = calloc(1, sizeof(*h));
-
-    h->s = s;
-    aw_future_unref(aw_task_new(arg, http_task, h, http_conn_free));
+    bench_spawn_client(arg, s, http_task, sizeof(struct http_conn));
 }
 
 /* ---- raw libevent: bufferevents ------------------------------------------ */

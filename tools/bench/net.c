@@ -116,15 +116,6 @@ struct echo_handler {
     int rc;
 };
 
-static void
-echo_handler_free(void *p)
-{
-    struct echo_handler *h = p;
-
-    aw_stream_unref(h->s);
-    free(h);
-}
-
 /* A client that leaves (end of file, a reset) ends its task quietly:
  * multiloop_echo's servers outlive their clients. */
 static AW_TASK(echo_handler_task, struct echo_handler *h)
@@ -149,11 +140,7 @@ static AW_TASK(echo_handler_task, struct echo_handler *h)
 void
 bench_echo_on_client(aw_stream *s, void *arg)
 {
-    struct echo_handler *h = calloc(1, sizeof(*h));
-
-    h->s = s;
-    aw_future_unref(aw_task_new(arg, echo_handler_task, h,
-                                echo_handler_free));
+    bench_spawn_client(arg, s, echo_handler_task, sizeof(struct echo_handler));
 }
 
 static aw_server *
@@ -296,10 +283,7 @@ static AW_TASK(sink_task, struct sink_handler *h)
 static void
 sink_on_client(aw_stream *s, void *arg)
 {
-    struct sink_handler *h = calloc(1, sizeof(*h));
-
-    h->s = s;
-    aw_future_unref(aw_task_new(arg, sink_task, h, echo_handler_free));
+    bench_spawn_client(arg, s, sink_task, sizeof(struct sink_handler));
 }
 
 struct pump {
@@ -493,10 +477,7 @@ static AW_TASK(idle_task, struct echo_handler *h)
 static void
 idle_on_client(aw_stream *s, void *arg)
 {
-    struct echo_handler *h = calloc(1, sizeof(*h));
-
-    h->s = s;
-    aw_future_unref(aw_task_new(arg, idle_task, h, echo_handler_free));
+    bench_spawn_client(arg, s, idle_task, sizeof(struct echo_handler));
 }
 
 static double

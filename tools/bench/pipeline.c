@@ -62,15 +62,6 @@ struct pl_conn {
     char out[4096];
 };
 
-static void
-pl_conn_free(void *p)
-{
-    struct pl_conn *h = p;
-
-    aw_stream_unref(h->s);
-    free(h);
-}
-
 static AW_TASK(pl_task, struct pl_conn *h)
 {
     AW_BEGIN();
@@ -107,10 +98,7 @@ static AW_TASK(pl_task, struct pl_conn *h)
 static void
 pl_on_client(aw_stream *s, void *arg)
 {
-    struct pl_conn *h = calloc(1, sizeof(*h));
-
-    h->s = s;
-    aw_future_unref(aw_task_new(arg, pl_task, h, pl_conn_free));
+    bench_spawn_client(arg, s, pl_task, sizeof(struct pl_conn));
 }
 
 static double

@@ -341,15 +341,6 @@ struct mb_sink {
     int rc;
 };
 
-static void
-mb_sink_free(void *p)
-{
-    struct mb_sink *h = p;
-
-    aw_stream_unref(h->s);
-    free(h);
-}
-
 static AW_TASK(mb_sink_task, struct mb_sink *h)
 {
     AW_BEGIN();
@@ -367,12 +358,7 @@ static AW_TASK(mb_sink_task, struct mb_sink *h)
 static void
 mb_on_client(aw_stream *s, void *arg)
 {
-    struct mb_sink *h = calloc(1, sizeof(*h));
-
-    if (h == NULL)
-        bench_die("calloc", -ENOMEM);
-    h->s = s;
-    aw_future_unref(aw_task_new(arg, mb_sink_task, h, mb_sink_free));
+    bench_spawn_client(arg, s, mb_sink_task, sizeof(struct mb_sink));
 }
 
 struct mb_pump {
@@ -839,15 +825,6 @@ struct hs_handler {
     int rc;
 };
 
-static void
-hs_handler_free(void *p)
-{
-    struct hs_handler *h = p;
-
-    aw_stream_unref(h->s);
-    free(h);
-}
-
 static AW_TASK(hs_server_task, struct hs_handler *h)
 {
     AW_BEGIN();
@@ -871,12 +848,7 @@ static AW_TASK(hs_server_task, struct hs_handler *h)
 static void
 hs_on_client(aw_stream *s, void *arg)
 {
-    struct hs_handler *h = calloc(1, sizeof(*h));
-
-    if (h == NULL)
-        bench_die("calloc", -ENOMEM);
-    h->s = s;
-    aw_future_unref(aw_task_new(arg, hs_server_task, h, hs_handler_free));
+    bench_spawn_client(arg, s, hs_server_task, sizeof(struct hs_handler));
 }
 
 static int
@@ -1180,15 +1152,6 @@ struct cb_handler {
     int rc;
 };
 
-static void
-cb_handler_free(void *p)
-{
-    struct cb_handler *h = p;
-
-    aw_stream_unref(h->s);
-    free(h);
-}
-
 static AW_TASK(cb_idle_task, struct cb_handler *h)
 {
     AW_BEGIN();
@@ -1202,12 +1165,7 @@ static AW_TASK(cb_idle_task, struct cb_handler *h)
 static void
 cb_on_client(aw_stream *s, void *arg)
 {
-    struct cb_handler *h = calloc(1, sizeof(*h));
-
-    if (h == NULL)
-        bench_die("calloc", -ENOMEM);
-    h->s = s;
-    aw_future_unref(aw_task_new(arg, cb_idle_task, h, cb_handler_free));
+    bench_spawn_client(arg, s, cb_idle_task, sizeof(struct cb_handler));
 }
 
 static int
