@@ -58,6 +58,11 @@ void bench_die(const char *what, int rc);
 uint64_t bench_rng(void);
 /* Bytes of the heap in use (mallinfo2). */
 size_t bench_heap_in_use(void);
+/* CPU seconds (user and system) of the calling thread. */
+double bench_thread_cpu(void);
+/* Pin the calling thread to cpu (its mask before in *old when not NULL):
+ * 1, or 0 when there is one CPU or it could not be done. */
+int bench_pin_to(int cpu, cpu_set_t *old);
 /* A libevent base without locks, with precise timers: the strictest floor
  * for the raw baselines, even though libawait's own bases are created
  * thread-aware. */

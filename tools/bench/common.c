@@ -79,8 +79,8 @@ bench_raw_base(void)
 #define LOAD_SECONDS 2.0
 #define LOAD_MAX_CONNS 256
 
-static double
-thread_cpu(void)
+double
+bench_thread_cpu(void)
 {
     struct rusage ru;
 
@@ -89,8 +89,8 @@ thread_cpu(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
-static int
-pin_to(int cpu, cpu_set_t *old)
+int
+bench_pin_to(int cpu, cpu_set_t *old)
 {
     cpu_set_t set;
 
@@ -201,12 +201,12 @@ bench_load_start(struct bench_window *w, const struct bench_load *ld,
         bench_die("fork", -errno);
     if (w->pid == 0) {
         close(p[0]);
-        pin_to(1, NULL);
+        bench_pin_to(1, NULL);
         load_run(ld, port, p[1]);
     }
     close(p[1]);
     w->fd = p[0];
-    w->pinned = pin_to(0, &w->old_mask);
+    w->pinned = bench_pin_to(0, &w->old_mask);
 }
 
 /* perf's control fifo (or /dev/null under strace): "enable"/"disable". */
@@ -243,11 +243,11 @@ bench_window_read(struct bench_window *w)
     if (c == 'S') {
         window_ctl("enable\n");
         w->t0 = bench_now();
-        w->cpu0 = thread_cpu();
+        w->cpu0 = bench_thread_cpu();
         return 0;
     }
     w->t1 = bench_now();
-    w->cpu1 = thread_cpu();
+    w->cpu1 = bench_thread_cpu();
     window_ctl("disable\n");
     if (read(w->fd, &w->requests, sizeof(w->requests)) !=
         (ssize_t)sizeof(w->requests))

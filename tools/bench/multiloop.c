@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <sys/resource.h>
 #include <sys/time.h>
 
 #include <event2/event.h>
@@ -40,16 +39,6 @@ struct server_loop {
     double cpu;        /* seconds of CPU while serving */
     int rc;
 };
-
-static double
-thread_cpu(void)
-{
-    struct rusage ru;
-
-    getrusage(RUSAGE_THREAD, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
 
 static int
 stop_cb(aw_loop *loop, void *arg)
@@ -76,10 +65,10 @@ static AW_TASK(serve_main, struct server_loop *s)
     s->loop = loop;
     if ((s->stop = aw_future_new(loop)) == NULL)
         AW_RAISE(-ENOMEM, NULL);
-    s->cpu = thread_cpu();
+    s->cpu = bench_thread_cpu();
     sem_post(s->ready);
     AW_AWAIT(aw_future_ref(s->stop), NULL);
-    s->cpu = thread_cpu() - s->cpu;
+    s->cpu = bench_thread_cpu() - s->cpu;
     AW_FINALLY();
     aw_future_unref(s->stop);
     aw_server_free(s->srv);

@@ -143,20 +143,6 @@ bench_echo_on_client(aw_stream *s, void *arg)
     bench_spawn_client(arg, s, echo_handler_task, sizeof(struct echo_handler));
 }
 
-static aw_server *
-bench_server(aw_loop *loop, aw_client_fn fn)
-{
-    aw_future *f = aw_start_server(loop, "127.0.0.1", 0, fn, loop, 0, 0);
-    void *srv = NULL;
-    int rc;
-
-    if ((rc = aw_loop_run_until_complete(loop, f)) != 0)
-        bench_die("start_server", rc);
-    aw_future_take_result(f, &srv, NULL);
-    aw_future_unref(f);
-    return srv;
-}
-
 /* Cancel every task of the loop and run until they are gone. */
 static void
 end_tasks(aw_loop *loop)
@@ -180,7 +166,7 @@ bench_echo_1k(void)
 
     if ((rc = aw_loop_new(&loop)) != 0)
         bench_die("loop", rc);
-    srv = bench_server(loop, bench_echo_on_client);
+    srv = bench_aw_server(loop, bench_echo_on_client);
     /* The clients run on the loop's own base, beside the server. */
     rps = bench_echo_clients(aw_loop_get_base(loop), aw_server_port(srv),
                              NULL);
@@ -319,7 +305,7 @@ bench_stream_mb_s(void)
 
     if ((rc = aw_loop_new(&loop)) != 0)
         bench_die("loop", rc);
-    srv = bench_server(loop, sink_on_client);
+    srv = bench_aw_server(loop, sink_on_client);
     f = aw_open_connection(loop, "127.0.0.1", aw_server_port(srv));
     if ((rc = aw_loop_run_until_complete(loop, f)) != 0)
         bench_die("open_connection", rc);
@@ -502,7 +488,7 @@ bench_conn_bytes(void)
     }
     if ((rc = aw_loop_new(&loop)) != 0)
         bench_die("loop", rc);
-    srv = bench_server(loop, idle_on_client);
+    srv = bench_aw_server(loop, idle_on_client);
     port = aw_server_port(srv);
     if (pipe(sync) != 0)
         bench_die("pipe", -errno);

@@ -15,7 +15,6 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <math.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -598,20 +597,6 @@ static int hs_phase, hs_ctl, hs_port, hs_cache;
 static long hs_count, hs_start, hs_reused, hs_reused_start;
 static double hs_t0;
 
-static int
-pin_cpu(int cpu, cpu_set_t *old)
-{
-    cpu_set_t set;
-
-    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-        return 0;
-    if (old != NULL && sched_getaffinity(0, sizeof(*old), old) != 0)
-        return 0;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof(set), &set) == 0;
-}
-
 /* A connection done (in the client): the window's marks. */
 static void
 hs_done(int reused)
@@ -801,7 +786,7 @@ hs_client_start(struct bench_window *w, int ours, int lfd)
         close(p[0]);
         close(lfd);
         alarm(60); /* never outlive a server that stopped answering */
-        pin_cpu(1, NULL);
+        bench_pin_to(1, NULL);
         hs_ctl = p[1];
         hs_phase = 0;
         hs_count = hs_reused = 0;
@@ -814,7 +799,7 @@ hs_client_start(struct bench_window *w, int ours, int lfd)
     }
     close(p[1]);
     w->fd = p[0];
-    w->pinned = pin_cpu(0, &w->old_mask);
+    w->pinned = bench_pin_to(0, &w->old_mask);
 }
 
 /* libawait's server: a task per connection, one byte read, one written,
