@@ -67,7 +67,7 @@ aw_bytes_new(const void *data, size_t len)
  * allocation, where libevent would copy a part of a chain into a new one
  * or pull several up into a chain of the next power of two. */
 static aw_bytes *
-bytes_from(struct evbuffer *buf, size_t n, const char *first, size_t firstlen)
+bytes_from(struct evbuffer *buf, size_t n)
 {
     aw_bytes *b;
 
@@ -77,13 +77,9 @@ bytes_from(struct evbuffer *buf, size_t n, const char *first, size_t firstlen)
         b = aw__malloc(sizeof(*b) + n + 1);
         if (b == NULL)
             return NULL;
-        if (n > 0 && first == NULL && evbuffer_peek(buf, -1, NULL, &v, 1) >= 1) {
-            first = v.iov_base;
-            firstlen = v.iov_len;
-        }
-        if (n > 0 && first != NULL && firstlen >= n) {
-            /* the usual case, without the generic walk */
-            memcpy(b->inline_data, first, n);
+        if (n > 0 && evbuffer_peek(buf, -1, NULL, &v, 1) >= 1 &&
+            v.iov_len >= n) { /* the usual case, without the generic walk */
+            memcpy(b->inline_data, v.iov_base, n);
             evbuffer_drain(buf, n);
         } else {
             evbuffer_remove(buf, b->inline_data, n);
@@ -298,12 +294,10 @@ reclaim(aw_stream *s)
     aw_future_unref(f);
 }
 
-/* Settle the waiting read with the first n bytes; first: the first
- * chain's firstlen bytes when the caller looked (NULL: not known). */
 static void
-finish_read_at(aw_stream *s, size_t n, const char *first, size_t firstlen)
+finish_read(aw_stream *s, size_t n)
 {
-    aw_bytes *b = bytes_from(s->buf, n, first, firstlen);
+    aw_bytes *b = bytes_from(s->buf, n);
     aw_future *r = s->reader;
 
     s->reader = NULL;
@@ -317,12 +311,6 @@ finish_read_at(aw_stream *s, size_t n, const char *first, size_t firstlen)
         s->handed = r; /* kept until the next read: see reclaim() */
     else
         aw_future_unref(r);
-}
-
-static void
-finish_read(aw_stream *s, size_t n)
-{
-    finish_read_at(s, n, NULL, 0);
 }
 
 static void
@@ -342,7 +330,7 @@ incomplete(aw_stream *s, size_t want)
     char msg[96];
 
     aw_bytes_free(s->partial);
-    s->partial = bytes_from(s->buf, have, NULL, 0);
+    s->partial = bytes_from(s->buf, have);
     if (want > 0)
         snprintf(msg, sizeof(msg), "%zu bytes read on %zu expected", have,
                  want);
@@ -379,7 +367,7 @@ flow(aw_stream *s)
  * that a line arriving in many pieces is not scanned again from its
  * start each time. */
 static ev_ssize_t
-find_sep(aw_stream *s, size_t len, struct evbuffer_iovec *first)
+find_sep(aw_stream *s, size_t len)
 {
     struct evbuffer_iovec v;
     struct evbuffer_ptr from, at;
@@ -388,7 +376,6 @@ find_sep(aw_stream *s, size_t len, struct evbuffer_iovec *first)
     if (len < s->seplen)
         return -1;
     if (s->scanned == 0 && evbuffer_peek(s->buf, -1, NULL, &v, 1) >= 1) {
-        *first = v;
         p = s->seplen == 1
                 ? memchr(v.iov_base, *(const char *)s->sep, v.iov_len)
                 : memmem(v.iov_base, v.iov_len, s->sep, s->seplen);
@@ -441,8 +428,7 @@ try_read(aw_stream *s)
         else if (s->eof)
             incomplete(s, s->rn);
     } else {
-        struct evbuffer_iovec first = {NULL, 0};
-        ev_ssize_t pos = find_sep(s, len, &first);
+        ev_ssize_t pos = find_sep(s, len);
 
         /* The limit is on the data before the separator (asyncio).  A
          * readline past it drops the overlong line, through its
@@ -454,8 +440,7 @@ try_read(aw_stream *s)
                     evbuffer_drain(s->buf, (size_t)pos + s->seplen);
                 fail_read(s, AW_ELIMIT, "separator found past the limit");
             } else {
-                finish_read_at(s, (size_t)pos + s->seplen, first.iov_base,
-                               first.iov_len);
+                finish_read(s, (size_t)pos + s->seplen);
             }
         } else if (len + 1 > s->limit + s->seplen) {
             /* Even a separator starting at the last seplen - 1 bytes

@@ -70,7 +70,9 @@
  * layer) has its reads offer this much less than a power of two, so
  * that the chain libevent allocates (the bytes plus its header, rounded
  * up to a power of two) is the offer's size and not twice it: the room
- * left over would never be used. */
+ * left over would never be used.  Other transports keep the power of
+ * two: their next read fills that room (measured: stream_mb_s 2.4-3.3
+ * against 1.2-1.3 with the slack for all). */
 #define CHAIN_SLACK 128
 /* iovecs given to one sendmsg() of the queue */
 #define SEND_IOV 16

@@ -119,9 +119,12 @@ AW_EXTERN size_t aw_transport_write_buffer_size(const aw_transport *t);
 
 /* aw_transport_is_writing_paused - 1 from the write that took the buffer
  * over its high-water mark until it drains to the low one, else 0 (a TLS
- * transport: until the connection below has told it so, from the loop).
- * pause_writing says the same later, from the loop (never inside the
- * write): a protocol that writes in a loop asks this between writes. */
+ * transport: until the connection below has told it so, from the loop);
+ * 0 for NULL or a lost transport.  Takes no reference.  asyncio has no
+ * such call because its pause_writing runs inside write(); here
+ * pause_writing says the same later, from the loop, so a protocol that
+ * writes in a loop asks this between writes (what asyncio's protocols
+ * keep in their own _paused flag). */
 AW_EXTERN int aw_transport_is_writing_paused(const aw_transport *t);
 
 /*
