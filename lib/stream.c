@@ -1126,7 +1126,14 @@ aw_stream_start_tls(aw_stream *s, aw_tls_context *ctx,
     f = aw_future_new(s->loop);
     if (f == NULL)
         return aw__future_nomem(s->loop);
-    tf = aw__tls_start(s->t, ctx, server_hostname, &stream_protocol, s);
+    /* What is buffered and unread came after the go-ahead: the peer's
+     * first TLS bytes (a ClientHello sent without waiting), or bytes it
+     * had no right to send in the clear, which fail the handshake rather
+     * than read as if they had come over TLS. */
+    reclaim(s);
+    tf = aw__tls_start(s->t, ctx, server_hostname, &stream_protocol, s,
+                       s->buf);
+    s->scanned = 0; /* a waiting read searches the decrypted bytes anew */
     if (tf == NULL || aw_future_done(tf)) { /* refused: nothing changed */
         const char *m = tf != NULL ? aw_future_message(tf) : NULL;
 

@@ -18,6 +18,7 @@ aw_future *aw__tls_create_server(aw_loop *loop, const char *host, int port,
 /* aw_start_tls (t not NULL). */
 aw_future *aw__tls_start(aw_transport *t, aw_tls_context *ctx,
                          const char *server_hostname,
-                         const aw_protocol *proto, void *arg);
+                         const aw_protocol *proto, void *arg,
+                         struct evbuffer *early);
 
 #endif /* AWAIT_TLS_INTERNAL_H */

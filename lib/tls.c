@@ -1771,10 +1771,14 @@ aw_create_unix_connection_tls(aw_loop *loop, const char *path,
                        arg);
 }
 
+/* Start TLS over t.  early (may be NULL): bytes t delivered before the
+ * upgrade and nobody read, which came after the peer's go-ahead and so
+ * are its first TLS bytes: given back to t (emptied), so that the layer
+ * reads them first, from the loop, as the rest. */
 aw_future *
 aw__tls_start(aw_transport *t, aw_tls_context *ctx,
               const char *server_hostname, const aw_protocol *proto,
-              void *arg)
+              void *arg, struct evbuffer *early)
 {
     aw_loop *loop = aw_transport_loop(t);
     struct tls *L;
@@ -1802,6 +1806,11 @@ aw__tls_start(aw_transport *t, aw_tls_context *ctx,
         aw_transport_abort(L->up);
         return aw__future_nomem(loop);
     }
+    /* Moved whole or not at all: t is still untouched. */
+    if (early != NULL && aw__transport_unread(t, early) != 0) {
+        fail(L, -ENOMEM, NULL, 0);
+        return f;
+    }
     aw__transport_set_protocol(t, &client_low_protocol, L);
     attach(L, t);
     aw__transport_set_sink(t, low_sink);
@@ -1816,7 +1825,7 @@ aw_start_tls(aw_transport *t, aw_tls_context *ctx,
 {
     if (t == NULL)
         return NULL;
-    return aw__tls_start(t, ctx, server_hostname, proto, arg);
+    return aw__tls_start(t, ctx, server_hostname, proto, arg, NULL);
 }
 
 /* ---- serving -------------------------------------------------------------------- */

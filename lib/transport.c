@@ -1120,6 +1120,23 @@ aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink)
 }
 
 int
+aw__transport_unread(aw_transport *t, struct evbuffer *b)
+{
+    if (evbuffer_get_length(b) == 0)
+        return 0;
+    if (evbuffer_prepend_buffer(t->in, b) != 0)
+        return -ENOMEM;
+    if (t->reading && !t->soon) {
+        aw_transport_ref(t);
+        if (aw_loop_call_soon(t->loop, deliver_soon, t, NULL) == 0)
+            t->soon = 1;
+        else
+            aw_transport_unref(t); /* delivered with the next read */
+    }
+    return 0;
+}
+
+int
 aw_transport_is_writing_paused(const aw_transport *t)
 {
     return t != NULL && t->state != T_LOST && t->paused;

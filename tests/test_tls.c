@@ -1068,19 +1068,32 @@ static int upgrade_rc = 1;
 
 /* A plain server: "STARTTLS\n" answered "OK\n", then TLS, then an echoed
  * line.  With starttls_big, BIG_BEFORE_TLS bytes follow "OK\n" and the
- * server drains while its upgrade runs (drain_during_start_tls_...). */
+ * server drains while its upgrade runs (drain_during_start_tls_...).
+ * With starttls_early, no "OK\n": the server starts TLS once the stream
+ * holds what the client sent after "STARTTLS\n" (start_tls_takes_...);
+ * with 2, it first reads a line of that and drops the future unread. */
 #define BIG_BEFORE_TLS (8u << 20)
 
-static int starttls_big;
+static int starttls_big, starttls_early;
 static char *big_before_tls;
 static int big_paused_at_start, big_drain_rc = 1;
+static size_t early_buffered;
 
 static AW_TASK(starttls_server_task, struct handler *h)
 {
     AW_BEGIN();
     AW_AWAIT(aw_stream_readline(h->s), &h->line);
     ck_assert_str_eq(aw_bytes_cstr(h->line), "STARTTLS\n");
-    aw_stream_write(h->s, "OK\n", 3);
+    if (starttls_early) {
+        for (h->sent = 0; aw_stream_buffered(h->s) == 0 && h->sent < 5000;
+             h->sent++)
+            AW_AWAIT(aw_sleep(loop, 0.001), NULL);
+        early_buffered = aw_stream_buffered(h->s);
+        if (starttls_early == 2) /* a line read, dropped unread */
+            aw_future_unref(aw_stream_readline(h->s));
+    } else {
+        aw_stream_write(h->s, "OK\n", 3);
+    }
     if (starttls_big) {
         aw_stream_write(h->s, big_before_tls, BIG_BEFORE_TLS);
         big_paused_at_start =
@@ -1163,6 +1176,107 @@ START_TEST(stream_start_tls_mid_stream)
     ck_assert_int_eq(handlers_done, 1);
     aw_tls_context_unref(sctx);
     aw_tls_context_unref(cctx);
+}
+END_TEST
+
+/* A client that sends its ClientHello right behind "STARTTLS\n", without
+ * waiting for the go-ahead: the server's stream has it buffered when it
+ * starts TLS, and the handshake takes it from there (it waited for a
+ * ClientHello that never came, until its timeout). */
+START_TEST(start_tls_takes_what_the_stream_buffered)
+{
+    aw_tls_context *sctx = server_ctx(&leaf), *cctx = client_ctx();
+    aw_future *f;
+    aw_server *srv = NULL;
+    aw_stream *s = NULL;
+
+    ck_assert_int_eq(aw_tls_context_set_timeouts(sctx, 5.0, 0), 0);
+    upgrade_ctx = sctx;
+    upgrade_rc = 1;
+    early_buffered = 0;
+    starttls_early = 1;
+    handlers_done = 0;
+    s = dial_starttls_server(&srv);
+    ck_assert_int_eq(aw_stream_write(s, "STARTTLS\n", 9), 0);
+    f = aw_stream_start_tls(s, cctx, "localhost");
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_unref(f);
+    echo_check(s, "secret\n");
+    ck_assert_int_eq(upgrade_rc, 0);
+    ck_assert_uint_gt(early_buffered, 0); /* the case under test */
+    hang_up(s);
+    stop(srv);
+    ck_assert_int_eq(handlers_done, 1);
+    starttls_early = 0;
+    aw_tls_context_unref(sctx);
+    aw_tls_context_unref(cctx);
+}
+END_TEST
+
+/* Plain text sent behind "STARTTLS\n" (the command injection of
+ * CVE-2011-0411's kind) is never read as if it had come over TLS: it goes
+ * to the handshake, which fails at once (it waited for a ClientHello
+ * until its timeout, and a client that then did TLS would have had its
+ * injected line read as protected).  The same when the server had read
+ * the injected line and dropped the read's future unread: the stream
+ * takes those bytes back, and they go to the handshake too. */
+START_TEST(start_tls_fails_on_plain_text_sent_ahead)
+{
+    aw_tls_context *sctx = server_ctx(&leaf);
+    aw_server *srv = NULL;
+    aw_stream *s = NULL;
+    aw_bytes *b;
+    double t0;
+
+    ck_assert_int_eq(aw_tls_context_set_timeouts(sctx, 5.0, 0), 0);
+    upgrade_ctx = sctx;
+    upgrade_rc = 1;
+    early_buffered = 0;
+    starttls_early = 1 + _i; /* 2: the line read, its future dropped */
+    handlers_done = 0;
+    s = dial_starttls_server(&srv);
+    t0 = aw_loop_time(loop);
+    ck_assert_int_eq(aw_stream_write(s, "STARTTLS\nRCPT TO:<x@y>\n", 23),
+                     0);
+    b = await_bytes(aw_stream_read(s, 100), 0); /* the server hangs up */
+    ck_assert_uint_eq(aw_bytes_len(b), 0);
+    aw_bytes_free(b);
+    ck_assert_double_lt(aw_loop_time(loop) - t0, 4.0);
+    ck_assert_int_eq(upgrade_rc, AW_ETLS_HANDSHAKE);
+    ck_assert_uint_eq(early_buffered, 14);
+    hang_up(s);
+    stop(srv);
+    ck_assert_int_eq(handlers_done, 1);
+    starttls_early = 0;
+    aw_tls_context_unref(sctx);
+}
+END_TEST
+
+/* A STARTTLS whose handshake fails (plain text where the ClientHello
+ * should be): the server's upgrade fails with the reason, its stream is
+ * lost, the client sees the connection end, and nothing is left over. */
+START_TEST(start_tls_handshake_failure_loses_the_stream)
+{
+    aw_tls_context *sctx = server_ctx(&leaf);
+    aw_server *srv = NULL;
+    aw_stream *s = NULL;
+    aw_bytes *b;
+
+    upgrade_ctx = sctx;
+    upgrade_rc = 1;
+    handlers_done = 0;
+    s = dial_starttls_server(&srv);
+    ck_assert_int_eq(aw_stream_write(s, "STARTTLS\n", 9), 0);
+    expect(aw_stream_readline(s), "OK\n");
+    ck_assert_int_eq(aw_stream_write(s, "RCPT TO:<x@y>\n", 14), 0);
+    b = await_bytes(aw_stream_read(s, 100), 0);
+    ck_assert_uint_eq(aw_bytes_len(b), 0);
+    aw_bytes_free(b);
+    ck_assert_int_eq(upgrade_rc, AW_ETLS_HANDSHAKE);
+    hang_up(s);
+    stop(srv);
+    ck_assert_int_eq(handlers_done, 1);
+    aw_tls_context_unref(sctx);
 }
 END_TEST
 
@@ -2380,6 +2494,9 @@ aw_test_suite(void)
     tcase_add_test(tc, sni_callback_picks_certificate);
     tcase_add_test(tc, stream_start_tls_mid_stream);
     tcase_add_test(tc, drain_during_start_tls_settles_after_it);
+    tcase_add_test(tc, start_tls_takes_what_the_stream_buffered);
+    tcase_add_loop_test(tc, start_tls_fails_on_plain_text_sent_ahead, 0, 2);
+    tcase_add_test(tc, start_tls_handshake_failure_loses_the_stream);
     tcase_add_test(tc, start_tls_on_transport);
     tcase_add_test(tc, handshake_timeout_against_silent_server);
     tcase_add_test(tc, handshake_timeout_against_silent_client);

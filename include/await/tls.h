@@ -329,9 +329,15 @@ AW_EXTERN aw_future *aw_start_tls(aw_transport *t, aw_tls_context *ctx,
  * future is done (result NULL) once the handshake succeeded, and the
  * stream then reads and writes through TLS; it fails as
  * aw_create_connection_tls, and the stream is then lost with that error.
- * What the stream had already buffered stays there as it came (plain).
- * While the handshake runs, writes are AW_EBUSY and reads wait.  -EINVAL
- * for a stream that is closing, already TLS, or not a socket.
+ * What the stream had buffered and not read (a read's result dropped
+ * unread included) goes to the handshake: it came after the exchange
+ * that led to the upgrade, so it is the peer's first TLS bytes (a
+ * ClientHello sent without waiting for the go-ahead), and plain text
+ * sent there fails the handshake (AW_ETLS_HANDSHAKE) instead of being
+ * read later as if it had come over TLS.  asyncio leaves it in the
+ * reader's buffer.  While the handshake runs, writes are AW_EBUSY and
+ * reads wait.  -EINVAL for a stream that is closing, already TLS, or not
+ * a socket.
  */
 AW_EXTERN aw_future *aw_open_connection_tls(aw_loop *loop, const char *host,
                                             int port, aw_tls_context *ctx,
