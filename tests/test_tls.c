@@ -1261,6 +1261,39 @@ START_TEST(start_tls_fails_on_plain_text)
 }
 END_TEST
 
+/* A stream whose peer has ended its side cannot start TLS (no handshake
+ * could follow): refused at once, the stream left as it was, what it
+ * had buffered still there to read. */
+START_TEST(start_tls_refused_after_end_of_file)
+{
+    aw_tls_context *sctx = server_ctx(&leaf);
+    aw_future *f;
+    void *s = NULL;
+    int sv[2];
+
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    f = aw_open_connection_sock(loop, sv[0]);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &s, NULL);
+    aw_future_unref(f);
+    ck_assert_int_eq(write(sv[1], "left\n", 5), 5);
+    ck_assert_int_eq(shutdown(sv[1], SHUT_WR), 0);
+    /* Both are there at once on a socketpair: a few passes read them. */
+    f = aw_sleep(loop, 0.05);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_unref(f);
+    ck_assert_uint_eq(aw_stream_buffered(s), 5);
+    f = aw_stream_start_tls(s, sctx, NULL);
+    ck_assert_int_eq(aw_future_error(f), -EINVAL);
+    aw_future_unref(f);
+    ck_assert_int_eq(aw_tls_is_tls(aw_stream_transport(s)), 0);
+    expect(aw_stream_readline(s), "left\n");
+    hang_up(s);
+    close(sv[1]);
+    aw_tls_context_unref(sctx);
+}
+END_TEST
+
 /* A drain asked for while the upgrade runs, on a connection whose buffer
  * was over its high-water mark when it began: it settles once the TLS
  * transport has taken over and the buffer below has drained (the pause
@@ -2477,6 +2510,7 @@ aw_test_suite(void)
     tcase_add_test(tc, drain_during_start_tls_settles_after_it);
     tcase_add_test(tc, start_tls_takes_what_the_stream_buffered);
     tcase_add_loop_test(tc, start_tls_fails_on_plain_text, 0, 3);
+    tcase_add_test(tc, start_tls_refused_after_end_of_file);
     tcase_add_test(tc, start_tls_on_transport);
     tcase_add_test(tc, handshake_timeout_against_silent_server);
     tcase_add_test(tc, handshake_timeout_against_silent_client);

@@ -336,8 +336,8 @@ AW_EXTERN aw_future *aw_start_tls(aw_transport *t, aw_tls_context *ctx,
  * sent there fails the handshake (AW_ETLS_HANDSHAKE) instead of being
  * read later as if it had come over TLS.  asyncio leaves it in the
  * reader's buffer.  While the handshake runs, writes are AW_EBUSY and
- * reads wait.  -EINVAL for a stream that is closing, already TLS, or not
- * a socket.
+ * reads wait.  -EINVAL for a stream that is closing, already TLS, not a
+ * socket, or whose peer has ended its side (no handshake could follow).
  */
 AW_EXTERN aw_future *aw_open_connection_tls(aw_loop *loop, const char *host,
                                             int port, aw_tls_context *ctx,
