@@ -1134,11 +1134,17 @@ aw_stream_start_tls(aw_stream *s, aw_tls_context *ctx,
     tf = aw__tls_start(s->t, ctx, server_hostname, &stream_protocol, s,
                        s->buf);
     s->scanned = 0; /* a waiting read searches the decrypted bytes anew */
-    if (tf == NULL || aw_future_done(tf)) { /* refused: nothing changed */
+    if (tf == NULL || aw_future_done(tf)) {
+        /* Refused, nothing changed; or the layer took the connection and
+         * its handshake failed at once (OpenSSL refused to start it):
+         * the connection is gone with it, and so is the stream. */
         const char *m = tf != NULL ? aw_future_message(tf) : NULL;
+        int code = tf != NULL ? aw_future_error(tf) : -ENOMEM;
 
-        aw__future_set_failed(f, tf != NULL ? aw_future_error(tf) : -ENOMEM,
-                              m != NULL ? aw__strdup(m) : NULL);
+        aw__future_set_failed(f, code, m != NULL ? aw__strdup(m) : NULL);
+        if (tf != NULL && aw__transport_protocol(s->t) != &stream_protocol &&
+            !s->lost)
+            on_lost(NULL, code, s);
         aw_future_unref(tf);
         return f;
     }

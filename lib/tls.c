@@ -160,6 +160,32 @@ struct aw_tls_context {
     char err[256];
 };
 
+/* OpenSSL fills a certificate's cache of its extensions (key ids, flags,
+ * hash) on first use, and two threads doing that at once race on it
+ * (OpenSSL issue 32609; TSan sees it in two loops' first handshakes with
+ * one shared context).  A context is set up in one thread and then
+ * shared, so every certificate it holds gets its cache filled while it is
+ * set up.  (Certificates of a CA directory are read only when a handshake
+ * needs them: those stay OpenSSL's.) */
+static void
+warm_cert(X509 *x)
+{
+    (void)X509_get_extension_flags(x);
+}
+
+static void
+warm_store(aw_tls_context *c)
+{
+    STACK_OF(X509_OBJECT) *objs =
+        X509_STORE_get0_objects(SSL_CTX_get_cert_store(c->ctx));
+    X509 *x;
+    int i;
+
+    for (i = 0; i < sk_X509_OBJECT_num(objs); i++)
+        if ((x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i))) != NULL)
+            warm_cert(x);
+}
+
 /* The context's last error: OpenSSL's reason (its queue emptied). */
 static int
 ctx_fail(aw_tls_context *c, int code, const char *what)
@@ -285,6 +311,7 @@ aw_tls_context_new(int side)
         SSL_CTX_sess_set_new_cb(c->ctx, new_session_cb);
         if (SSL_CTX_set_default_verify_paths(c->ctx) != 1)
             ERR_clear_error(); /* no system store: nothing is trusted */
+        warm_store(c);
     } else {
         c->verify = AW_TLS_VERIFY_NONE;
         SSL_CTX_set_session_id_context(c->ctx,
@@ -430,6 +457,9 @@ load_chain(aw_tls_context *c, const char *certfile, const char *keyfile,
         rc = ctx_fail(c, -EINVAL, "the key does not match the certificate");
         goto out;
     }
+    warm_cert(leaf);
+    for (i = 0; i < sk_X509_num(chain); i++)
+        warm_cert(sk_X509_value(chain, i));
     if (SSL_CTX_use_certificate(c->ctx, leaf) != 1 ||
         SSL_CTX_use_PrivateKey(c->ctx, key) != 1) {
         rc = ctx_fail(c, -EINVAL, "certificate or key refused");
@@ -492,6 +522,7 @@ aw_tls_context_load_verify_locations(aw_tls_context *c, const char *cafile,
     ERR_clear_error();
     if (SSL_CTX_load_verify_locations(c->ctx, cafile, capath) != 1)
         return ctx_fail(c, -EINVAL, "cannot load the authorities");
+    warm_store(c);
     c->err[0] = '\0';
     return 0;
 }
@@ -526,7 +557,8 @@ aw_tls_context_load_verify_mem(aw_tls_context *c, const char *pem,
     if (rc == 0 && sk_X509_num(certs) == 0)
         rc = ctx_fail(c, -EINVAL, "no certificate in the text");
     store = SSL_CTX_get_cert_store(c->ctx);
-    for (i = 0; rc == 0 && i < sk_X509_num(certs); i++)
+    for (i = 0; rc == 0 && i < sk_X509_num(certs); i++) {
+        warm_cert(sk_X509_value(certs, i)); /* the store shares it */
         if (X509_STORE_add_cert(store, sk_X509_value(certs, i)) != 1) {
             /* already there is no error */
             unsigned long e = ERR_peek_last_error();
@@ -535,6 +567,7 @@ aw_tls_context_load_verify_mem(aw_tls_context *c, const char *pem,
                 rc = ctx_fail(c, -EINVAL, "certificate refused");
             ERR_clear_error();
         }
+    }
     BIO_free(b);
     sk_X509_pop_free(certs, X509_free);
     if (rc == 0)
@@ -550,6 +583,7 @@ aw_tls_context_set_default_verify_paths(aw_tls_context *c)
     ERR_clear_error();
     if (SSL_CTX_set_default_verify_paths(c->ctx) != 1)
         return ctx_fail(c, -EINVAL, "no default trust store");
+    warm_store(c);
     return 0;
 }
 

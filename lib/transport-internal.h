@@ -60,7 +60,7 @@ typedef void (*aw__buffer_sink_fn)(aw_transport *t, struct evbuffer *in,
 void aw__transport_set_sink(aw_transport *t, aw__buffer_sink_fn sink);
 /* Give back bytes the protocol was given and did not use, to be delivered
  * again before anything read after them, from the loop (never inside this
- * call), as soon as the transport reads.  b is emptied: its chains move.
+ * call; held while reading is paused).  b is emptied: its chains move.
  * 0, -ENOMEM (b left as it was). */
 int aw__transport_unread(aw_transport *t, struct evbuffer *b);
 /* Reads offer a power of two less a chain header, not the power of two:

@@ -1124,15 +1124,18 @@ aw__transport_unread(aw_transport *t, struct evbuffer *b)
 {
     if (evbuffer_get_length(b) == 0)
         return 0;
-    if (evbuffer_prepend_buffer(t->in, b) != 0)
-        return -ENOMEM;
-    if (t->reading && !t->soon) {
+    /* Scheduled first: a peer that sent all it had waits for an answer,
+     * so there may be no next read to deliver them with. */
+    if (!t->soon) {
         aw_transport_ref(t);
-        if (aw_loop_call_soon(t->loop, deliver_soon, t, NULL) == 0)
-            t->soon = 1;
-        else
-            aw_transport_unref(t); /* delivered with the next read */
+        if (aw_loop_call_soon(t->loop, deliver_soon, t, NULL) != 0) {
+            aw_transport_unref(t);
+            return -ENOMEM;
+        }
+        t->soon = 1;
     }
+    if (evbuffer_prepend_buffer(t->in, b) != 0)
+        return -ENOMEM; /* the delivery finds nothing new: harmless */
     return 0;
 }
 

@@ -27,6 +27,7 @@
 
 #include <event2/event.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "../tools/certgen.h"
@@ -1294,6 +1295,49 @@ START_TEST(start_tls_refused_after_end_of_file)
 }
 END_TEST
 
+/* A client whose handshake OpenSSL refuses to begin (no protocol version
+ * allowed): the layer had taken the connection, so start_tls fails and
+ * the stream is lost with the same error (it read and wrote nothing ever
+ * after, its buffered bytes gone to the layer). */
+START_TEST(start_tls_failing_at_once_loses_the_stream)
+{
+    aw_tls_context *cctx = client_ctx();
+    aw_future *f;
+    void *s = NULL;
+    int sv[2], code;
+
+    ck_assert_int_eq(SSL_CTX_set_min_proto_version(
+                         aw_tls_context_native(cctx), TLS1_3_VERSION),
+                     1);
+    ck_assert_int_eq(SSL_CTX_set_max_proto_version(
+                         aw_tls_context_native(cctx), TLS1_2_VERSION),
+                     1);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    f = aw_open_connection_sock(loop, sv[0]);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_take_result(f, &s, NULL);
+    aw_future_unref(f);
+    ck_assert_int_eq(write(sv[1], "left\n", 5), 5);
+    f = aw_sleep(loop, 0.05);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), 0);
+    aw_future_unref(f);
+    ck_assert_uint_eq(aw_stream_buffered(s), 5);
+    f = aw_stream_start_tls(s, cctx, "localhost");
+    ck_assert(aw_future_done(f));
+    code = aw_future_error(f);
+    ck_assert_int_ne(code, 0);
+    ck_assert_int_ne(code, -EINVAL);
+    aw_future_unref(f);
+    f = aw_stream_readline(s);
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), code);
+    aw_future_unref(f);
+    ck_assert_int_ne(aw_stream_write(s, "x", 1), 0);
+    hang_up(s);
+    close(sv[1]);
+    aw_tls_context_unref(cctx);
+}
+END_TEST
+
 /* A drain asked for while the upgrade runs, on a connection whose buffer
  * was over its high-water mark when it began: it settles once the TLS
  * transport has taken over and the buffer below has drained (the pause
@@ -2511,6 +2555,7 @@ aw_test_suite(void)
     tcase_add_test(tc, start_tls_takes_what_the_stream_buffered);
     tcase_add_loop_test(tc, start_tls_fails_on_plain_text, 0, 3);
     tcase_add_test(tc, start_tls_refused_after_end_of_file);
+    tcase_add_test(tc, start_tls_failing_at_once_loses_the_stream);
     tcase_add_test(tc, start_tls_on_transport);
     tcase_add_test(tc, handshake_timeout_against_silent_server);
     tcase_add_test(tc, handshake_timeout_against_silent_client);
