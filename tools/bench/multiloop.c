@@ -13,8 +13,8 @@
  * of their CPU; multiloop_cpu_raw pays them too).  The client is not
  * echo_1k's in-process bufferevent one: that one was the bottleneck, the
  * loops slept between most requests, and each wake-up counted as their
- * CPU: 0.77-0.87 with it, 0.86-0.94 with this one (the servers busy 96%
- * to 99% of the window).
+ * CPU: 0.77-0.87 with it; 0.81-1.01 with this one, median 0.91 (the
+ * servers busy 96% to 99% of the window).
  *
  * multiloop_echo: total requests per second (on 2 cores the client takes
  * one: reported, not targeted).  multiloop_cpu: requests per CPU-second of
