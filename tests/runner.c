@@ -216,6 +216,18 @@ poll_cb(aw_loop *l, void *arg)
     return aw_loop_call_later(l, 0.001, poll_cb, ps, &ps->next);
 }
 
+aw_bytes *
+await_bytes(aw_future *f, int want_rc)
+{
+    void *b = NULL;
+
+    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), want_rc);
+    if (want_rc == 0)
+        ck_assert_int_eq(aw_future_take_result(f, &b, NULL), 0);
+    aw_future_unref(f);
+    return b;
+}
+
 int
 aw_test_run_until(aw_loop *l, volatile int *flag, double seconds)
 {

@@ -161,19 +161,6 @@ stop(aw_server *srv)
     aw_loop_run_once(loop, AW_RUN_NOWAIT);
 }
 
-/* Await f from the test: its result, which the caller then owns. */
-static aw_bytes *
-await_bytes(aw_future *f, int want_rc)
-{
-    void *b = NULL;
-
-    ck_assert_int_eq(aw_loop_run_until_complete(loop, f), want_rc);
-    if (want_rc == 0)
-        ck_assert_int_eq(aw_future_take_result(f, &b, NULL), 0);
-    aw_future_unref(f);
-    return b;
-}
-
 static void
 expect(aw_future *f, const char *want)
 {

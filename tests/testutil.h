@@ -49,6 +49,10 @@ int aw_test_long(void);
  * flag.  Uses a timer to stop the loop. */
 int aw_test_run_until(aw_loop *l, volatile int *flag, double seconds);
 
+/* Run the fixture's loop until f (a read) settles with want_rc; its bytes
+ * (NULL unless want_rc is 0), which the caller then owns.  Releases f. */
+aw_bytes *await_bytes(aw_future *f, int want_rc);
+
 /* ---- what happened, in order ---------------------------------------- */
 
 #define AW_TEST_LOG_MAX 64
